@@ -1,0 +1,271 @@
+"""CLIP-family checkpoints through transformers (CLIP, SigLIP and friends).
+
+Heavy imports (torch, transformers) happen inside the functions that need them, so reading a
+checkpoint's preprocessing config — all a fully cached re-scan needs — costs milliseconds.
+A checkpoint that cannot be found or that lacks weights raises :class:`ModelError`; clipsieve
+never runs on randomly initialised weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clipsieve.errors import ConfigError, ModelError
+from clipsieve.media.preprocess import Preprocess
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+_CONFIG_FILES = ("preprocessor_config.json", "processor_config.json")
+
+
+def resolve_model_id(model: str) -> str:
+    """A local folder becomes its absolute real path; a hub id is kept as written."""
+    p = Path(model).expanduser()
+    if p.is_dir():
+        return str(p.resolve())
+    return model
+
+
+def _hint(model: str) -> str:
+    return (
+        f"Fix: pass --model /path/to/a/local/checkpoint (or set CLIPSIEVE_MODEL), or run once "
+        f"with network access so that '{model}' is downloaded into the Hugging Face cache."
+    )
+
+
+def _hub_cache_dir() -> str:
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except ImportError:  # pragma: no cover
+        return "~/.cache/huggingface/hub"
+
+
+def _read_image_processor_config(model_id: str) -> dict[str, Any] | None:
+    """The image-processor config of a local folder or a hub id already in the cache."""
+    for name in _CONFIG_FILES:
+        path: str | None = None
+        local = Path(model_id) / name
+        if local.is_file():
+            path = str(local)
+        elif not Path(model_id).is_dir():
+            try:
+                from huggingface_hub import try_to_load_from_cache
+
+                found = try_to_load_from_cache(model_id, name)
+                path = found if isinstance(found, str) else None
+            except Exception:  # malformed ids etc. fall through to transformers
+                path = None
+        if path:
+            with open(path, encoding="utf-8") as fh:
+                cfg = json.load(fh)
+            if name == "processor_config.json":
+                cfg = cfg.get("image_processor")
+                if not cfg:
+                    continue
+            return cfg
+    return None
+
+
+def load_preprocess(model_id: str) -> Preprocess:
+    """Preprocessing parameters from the checkpoint's own config, without loading weights."""
+    cfg = _read_image_processor_config(model_id)
+    if cfg is None:
+        try:
+            from transformers import AutoImageProcessor
+
+            with _quiet_transformers():
+                proc = AutoImageProcessor.from_pretrained(model_id)
+            cfg = proc.to_dict()
+        except Exception as exc:
+            raise _model_error(model_id, exc) from None
+    try:
+        return Preprocess.from_config(cfg)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"model '{model_id}': unusable image processor config: {exc}") from None
+
+
+def _model_error(model_id: str, exc: BaseException) -> ModelError:
+    if Path(model_id).is_dir():
+        where = f"the folder {model_id} holds no loadable CLIP checkpoint ({_short(exc)})"
+    elif os.sep in model_id and not Path(model_id).exists() and model_id.startswith((".", "/", "~")):
+        where = f"no such folder: {model_id}"
+    else:
+        where = (
+            f"not found in the Hugging Face cache ({_hub_cache_dir()}) and could not be "
+            f"downloaded ({_short(exc)})"
+        )
+    return ModelError(f"cannot load model '{model_id}': {where}. {_hint(model_id)}")
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+class _quiet_transformers:
+    """Silence transformers' logging and progress bars inside a block."""
+
+    def __enter__(self) -> None:
+        from transformers.utils import logging as tlog
+
+        self._level = tlog.get_verbosity()
+        tlog.set_verbosity_error()
+        tlog.disable_progress_bar()
+
+    def __exit__(self, *exc: object) -> None:
+        from transformers.utils import logging as tlog
+
+        tlog.set_verbosity(self._level)
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device in (None, "", "auto"):
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available on this machine")
+    return device
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has native bfloat16 matrix instructions (AVX512-BF16 or AMX)."""
+    try:
+        import torch
+
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:  # pragma: no cover - old torch
+        return False
+
+
+def pick_precision(device: str, precision: str = "auto") -> str:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        if device == "cpu" and precision == "float16":
+            raise ConfigError("--precision float16 is not supported on the CPU; use bfloat16")
+        return precision
+    if device.startswith("cuda"):
+        return "float16"
+    if device == "cpu" and cpu_has_native_bf16():
+        return "bfloat16"
+    return "float32"
+
+
+class ClipBackend:
+    """A loaded CLIP-family model.
+
+    Args:
+        model: Hugging Face id or local checkpoint folder.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        precision: ``auto``, ``float32``, ``bfloat16`` or ``float16``. ``auto`` picks float16
+            on CUDA, bfloat16 autocast on CPUs with native bf16, else float32.
+
+    Raises:
+        ModelError: the checkpoint cannot be found, is not CLIP-like, or lacks weights.
+    """
+
+    def __init__(self, model: str, *, device: str = "auto", precision: str = "auto") -> None:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self.model_id = resolve_model_id(model)
+        self.device = pick_device(device)
+        self.precision = pick_precision(self.device, precision)
+        self.preprocess = load_preprocess(self.model_id)
+        try:
+            with _quiet_transformers():
+                net, info = AutoModel.from_pretrained(self.model_id, output_loading_info=True)
+                self.tokenizer = AutoTokenizer.from_pretrained(self.model_id)
+        except Exception as exc:
+            raise _model_error(self.model_id, exc) from None
+        if not (hasattr(net, "get_image_features") and hasattr(net, "get_text_features")):
+            raise ModelError(
+                f"model '{self.model_id}' is a {type(net).__name__}, not a CLIP-like image-text "
+                "model (it has no get_image_features / get_text_features)"
+            )
+        missing = sorted(info.get("missing_keys") or [])
+        if missing:
+            raise ModelError(
+                f"model '{self.model_id}': the checkpoint lacks {len(missing)} weight tensors "
+                f"(e.g. {', '.join(missing[:3])}); refusing to run with randomly initialised weights"
+            )
+        self.model_type = getattr(net.config, "model_type", "")
+        net.eval()
+        if self.precision == "float16":
+            net = net.half()
+        self.net = net.to(self.device)
+        self._autocast = self.precision == "bfloat16"
+        scale = getattr(net, "logit_scale", None)
+        self.logit_scale = float(scale.exp().item()) if scale is not None else 100.0
+        self.dim = int(getattr(net.config, "projection_dim", 0) or 0)
+        self._lock = threading.Lock()
+        self._torch = torch
+
+    @property
+    def input_dtype(self) -> Any:
+        return self._torch.float16 if self.precision == "float16" else self._torch.float32
+
+    def _context(self) -> Any:
+        torch = self._torch
+        if self._autocast:
+            dev = "cuda" if self.device.startswith("cuda") else "cpu"
+            return torch.autocast(device_type=dev, dtype=torch.bfloat16)
+        return torch.autocast(device_type="cpu", enabled=False)
+
+    @staticmethod
+    def _features(out: Any) -> Any:
+        """transformers 4 returns a tensor, transformers 5 a model output with pooler_output."""
+        if hasattr(out, "pooler_output"):
+            return out.pooler_output
+        if isinstance(out, (tuple, list)):
+            return out[0]
+        return out
+
+    def _normalise(self, feats: Any) -> np.ndarray:
+        feats = feats.float()
+        feats = feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return feats.cpu().numpy().astype(np.float32, copy=False)
+
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Preprocessed pixels (N, 3, H, W) → L2-normalised embeddings (N, D) float32."""
+        torch = self._torch
+        with self._lock, torch.inference_mode(), self._context():
+            x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device, self.input_dtype)
+            return self._normalise(self._features(self.net.get_image_features(pixel_values=x)))
+
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """Texts → L2-normalised embeddings (N, D) float32."""
+        torch = self._torch
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        padding: Any = "max_length" if self.model_type.startswith("siglip") else True
+        max_len = getattr(self.net.config.text_config, "max_position_embeddings", 77)
+        outs = []
+        with self._lock, torch.inference_mode(), self._context():
+            for i in range(0, len(texts), batch_size):
+                tok = self.tokenizer(
+                    list(texts[i : i + batch_size]),
+                    padding=padding,
+                    truncation=True,
+                    max_length=max_len,
+                    return_tensors="pt",
+                )
+                tok = {k: v.to(self.device) for k, v in tok.items()}
+                outs.append(self._normalise(self._features(self.net.get_text_features(**tok))))
+        return np.concatenate(outs)

@@ -1,0 +1,68 @@
+"""The ``clipsieve`` command: a thin Click layer over the library.
+
+Each command lives in its own module under ``clipsieve.cli`` and is listed in ``_COMMANDS``.
+Library errors become one line on stderr and a documented exit code (see ``clipsieve --help``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from clipsieve import __version__
+from clipsieve.errors import EXIT_CODES, EXIT_INTERNAL, ClipsieveError
+
+#: (module, command function name) of every subcommand, in help order.
+_COMMANDS: list[tuple[str, str]] = [
+    ("clipsieve.cli.scan", "scan"),
+]
+
+_EPILOG = "Exit codes:\n\n" + "\n\n".join(f"  {k}  {v}" for k, v in EXIT_CODES.items())
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=_EPILOG,
+)
+@click.version_option(__version__, prog_name="clipsieve")
+def cli() -> None:
+    """Moderate, score and filter images with CLIP.
+
+    Every command reads the model from --model or CLIPSIEVE_MODEL (default
+    openai/clip-vit-base-patch32; a local checkpoint folder works offline) and keeps
+    embeddings in a SQLite store, so a second run over the same files does no model work.
+    """
+
+
+for _module, _name in _COMMANDS:
+    cli.add_command(getattr(importlib.import_module(_module), _name))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning clipsieve errors into one line and an exit code."""
+    try:
+        cli.main(args=argv, prog_name="clipsieve", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except ClipsieveError as exc:
+        click.echo(f"clipsieve: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+    except Exception as exc:  # a bug: say so in one line, keep the traceback on request
+        if "--debug" in (argv or sys.argv):
+            raise
+        click.echo(f"clipsieve: internal error: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(EXIT_INTERNAL)
+    sys.exit(0)

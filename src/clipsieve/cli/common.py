@@ -1,0 +1,161 @@
+"""Options and helpers shared by the commands."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import IO, Any, TypeVar
+
+import click
+
+from clipsieve import settings
+from clipsieve.errors import (
+    EXIT_BLOCKED,
+    EXIT_BLOCKED_AND_FAILED,
+    EXIT_ITEMS_FAILED,
+    EXIT_OK,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def model_options(f: F) -> F:
+    """--model, --device, --precision, --store/--no-store, --batch-size, --workers, --max-pixels."""
+    opts = [
+        click.option("--model", "-m", envvar="CLIPSIEVE_MODEL", default=settings.DEFAULT_MODEL,
+                     show_default=True, show_envvar=True,
+                     help="Hugging Face model id or local checkpoint folder."),
+        click.option("--device", envvar="CLIPSIEVE_DEVICE", default="auto", show_default=True,
+                     help="auto, cpu, cuda, cuda:N or mps."),
+        click.option("--precision", envvar="CLIPSIEVE_PRECISION", default="auto",
+                     show_default=True,
+                     type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+                     help="auto = float16 on CUDA, bfloat16 on CPUs with native bf16, else float32."),
+        click.option("--store", "store_path", envvar="CLIPSIEVE_STORE",
+                     type=click.Path(dir_okay=False),
+                     help="SQLite store file [default: user cache dir/clipsieve/store.sqlite]."),
+        click.option("--no-store", is_flag=True,
+                     help="Keep nothing: no store read or written."),
+        click.option("--batch-size", default=settings.DEFAULT_BATCH_SIZE, show_default=True,
+                     type=click.IntRange(1, 4096), help="Images per model call."),
+        click.option("--workers", type=click.IntRange(1, 256),
+                     help="Decode threads [default: number of cores, at least 2]."),
+        click.option("--max-pixels", default=100_000_000, show_default=True,
+                     type=click.IntRange(1), help="Refuse images larger than this (width × height)."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def make_analyzer(kw: dict[str, Any]) -> Any:
+    """Build an Analyzer from the options of :func:`model_options` (popped from ``kw``)."""
+    from clipsieve.media.decode import DecodeLimits
+    from clipsieve.pipeline import Analyzer
+
+    store: Any = False if kw.pop("no_store") else kw.pop("store_path", None)
+    kw.pop("store_path", None)
+    return Analyzer(
+        model=kw.pop("model"),
+        device=kw.pop("device"),
+        precision=kw.pop("precision"),
+        store=store,
+        batch_size=kw.pop("batch_size"),
+        workers=kw.pop("workers"),
+        limits=DecodeLimits(max_pixels=kw.pop("max_pixels")),
+    )
+
+
+@contextlib.contextmanager
+def open_output(path: str | None) -> Iterator[IO[str]]:
+    """A file opened for writing, or stdout when ``path`` is None or '-'."""
+    if path in (None, "-"):
+        yield sys.stdout
+    else:
+        with open(path, "w", encoding="utf-8") as fh:  # type: ignore[arg-type]
+            yield fh
+
+
+def write_jsonl(fh: IO[str], obj: dict[str, Any]) -> None:
+    fh.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    fh.flush()
+
+
+class Progress:
+    """A Rich progress bar on stderr (items/s, ETA, errors so far), only on a terminal."""
+
+    def __init__(self, total: int | None, label: str, enabled: bool | None = None) -> None:
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.errors = 0
+        self.done = 0
+        self.cached = 0
+        self.blocked = 0
+        self.start = time.perf_counter()
+        self._bar: Any = None
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as RichProgress
+
+            self._bar = RichProgress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]} items/s"),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                TimeElapsedColumn(),
+                TextColumn("[red]{task.fields[errors]} errors"),
+                console=Console(stderr=True),
+                transient=False,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(label, total=total, rate="0.0", errors=0)
+
+    def advance(self, item: Any) -> None:
+        self.done += 1
+        if getattr(item, "status", "ok") != "ok":
+            self.errors += 1
+        if getattr(item, "cached", False):
+            self.cached += 1
+        mod = getattr(item, "moderation", None)
+        if mod is not None and getattr(mod, "decision", None) == "block":
+            self.blocked += 1
+        if self._bar is not None:
+            rate = self.done / max(time.perf_counter() - self.start, 1e-9)
+            self._bar.update(self._task, advance=1, rate=f"{rate:.1f}", errors=self.errors)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def summary(self, verb: str = "scanned") -> str:
+        ok = self.done - self.errors
+        rate = self.done / max(self.elapsed, 1e-9)
+        parts = [f"{verb} {self.done} items: {ok} ok, {self.errors} failed"]
+        parts.append(f"{self.cached} from store")
+        if self.blocked:
+            parts.append(f"{self.blocked} blocked")
+        return ", ".join(parts) + f" in {self.elapsed:.1f}s ({rate:.1f} items/s)"
+
+    def exit_code(self) -> int:
+        if self.blocked and self.errors:
+            return EXIT_BLOCKED_AND_FAILED
+        if self.blocked:
+            return EXIT_BLOCKED
+        if self.errors:
+            return EXIT_ITEMS_FAILED
+        return EXIT_OK

@@ -1,0 +1,48 @@
+"""``clipsieve scan``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from clipsieve.cli.common import Progress, make_analyzer, model_options, open_output, write_jsonl
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--out", "-o", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Write JSONL here instead of stdout.")
+@click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders.")
+@click.option("--embeddings", is_flag=True, help="Include each embedding in the JSONL.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
+@model_options
+def scan(paths: tuple[str, ...], out: str | None, no_recursive: bool, embeddings: bool,
+         quiet: bool, **kw: Any) -> None:
+    """Embed and analyse images in files and folders; one JSON line per file.
+
+    Folders are walked recursively in sorted order. Embeddings are kept in the store, so
+    a second scan of the same files does no model work.
+
+    \b
+    Example:
+      clipsieve scan photos/ --out results.jsonl
+      CLIPSIEVE_MODEL=/models/clip-vit-b32 clipsieve scan a.jpg b.png
+    """
+    from clipsieve.media.discover import iter_files
+
+    analyzer = make_analyzer(kw)
+    files = list(iter_files(paths, recursive=not no_recursive))
+    progress = Progress(len(files), "scan", enabled=None if not quiet else False)
+    try:
+        with open_output(out) as fh:
+            for item in analyzer.scan(files, recursive=not no_recursive):
+                write_jsonl(fh, item.to_dict(include_embedding=embeddings))
+                progress.advance(item)
+    finally:
+        progress.close()
+        analyzer.close()
+    if not quiet:
+        click.echo(progress.summary(), err=True)
+    sys.exit(progress.exit_code())

@@ -1,0 +1,102 @@
+"""The clipsieve exception hierarchy.
+
+Every error that clipsieve raises on purpose derives from :class:`ClipsieveError`::
+
+    ClipsieveError
+    ├── ConfigError            bad option values, unknown names
+    ├── ModelError             a checkpoint cannot be found or loaded
+    ├── DecodeError            one input file cannot be read (carries a reason code)
+    ├── PolicyError            a moderation policy file is invalid
+    ├── HeadError              a probe / quality head file is invalid or for another model
+    └── StoreError             the SQLite store cannot be opened or migrated
+
+The command line turns each into a one-line message and the exit code in :data:`EXIT_CODES`.
+Per-file problems (:class:`DecodeError`) never stop a batch: they become an ``error`` on the
+item's result instead.
+"""
+
+from __future__ import annotations
+
+#: Documented process exit codes of the ``clipsieve`` command.
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_FATAL = 3
+EXIT_ITEMS_FAILED = 4
+EXIT_BLOCKED = 5
+EXIT_BLOCKED_AND_FAILED = 6
+
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "every item was processed (and, for moderation, nothing was blocked)",
+    EXIT_INTERNAL: "unexpected internal error (a bug: please report it)",
+    EXIT_USAGE: "bad command-line usage",
+    EXIT_FATAL: "the job could not start: model, policy, head or store error",
+    EXIT_ITEMS_FAILED: "some items failed (see their `error`); the others were processed",
+    EXIT_BLOCKED: "at least one item was blocked by the moderation policy",
+    EXIT_BLOCKED_AND_FAILED: "at least one item was blocked and some items failed",
+}
+
+#: Reason codes carried by per-item errors.
+ERROR_CODES: dict[str, str] = {
+    "not_an_image": "the file is not an image format clipsieve can read",
+    "truncated": "the file ends early or its data is corrupt",
+    "too_large": "the image or file exceeds the configured limits (decompression-bomb guard)",
+    "unsupported": "an image format or mode that this installation cannot decode",
+    "io_error": "the file could not be read (missing, permission denied, vanished)",
+}
+
+
+class ClipsieveError(Exception):
+    """Base class of every error clipsieve raises on purpose."""
+
+    exit_code: int = EXIT_FATAL
+    code: str = "error"
+
+
+class ConfigError(ClipsieveError):
+    """An option value, name or setting is invalid."""
+
+    exit_code = EXIT_USAGE
+    code = "config_error"
+
+
+class ModelError(ClipsieveError):
+    """A model checkpoint cannot be found or loaded."""
+
+    code = "model_error"
+
+
+class PolicyError(ClipsieveError):
+    """A moderation policy file is invalid or unknown."""
+
+    code = "policy_error"
+
+
+class HeadError(ClipsieveError):
+    """A probe or quality head file is invalid or belongs to another model."""
+
+    code = "head_error"
+
+
+class StoreError(ClipsieveError):
+    """The SQLite store cannot be opened, migrated or written."""
+
+    code = "store_error"
+
+
+class DecodeError(ClipsieveError):
+    """One input file could not be decoded.
+
+    Args:
+        code: one of :data:`ERROR_CODES`.
+        message: a human-readable reason.
+        path: the file concerned, if known.
+    """
+
+    def __init__(self, code: str, message: str, path: str | None = None) -> None:
+        if code not in ERROR_CODES:
+            raise ValueError(f"unknown decode error code {code!r}")
+        self.code = code
+        self.message = message
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message)

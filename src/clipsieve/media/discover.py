@@ -1,0 +1,77 @@
+"""Find input files under the paths a user gives: recursive, sorted, safe against symlink loops."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+
+#: File name endings (lower case) treated as images when walking folders.
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {
+        ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib",
+        ".tif", ".tiff", ".heic", ".heif", ".avif",
+    }
+)
+
+
+def iter_files(
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    extensions: frozenset[str] = IMAGE_EXTENSIONS,
+    recursive: bool = True,
+) -> Iterator[str]:
+    """Yield the files named by ``paths``, walking folders in sorted order.
+
+    A path that names a file is yielded as given, whatever its extension (so that a wrongly
+    named file becomes a per-item error rather than silently vanishing). A missing path is
+    yielded too, and fails later with ``io_error``. Inside folders only files whose
+    extension is in ``extensions`` are yielded; symbolic links are followed, but a folder
+    already visited (same device and inode) is never entered twice, so link loops end.
+    Each file is yielded at most once.
+    """
+    seen_dirs: set[tuple[int, int]] = set()
+    seen_files: set[str] = set()
+    for raw in paths:
+        path = os.fspath(raw)
+        if os.path.isdir(path):
+            for found in _walk(path, extensions, recursive, seen_dirs):
+                key = os.path.realpath(found)
+                if key not in seen_files:
+                    seen_files.add(key)
+                    yield found
+        else:
+            key = os.path.realpath(path)
+            if key not in seen_files:
+                seen_files.add(key)
+                yield path
+
+
+def _walk(
+    top: str, extensions: frozenset[str], recursive: bool, seen_dirs: set[tuple[int, int]]
+) -> Iterator[str]:
+    try:
+        st = os.stat(top)
+    except OSError:
+        return
+    ident = (st.st_dev, st.st_ino)
+    if ident in seen_dirs:
+        return
+    seen_dirs.add(ident)
+    try:
+        with os.scandir(top) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError:
+        return
+    subdirs = []
+    for entry in entries:
+        try:
+            is_dir = entry.is_dir(follow_symlinks=True)
+        except OSError:
+            continue
+        if is_dir:
+            subdirs.append(entry.path)
+        elif os.path.splitext(entry.name)[1].lower() in extensions:
+            yield entry.path
+    if recursive:
+        for sub in subdirs:
+            yield from _walk(sub, extensions, recursive, seen_dirs)

@@ -1,0 +1,609 @@
+"""Moderation policies: versioned TOML files of categories, neutral classes and special care.
+
+A policy file looks like this (every key is checked; unknown keys are errors)::
+
+    name = "default"                 # required, non-empty string
+    version = "1"                    # required, non-empty string (quote it: "1", not 1)
+    description = "..."              # optional
+
+    [categories.violence]            # one table per category; at least one category
+    description = "..."              # optional
+    group = "harm"                   # optional; special care can target a whole group
+    review = 0.35                    # 0 < review <= block <= 1
+    block = 0.65
+    prompts = ["a photo of ...", ...]  # at least MIN_CATEGORY_PROMPTS distinct captions
+
+    [neutral.food]                   # benign classes that compete in the softmax; at least one
+    description = "..."              # optional
+    prompts = ["a photo of ...", ...]  # at least one caption
+
+    [special_care.minor]             # optional concepts that tighten other categories
+    description = "..."              # optional
+    class = "children"               # EITHER an existing neutral class ...
+    # prompts = ["a photo of a child", ...]   # ... OR prompts of its own (exactly one of the two)
+    trigger = 0.35                   # presence probability at or above which it applies
+    targets = ["sexual"]             # category names and/or group names
+    factor = 0.5                     # EITHER multiply the targets' thresholds by factor ...
+    # delta = 0.1                    # ... OR subtract delta from them (exactly one of the two)
+
+Class names (categories, neutral classes, special-care concepts) and groups are lowercase
+``snake_case`` identifiers. Categories, neutral classes and special-care concepts with prompts
+of their own share one namespace, because they become rows of the same class bank; a group name
+may not equal a category name, so that a special-care target is never ambiguous.
+
+How a special-care concept's presence probability is computed is described in
+:mod:`clipsieve.moderation.scoring`.
+
+Errors are :class:`~clipsieve.errors.PolicyError` with messages of the form
+``FILE: KEY.PATH: reason``, e.g.
+``default.toml: categories.violence.review: must be a number between 0 and 1, got "high"``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+import hashlib
+import json
+import os
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clipsieve.errors import PolicyError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on Python 3.10
+    import tomli as tomllib
+
+__all__ = [
+    "MIN_CATEGORY_PROMPTS",
+    "POLICY_DIR",
+    "Category",
+    "NeutralClass",
+    "Policy",
+    "PolicyError",
+    "SpecialCare",
+    "list_policies",
+    "load_policy",
+    "policy_from_dict",
+]
+
+#: Directory of the policies shipped with clipsieve (``load_policy("default")``).
+POLICY_DIR = Path(__file__).resolve().parent.parent / "data" / "policies"
+
+#: Minimum number of prompts per category (prompt ensembling needs several phrasings).
+MIN_CATEGORY_PROMPTS = 5
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_NAME_RULE = "must be lowercase letters, digits and underscores, starting with a letter"
+
+_TOP_KEYS = ("name", "version", "description", "categories", "neutral", "special_care")
+_CATEGORY_KEYS = ("description", "group", "review", "block", "prompts")
+_NEUTRAL_KEYS = ("description", "prompts")
+_SPECIAL_KEYS = ("description", "class", "prompts", "trigger", "targets", "factor", "delta")
+
+
+@dataclass(frozen=True)
+class Category:
+    """A moderated category.
+
+    Attributes:
+        name: identifier, e.g. ``"violence"``.
+        prompts: captions describing the category, averaged into one class embedding.
+        review: probability at or above which an item is sent to review.
+        block: probability at or above which an item is blocked (``review <= block``).
+        description: free text for humans.
+        group: optional group name (e.g. ``"sexual"``) that special care can target.
+    """
+
+    name: str
+    prompts: tuple[str, ...]
+    review: float
+    block: float
+    description: str = ""
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class NeutralClass:
+    """A benign class that competes with the categories in the softmax.
+
+    Attributes:
+        name: identifier, e.g. ``"food"``.
+        prompts: captions describing the class.
+        description: free text for humans.
+    """
+
+    name: str
+    prompts: tuple[str, ...]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class SpecialCare:
+    """A concept whose presence tightens the thresholds of other categories.
+
+    Exactly one of ``neutral_class`` and ``prompts`` is set, and exactly one of ``factor`` and
+    ``delta``.
+
+    Attributes:
+        name: identifier, e.g. ``"minor"``.
+        trigger: presence probability at or above which the concept applies.
+        targets: category names and/or group names whose thresholds are tightened.
+        neutral_class: the neutral class that represents the concept (TOML key ``class``).
+        prompts: the concept's own captions, when it is not a neutral class.
+        factor: multiply the targets' review and block thresholds by this (0 < factor < 1).
+        delta: subtract this from the targets' review and block thresholds (0 < delta < 1).
+        description: free text for humans.
+    """
+
+    name: str
+    trigger: float
+    targets: tuple[str, ...]
+    neutral_class: str | None = None
+    prompts: tuple[str, ...] = ()
+    factor: float | None = None
+    delta: float | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A validated moderation policy.
+
+    Build one with :func:`load_policy` or :func:`policy_from_dict`, which validate; the
+    constructor does not.
+
+    Attributes:
+        name: policy name.
+        version: policy version string.
+        categories: categories by name, in file order.
+        neutral: neutral classes by name, in file order.
+        special_care: special-care concepts by name, in file order.
+        description: free text for humans.
+        source: where the policy was read from (``"default.toml"`` for shipped policies, the
+            path as given otherwise); used in error messages.
+    """
+
+    name: str
+    version: str
+    categories: dict[str, Category]
+    neutral: dict[str, NeutralClass]
+    special_care: dict[str, SpecialCare] = field(default_factory=dict)
+    description: str = ""
+    source: str = field(default="<memory>", compare=False)
+
+    def groups(self) -> dict[str, list[str]]:
+        """Return the category names in each group, in file order."""
+        groups: dict[str, list[str]] = {}
+        for category in self.categories.values():
+            if category.group is not None:
+                groups.setdefault(category.group, []).append(category.name)
+        return groups
+
+    def targeted_categories(self, concept: str) -> list[str]:
+        """Return the categories tightened by a special-care concept, in file order.
+
+        Args:
+            concept: name of a special-care concept of this policy.
+
+        Returns:
+            The categories named by the concept's targets directly or through their group.
+        """
+        targets = set(self.special_care[concept].targets)
+        return [
+            c.name for c in self.categories.values() if c.name in targets or c.group in targets
+        ]
+
+    def prompt_classes(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """Return ``(name, kind, prompts)`` for every class that has prompts of its own.
+
+        The order is categories, then neutral classes, then special-care concepts with their own
+        prompts; ``kind`` is ``"category"``, ``"neutral"`` or ``"special_care"``. This is the row
+        order of a :class:`~clipsieve.moderation.scoring.ClassBank`.
+        """
+        rows = [(c.name, "category", c.prompts) for c in self.categories.values()]
+        rows += [(n.name, "neutral", n.prompts) for n in self.neutral.values()]
+        rows += [(s.name, "special_care", s.prompts) for s in self.special_care.values() if s.prompts]
+        return rows
+
+    def prompt_hash(self) -> str:
+        """Return a SHA-256 hex digest of the class names, kinds and prompts.
+
+        Thresholds, descriptions and special-care settings are not part of it: they do not
+        change the class embeddings, so a recalibrated policy can reuse them.
+        """
+        payload = json.dumps(self.prompt_classes(), ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+    def with_thresholds(
+        self,
+        thresholds: Mapping[str, Mapping[str, float]],
+        *,
+        name: str | None = None,
+        version: str | None = None,
+    ) -> Policy:
+        """Return a validated copy with some thresholds (and optionally name/version) changed.
+
+        Args:
+            thresholds: ``{category: {"review": r, "block": b}}``; either key may be omitted.
+            name: new policy name, or ``None`` to keep it.
+            version: new version, or ``None`` to keep it.
+
+        Returns:
+            The new policy.
+
+        Raises:
+            PolicyError: for an unknown category or threshold key, or if the result is invalid
+                (e.g. review above block).
+        """
+        data = self.to_dict()
+        if name is not None:
+            data["name"] = name
+        if version is not None:
+            data["version"] = version
+        for category, values in thresholds.items():
+            if category not in self.categories:
+                raise PolicyError(
+                    f"{self.source}: categories.{category}: unknown category"
+                    f"{_suggest(category, self.categories)}"
+                )
+            for key, value in values.items():
+                if key not in ("review", "block"):
+                    raise PolicyError(
+                        f"{self.source}: categories.{category}.{key}: not a threshold"
+                        f"{_suggest(key, ('review', 'block'))}"
+                    )
+                data["categories"][category][key] = value
+        return policy_from_dict(data, source=self.source)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the policy in the file schema, as plain Python values."""
+        data: dict[str, Any] = {"name": self.name, "version": self.version}
+        if self.description:
+            data["description"] = self.description
+        data["categories"] = {}
+        for c in self.categories.values():
+            entry: dict[str, Any] = {}
+            if c.description:
+                entry["description"] = c.description
+            if c.group is not None:
+                entry["group"] = c.group
+            entry.update(review=c.review, block=c.block, prompts=list(c.prompts))
+            data["categories"][c.name] = entry
+        data["neutral"] = {}
+        for n in self.neutral.values():
+            entry = {"description": n.description} if n.description else {}
+            entry["prompts"] = list(n.prompts)
+            data["neutral"][n.name] = entry
+        if self.special_care:
+            data["special_care"] = {}
+            for s in self.special_care.values():
+                entry = {"description": s.description} if s.description else {}
+                if s.neutral_class is not None:
+                    entry["class"] = s.neutral_class
+                else:
+                    entry["prompts"] = list(s.prompts)
+                entry.update(trigger=s.trigger, targets=list(s.targets))
+                if s.factor is not None:
+                    entry["factor"] = s.factor
+                else:
+                    entry["delta"] = s.delta
+                data["special_care"][s.name] = entry
+        return data
+
+    def to_toml(self) -> str:
+        """Serialise the policy as TOML that :func:`load_policy` reads back to an equal policy."""
+        data = self.to_dict()
+        lines = [f"{key} = {_toml_value(data[key])}" for key in ("name", "version", "description")
+                 if key in data]
+        for section in ("categories", "neutral", "special_care"):
+            for entry_name, entry in data.get(section, {}).items():
+                lines += ["", f"[{section}.{entry_name}]"]
+                lines += [f"{key} = {_toml_value(value)}" for key, value in entry.items()]
+        return "\n".join(lines) + "\n"
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write :meth:`to_toml` to ``path`` (UTF-8) and return the path."""
+        path = Path(path)
+        path.write_text(self.to_toml(), encoding="utf-8")
+        return path
+
+
+def list_policies() -> list[str]:
+    """Return the names of the policies shipped with clipsieve, sorted."""
+    return sorted(p.stem for p in POLICY_DIR.glob("*.toml"))
+
+
+def load_policy(name_or_path: str | os.PathLike[str]) -> Policy:
+    """Load and validate a shipped policy by name, or a policy file by path.
+
+    A string without a path separator that does not end in ``.toml`` is a shipped policy name;
+    anything else is a path.
+
+    Args:
+        name_or_path: e.g. ``"default"`` or ``"policies/strict.toml"``.
+
+    Returns:
+        The validated policy.
+
+    Raises:
+        PolicyError: unknown name (with a "did you mean"), missing or unreadable file, invalid
+            TOML, or any validation failure (with the file, key path and reason).
+    """
+    text_arg = os.fspath(name_or_path)
+    is_name = (
+        isinstance(name_or_path, str)
+        and not text_arg.endswith(".toml")
+        and "/" not in text_arg
+        and os.sep not in text_arg
+    )
+    if is_name:
+        shipped = list_policies()
+        if text_arg not in shipped:
+            raise PolicyError(
+                f"unknown policy {json.dumps(text_arg)}{_suggest(text_arg, shipped)}"
+                f" (shipped policies: {', '.join(shipped)}; or give a path to a .toml file)"
+            )
+        path, source = POLICY_DIR / f"{text_arg}.toml", f"{text_arg}.toml"
+    else:
+        path, source = Path(text_arg), text_arg
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise PolicyError(f"{source}: no such policy file") from None
+    except OSError as exc:
+        raise PolicyError(f"{source}: cannot read policy file: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{source}: not UTF-8 text: {exc.reason}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"{source}: invalid TOML: {exc}") from None
+    return policy_from_dict(data, source=source)
+
+
+def policy_from_dict(data: Mapping[str, Any], *, source: str = "<memory>") -> Policy:
+    """Validate a policy given as parsed TOML (nested dicts) and build a :class:`Policy`.
+
+    Args:
+        data: the parsed file.
+        source: file name used as the prefix of error messages.
+
+    Returns:
+        The validated policy.
+
+    Raises:
+        PolicyError: the first problem found, as ``SOURCE: KEY.PATH: reason``.
+    """
+    v = _Validator(source)
+    v.keys(data, "", _TOP_KEYS)
+    name = v.string(data, "name", "name", required=True)
+    version = v.string(data, "version", "version", required=True)
+    description = v.string(data, "description", "description") or ""
+
+    categories: dict[str, Category] = {}
+    for cname, entry in v.tables(data, "categories", "category").items():
+        path = f"categories.{cname}"
+        v.keys(entry, path, _CATEGORY_KEYS)
+        prompts = v.prompts(entry, path, MIN_CATEGORY_PROMPTS)
+        review = v.probability(entry, f"{path}.review")
+        block = v.probability(entry, f"{path}.block")
+        if review > block:
+            v.fail(f"{path}.review", f"must be at most block ({block}), got {review}")
+        group = v.string(entry, "group", f"{path}.group")
+        if group is not None:
+            v.name_rule(group, f"{path}.group")
+        categories[cname] = Category(
+            name=cname,
+            prompts=prompts,
+            review=float(review),
+            block=float(block),
+            description=v.string(entry, "description", f"{path}.description") or "",
+            group=group,
+        )
+
+    neutral: dict[str, NeutralClass] = {}
+    for nname, entry in v.tables(data, "neutral", "neutral class").items():
+        path = f"neutral.{nname}"
+        v.keys(entry, path, _NEUTRAL_KEYS)
+        if nname in categories:
+            v.fail(path, f"name already used by category {json.dumps(nname)}")
+        neutral[nname] = NeutralClass(
+            name=nname,
+            prompts=v.prompts(entry, path, 1),
+            description=v.string(entry, "description", f"{path}.description") or "",
+        )
+
+    groups = {c.group for c in categories.values() if c.group is not None}
+    for cname, category in categories.items():
+        if category.group in categories:
+            v.fail(
+                f"categories.{cname}.group",
+                f"{json.dumps(category.group)} is a category name; a group needs a name of its own",
+            )
+    special: dict[str, SpecialCare] = {}
+    specials = v.tables(data, "special_care", "special-care concept", required=False)
+    for sname, entry in specials.items():
+        path = f"special_care.{sname}"
+        v.keys(entry, path, _SPECIAL_KEYS)
+        if ("class" in entry) == ("prompts" in entry):
+            v.fail(path, "needs exactly one of class or prompts")
+        neutral_class = None
+        prompts: tuple[str, ...] = ()
+        if "class" in entry:
+            neutral_class = v.string(entry, "class", f"{path}.class")
+            if neutral_class not in neutral:
+                v.fail(
+                    f"{path}.class",
+                    f"unknown neutral class {json.dumps(neutral_class)}"
+                    f"{_suggest(neutral_class, neutral)}",
+                )
+        else:
+            if sname in categories or sname in neutral:
+                kind = "category" if sname in categories else "neutral class"
+                v.fail(path, f"name already used by {kind} {json.dumps(sname)}")
+            prompts = v.prompts(entry, path, 1)
+        trigger = v.probability(entry, f"{path}.trigger")
+        targets = v.string_list(entry, "targets", f"{path}.targets")
+        for i, target in enumerate(targets):
+            if target not in categories and target not in groups:
+                v.fail(
+                    f"{path}.targets[{i}]",
+                    f"unknown category or group {json.dumps(target)}"
+                    f"{_suggest(target, [*categories, *sorted(groups)])}",
+                )
+        if ("factor" in entry) == ("delta" in entry):
+            v.fail(path, "needs exactly one of factor or delta")
+        factor = delta = None
+        if "factor" in entry:
+            factor = v.fraction(entry, f"{path}.factor")
+        else:
+            delta = v.fraction(entry, f"{path}.delta")
+        special[sname] = SpecialCare(
+            name=sname,
+            trigger=float(trigger),
+            targets=targets,
+            neutral_class=neutral_class,
+            prompts=prompts,
+            factor=factor,
+            delta=delta,
+            description=v.string(entry, "description", f"{path}.description") or "",
+        )
+
+    return Policy(
+        name=name,
+        version=version,
+        categories=categories,
+        neutral=neutral,
+        special_care=special,
+        description=description,
+        source=source,
+    )
+
+
+class _Validator:
+    """Typed accessors that raise :class:`PolicyError` with ``SOURCE: KEY.PATH: reason``."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, path: str, reason: str) -> None:
+        raise PolicyError(f"{self.source}: {path}: {reason}")
+
+    def keys(self, table: Mapping[str, Any], path: str, allowed: Iterable[str]) -> None:
+        allowed = tuple(allowed)
+        for key in table:
+            if key not in allowed:
+                hint = _suggest(key, allowed) or f" (expected one of: {', '.join(sorted(allowed))})"
+                self.fail(f"{path}.{key}" if path else key, f"unknown key{hint}")
+
+    def name_rule(self, name: str, path: str) -> None:
+        if not _NAME_RE.match(name):
+            self.fail(path, f"{_NAME_RULE}, got {_describe(name)}")
+
+    def _get(self, table: Mapping[str, Any], key: str, path: str, required: bool) -> Any:
+        if key not in table:
+            if required:
+                self.fail(path, "required key is missing")
+            return None
+        return table[key]
+
+    def string(
+        self, table: Mapping[str, Any], key: str, path: str, *, required: bool = False
+    ) -> str | None:
+        value = self._get(table, key, path, required)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            self.fail(path, f"must be a non-empty string, got {_describe(value)}")
+        return value
+
+    def string_list(self, table: Mapping[str, Any], key: str, path: str) -> tuple[str, ...]:
+        value = self._get(table, key, path, True)
+        if not isinstance(value, list) or not value:
+            self.fail(path, f"must be a non-empty list of strings, got {_describe(value)}")
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not item.strip():
+                self.fail(f"{path}[{i}]", f"must be a non-empty string, got {_describe(item)}")
+        return tuple(value)
+
+    def prompts(self, table: Mapping[str, Any], path: str, minimum: int) -> tuple[str, ...]:
+        prompts = self.string_list(table, "prompts", f"{path}.prompts")
+        if len(prompts) < minimum:
+            self.fail(f"{path}.prompts", f"needs at least {minimum} prompts, got {len(prompts)}")
+        seen: dict[str, int] = {}
+        for i, prompt in enumerate(prompts):
+            if prompt in seen:
+                self.fail(f"{path}.prompts[{i}]", f"duplicate of prompts[{seen[prompt]}]")
+            seen[prompt] = i
+        return prompts
+
+    def _number(self, path: str, value: Any, ok: bool, rule: str) -> float:
+        number_like = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number_like or not ok:
+            self.fail(path, f"must be a number {rule}, got {_describe(value)}")
+        return float(value)
+
+    def probability(self, table: Mapping[str, Any], path: str) -> float:
+        value = self._get(table, path.rsplit(".", 1)[-1], path, True)
+        ok = isinstance(value, (int, float)) and 0 < value <= 1
+        return self._number(path, value, ok, "between 0 and 1")
+
+    def fraction(self, table: Mapping[str, Any], path: str) -> float:
+        value = table[path.rsplit(".", 1)[-1]]
+        ok = isinstance(value, (int, float)) and 0 < value < 1
+        return self._number(path, value, ok, "strictly between 0 and 1")
+
+    def tables(
+        self, data: Mapping[str, Any], section: str, what: str, *, required: bool = True
+    ) -> dict[str, dict[str, Any]]:
+        value = self._get(data, section, section, required)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.fail(section, f"must be a table of {what} tables, got {_describe(value)}")
+        if required and not value:
+            self.fail(section, f"must define at least one {what}")
+        for name, entry in value.items():
+            self.name_rule(name, f"{section}.{name}")
+            if not isinstance(entry, dict):
+                self.fail(f"{section}.{name}", f"must be a table, got {_describe(entry)}")
+        return value
+
+
+def _suggest(word: str, candidates: Iterable[str]) -> str:
+    """Return ``'; did you mean "x"?'`` for the closest candidate, or ``""``."""
+    matches = difflib.get_close_matches(word, list(candidates), n=1)
+    return f"; did you mean {json.dumps(matches[0])}?" if matches else ""
+
+
+def _describe(value: Any) -> str:
+    """Describe a TOML value for an error message: strings quoted, containers by kind."""
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return f"a list of {len(value)} items"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, (datetime.date, datetime.time)):
+        return f"the date/time {value.isoformat()}"
+    return type(value).__name__
+
+
+def _toml_value(value: str | float | list[str]) -> str:
+    """Format a string, float or list of strings as a TOML value."""
+    if isinstance(value, str):
+        # JSON string escapes are valid TOML basic-string escapes; TOML also forbids raw DEL.
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+    if isinstance(value, float):
+        return repr(value)
+    return "[\n" + "".join(f"    {_toml_value(item)},\n" for item in value) + "]"
+

@@ -1,0 +1,339 @@
+"""The SQLite store: embeddings, per-item results and errors, text embeddings.
+
+Embeddings are keyed by (content sha256, resolved model id, preprocessing version), so a
+renamed or copied file is never encoded twice and a change of checkpoint or preprocessing can
+never return a stale vector. The ``files`` table remembers each path's size, mtime and hash so
+that a re-scan of unchanged files reads no bytes at all. Schema changes are ordered migrations
+recorded in the ``migrations`` table. WAL mode lets readers (the report, the service) work while
+a scan writes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clipsieve.errors import StoreError
+
+#: Ordered schema migrations: (version, name, SQL). Never edit one that shipped; append.
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "initial",
+        """
+        CREATE TABLE files (
+            path TEXT PRIMARY KEY,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            seen_at REAL NOT NULL
+        );
+        CREATE TABLE images (
+            sha256 TEXT PRIMARY KEY,
+            width INTEGER,
+            height INTEGER,
+            format TEXT,
+            features TEXT,
+            features_version TEXT
+        );
+        CREATE TABLE embeddings (
+            sha256 TEXT NOT NULL,
+            model TEXT NOT NULL,
+            prep TEXT NOT NULL,
+            dim INTEGER NOT NULL,
+            vector BLOB NOT NULL,
+            precision TEXT,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (sha256, model, prep)
+        );
+        CREATE TABLE results (
+            path TEXT NOT NULL,
+            model TEXT NOT NULL,
+            sha256 TEXT,
+            status TEXT NOT NULL,
+            error_code TEXT,
+            error_message TEXT,
+            result TEXT NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (path, model)
+        );
+        CREATE INDEX results_sha ON results(sha256);
+        CREATE TABLE text_embeddings (
+            model TEXT NOT NULL,
+            text TEXT NOT NULL,
+            vector BLOB NOT NULL,
+            PRIMARY KEY (model, text)
+        );
+        """,
+    ),
+]
+
+
+class Store:
+    """One SQLite file. Thread-safe: one connection guarded by a lock.
+
+    Args:
+        path: the database file (created with its folder if missing), or ``":memory:"``.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        try:
+            if self.path != ":memory:":
+                Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.path, check_same_thread=False, isolation_level=None, timeout=30
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._lock = threading.RLock()
+            self._migrate()
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open store {self.path}: {exc}") from None
+
+    # -- schema -----------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        db = self._db
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS migrations "
+            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
+        done = {row[0] for row in db.execute("SELECT version FROM migrations")}
+        for version, name, sql in MIGRATIONS:
+            if version in done:
+                continue
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if db.execute("SELECT 1 FROM migrations WHERE version=?", (version,)).fetchone():
+                    db.execute("ROLLBACK")  # another process migrated meanwhile
+                    continue
+                for stmt in _split_sql(sql):
+                    db.execute(stmt)
+                db.execute(
+                    "INSERT INTO migrations(version, name, applied_at) VALUES (?,?,?)",
+                    (version, name, time.time()),
+                )
+                db.execute("COMMIT")
+            except Exception:
+                db.execute("ROLLBACK")
+                raise
+
+    def migrations(self) -> list[tuple[int, str]]:
+        with self._lock:
+            return list(self._db.execute("SELECT version, name FROM migrations ORDER BY version"))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement and return all rows (for other modules' tables and queries)."""
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def transaction(self) -> _Transaction:
+        return _Transaction(self)
+
+    # -- files ------------------------------------------------------------------------------
+    def lookup_file(self, path: str, size: int, mtime_ns: int) -> str | None:
+        """The sha256 recorded for ``path`` if its size and mtime are unchanged."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT sha256 FROM files WHERE path=? AND size=? AND mtime_ns=?",
+                (path, size, mtime_ns),
+            ).fetchone()
+        return row[0] if row else None
+
+    # -- images and embeddings --------------------------------------------------------------
+    def get_image(self, sha256: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT width, height, format, features, features_version FROM images "
+                "WHERE sha256=?",
+                (sha256,),
+            ).fetchone()
+        if not row:
+            return None
+        return {
+            "width": row[0],
+            "height": row[1],
+            "format": row[2],
+            "features": json.loads(row[3]) if row[3] else None,
+            "features_version": row[4],
+        }
+
+    def get_embedding(self, sha256: str, model: str, prep: str) -> np.ndarray | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT dim, vector FROM embeddings WHERE sha256=? AND model=? AND prep=?",
+                (sha256, model, prep),
+            ).fetchone()
+        return _vec(row[1], row[0]) if row else None
+
+    def get_embeddings(
+        self, shas: Iterable[str], model: str, prep: str
+    ) -> dict[str, np.ndarray]:
+        """Many embeddings at once: {sha256: vector} for those present."""
+        out: dict[str, np.ndarray] = {}
+        shas = list(dict.fromkeys(shas))
+        with self._lock:
+            for i in range(0, len(shas), 500):
+                chunk = shas[i : i + 500]
+                q = ",".join("?" * len(chunk))
+                for sha, dim, blob in self._db.execute(
+                    f"SELECT sha256, dim, vector FROM embeddings WHERE model=? AND prep=? "
+                    f"AND sha256 IN ({q})",
+                    (model, prep, *chunk),
+                ):
+                    out[sha] = _vec(blob, dim)
+        return out
+
+    def put_items(
+        self,
+        rows: Iterable[dict[str, Any]],
+        *,
+        model: str,
+        prep: str,
+        precision: str | None = None,
+    ) -> None:
+        """Record decoded items in one transaction.
+
+        Each row has ``path``, ``size``, ``mtime_ns``, ``sha256``, ``width``, ``height``,
+        ``format``, ``features``, ``features_version`` and optionally ``embedding``.
+        """
+        now = time.time()
+        with self.transaction() as db:
+            for r in rows:
+                if r.get("size") is not None:
+                    db.execute(
+                        "INSERT OR REPLACE INTO files(path,size,mtime_ns,sha256,seen_at) "
+                        "VALUES (?,?,?,?,?)",
+                        (r["path"], r["size"], r["mtime_ns"], r["sha256"], now),
+                    )
+                if r.get("width") is not None:
+                    db.execute(
+                        "INSERT OR REPLACE INTO images(sha256,width,height,format,features,"
+                        "features_version) VALUES (?,?,?,?,?,?)",
+                        (
+                            r["sha256"], r["width"], r["height"], r.get("format"),
+                            json.dumps(r["features"]) if r.get("features") is not None else None,
+                            r.get("features_version"),
+                        ),
+                    )
+                emb = r.get("embedding")
+                if emb is not None:
+                    emb = np.asarray(emb, dtype=np.float32)
+                    db.execute(
+                        "INSERT OR REPLACE INTO embeddings(sha256,model,prep,dim,vector,"
+                        "precision,created_at) VALUES (?,?,?,?,?,?,?)",
+                        (r["sha256"], model, prep, emb.shape[0], emb.tobytes(), precision, now),
+                    )
+
+    # -- results ----------------------------------------------------------------------------
+    def put_results(self, results: Iterable[dict[str, Any]], *, model: str) -> None:
+        """Record per-item result dicts (the JSON schema of :class:`ItemResult`)."""
+        now = time.time()
+        with self.transaction() as db:
+            for d in results:
+                err = d.get("error") or {}
+                db.execute(
+                    "INSERT OR REPLACE INTO results(path,model,sha256,status,error_code,"
+                    "error_message,result,updated_at) VALUES (?,?,?,?,?,?,?,?)",
+                    (
+                        d["path"], model, d.get("sha256"), d["status"], err.get("code"),
+                        err.get("message"), json.dumps(d), now,
+                    ),
+                )
+
+    def iter_results(self, model: str | None = None) -> Iterator[dict[str, Any]]:
+        """Stored per-item results, sorted by path."""
+        with self._lock:
+            if model is None:
+                rows = self._db.execute("SELECT result FROM results ORDER BY path").fetchall()
+            else:
+                rows = self._db.execute(
+                    "SELECT result FROM results WHERE model=? ORDER BY path", (model,)
+                ).fetchall()
+        for (blob,) in rows:
+            yield json.loads(blob)
+
+    def get_result(self, path: str, model: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT result FROM results WHERE path=? AND model=?", (path, model)
+            ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    # -- text embeddings --------------------------------------------------------------------
+    def get_text_embeddings(self, model: str, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        uniq = list(dict.fromkeys(texts))
+        with self._lock:
+            for i in range(0, len(uniq), 500):
+                chunk = uniq[i : i + 500]
+                q = ",".join("?" * len(chunk))
+                for text, blob in self._db.execute(
+                    f"SELECT text, vector FROM text_embeddings WHERE model=? AND text IN ({q})",
+                    (model, *chunk),
+                ):
+                    out[text] = np.frombuffer(blob, dtype=np.float32).copy()
+        return out
+
+    def put_text_embeddings(self, model: str, items: dict[str, np.ndarray]) -> None:
+        with self.transaction() as db:
+            for text, vec in items.items():
+                db.execute(
+                    "INSERT OR REPLACE INTO text_embeddings(model,text,vector) VALUES (?,?,?)",
+                    (model, text, np.asarray(vec, dtype=np.float32).tobytes()),
+                )
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                t: self._db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                for t in ("files", "images", "embeddings", "results", "text_embeddings")
+            }
+
+
+class _Transaction:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.store._lock.acquire()
+        try:
+            self.store._db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.store._lock.release()
+            raise
+        return self.store._db
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        try:
+            self.store._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self.store._lock.release()
+
+
+def _vec(blob: bytes, dim: int) -> np.ndarray:
+    v = np.frombuffer(blob, dtype=np.float32)
+    if v.shape[0] != dim:
+        raise StoreError(f"stored embedding has {v.shape[0]} values, expected {dim}")
+    return v.copy()
+
+
+def _split_sql(sql: str) -> list[str]:
+    return [s.strip() for s in sql.split(";") if s.strip()]

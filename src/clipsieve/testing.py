@@ -1,0 +1,122 @@
+"""Build small or randomly initialised CLIP checkpoints offline, for tests and benchmarks.
+
+The checkpoints are written with ``save_pretrained`` into a folder and then loaded through
+exactly the path users take (``--model /that/folder``). The tokenizer is a real byte-level BPE
+written from scratch into ``vocab.json`` + ``merges.txt``: every byte has a token, so any text
+tokenizes, and a few merges exercise the BPE path. These weights are random: never use them
+for real predictions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+#: A handful of merges so BPE actually merges something.
+_MERGES = [("t", "h"), ("th", "e</w>"), ("a", "t</w>"), ("c", "at</w>"), ("o", "g</w>"),
+           ("d", "og</w>"), ("i", "n"), ("p", "h"), ("o", "t"), ("ph", "ot")]
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte → printable character table."""
+    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+          + list(range(ord("®"), ord("ÿ") + 1)))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs)))
+
+
+def write_byte_bpe_tokenizer(folder: str | Path) -> int:
+    """Write vocab.json, merges.txt and tokenizer_config.json; returns the vocabulary size."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = list(bytes_to_unicode().values())
+    vocab: dict[str, int] = {}
+    for c in chars:
+        vocab[c] = len(vocab)
+    for c in chars:
+        vocab[c + "</w>"] = len(vocab)
+    for a, b in _MERGES:
+        vocab.setdefault(a + b, len(vocab))
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (folder / "merges.txt").write_text(
+        "#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in _MERGES) + "\n", encoding="utf-8"
+    )
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({
+            "tokenizer_class": "CLIPTokenizer",
+            "model_max_length": 77,
+            "bos_token": "<|startoftext|>",
+            "eos_token": "<|endoftext|>",
+            "pad_token": "<|endoftext|>",
+            "unk_token": "<|endoftext|>",
+        }),
+        encoding="utf-8",
+    )
+    return len(vocab)
+
+
+#: Architectures: vision/text tower sizes. ``vit-b-32`` matches openai/clip-vit-base-patch32.
+ARCHS: dict[str, dict[str, Any]] = {
+    "tiny": dict(
+        vision=dict(hidden_size=32, intermediate_size=64, num_attention_heads=2,
+                    num_hidden_layers=2, image_size=32, patch_size=8),
+        text=dict(hidden_size=32, intermediate_size=64, num_attention_heads=2,
+                  num_hidden_layers=2),
+        projection_dim=16, image_size=32,
+    ),
+    "vit-b-32": dict(
+        vision=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
+                    num_hidden_layers=12, image_size=224, patch_size=32),
+        text=dict(hidden_size=512, intermediate_size=2048, num_attention_heads=8,
+                  num_hidden_layers=12),
+        projection_dim=512, image_size=224,
+    ),
+}
+
+
+def build_random_clip(folder: str | Path, arch: str = "tiny", seed: int = 0) -> Path:
+    """Write a randomly initialised CLIP checkpoint (model, tokenizer, image processor).
+
+    Args:
+        folder: destination (created).
+        arch: a key of :data:`ARCHS`.
+        seed: torch seed for the weights.
+    """
+    import torch
+    from transformers import AutoTokenizer, CLIPConfig, CLIPModel
+
+    try:
+        from transformers import CLIPImageProcessorPil as ImageProcessor  # transformers 5
+    except ImportError:  # pragma: no cover - transformers 4
+        from transformers import CLIPImageProcessor as ImageProcessor
+
+    spec = ARCHS[arch]
+    folder = Path(folder)
+    vocab_size = write_byte_bpe_tokenizer(folder)
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    eos = tok.convert_tokens_to_ids("<|endoftext|>")
+    bos = tok.convert_tokens_to_ids("<|startoftext|>")
+    cfg = CLIPConfig(
+        text_config=dict(spec["text"], vocab_size=vocab_size, max_position_embeddings=77,
+                         bos_token_id=bos, eos_token_id=eos, pad_token_id=eos),
+        vision_config=spec["vision"],
+        projection_dim=spec["projection_dim"],
+    )
+    torch.manual_seed(seed)
+    model = CLIPModel(cfg)
+    model.eval()
+    model.save_pretrained(str(folder))
+    size = spec["image_size"]
+    ImageProcessor(
+        size={"shortest_edge": size}, crop_size={"height": size, "width": size}
+    ).save_pretrained(str(folder))
+    return folder

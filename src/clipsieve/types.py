@@ -1,0 +1,100 @@
+"""Typed results shared by the Python API, the CLI's JSON output, the service and the reports."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Version of the per-item JSON schema (documented in the README).
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """Why one item failed: a reason code from :data:`clipsieve.errors.ERROR_CODES` and a message."""
+
+    code: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+@dataclass
+class ItemResult:
+    """The result for one input file.
+
+    Attributes:
+        path: the file as given or discovered.
+        status: ``"ok"`` or ``"error"``.
+        error: why it failed, or ``None``.
+        sha256: hex digest of the file's bytes (``None`` when it could not be read).
+        width: pixel width after EXIF orientation, or ``None``.
+        height: pixel height after EXIF orientation, or ``None``.
+        model: the resolved model id the embedding came from.
+        timing: milliseconds spent, e.g. ``{"decode_ms": .., "encode_ms": .., "total_ms": ..}``.
+        cached: whether the embedding came from the store (no model work).
+        embedding: the L2-normalised image embedding (not serialised by default).
+        features: pixel statistics computed during decoding (input to the quality heads).
+        moderation / quality / labels: filled by the heads that ran, else ``None``.
+        extra: further head outputs keyed by field name.
+    """
+
+    path: str
+    status: str = "ok"
+    error: ErrorInfo | None = None
+    sha256: str | None = None
+    width: int | None = None
+    height: int | None = None
+    model: str | None = None
+    timing: dict[str, float] = field(default_factory=dict)
+    cached: bool = False
+    embedding: Any = field(default=None, repr=False)
+    features: dict[str, float] | None = field(default=None, repr=False)
+    moderation: Any = None
+    quality: Any = None
+    labels: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self, *, include_embedding: bool = False) -> dict[str, Any]:
+        """Plain JSON-ready dict, the schema documented in the README."""
+        out: dict[str, Any] = {
+            "path": self.path,
+            "status": self.status,
+            "error": self.error.to_dict() if self.error else None,
+            "sha256": self.sha256,
+            "width": self.width,
+            "height": self.height,
+            "model": self.model,
+            "cached": self.cached,
+            "timing": {k: round(v, 3) for k, v in self.timing.items()},
+        }
+        for name in ("moderation", "quality", "labels"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = to_jsonable(value)
+        for name, value in self.extra.items():
+            out[name] = to_jsonable(value)
+        if include_embedding and self.embedding is not None:
+            out["embedding"] = [float(x) for x in self.embedding]
+        return out
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert result objects (dataclasses, numpy scalars/arrays) to plain JSON types."""
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    return value
