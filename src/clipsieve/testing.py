@@ -64,7 +64,8 @@ def write_byte_bpe_tokenizer(folder: str | Path) -> int:
     return len(vocab)
 
 
-#: Architectures: vision/text tower sizes. ``vit-b-32`` matches openai/clip-vit-base-patch32.
+#: Architectures: vision/text tower sizes. ``vit-b-32`` matches openai/clip-vit-base-patch32;
+#: ``small-224`` is tiny but takes 224-pixel input like real checkpoints.
 ARCHS: dict[str, dict[str, Any]] = {
     "tiny": dict(
         vision=dict(hidden_size=32, intermediate_size=64, num_attention_heads=2,
@@ -72,6 +73,13 @@ ARCHS: dict[str, dict[str, Any]] = {
         text=dict(hidden_size=32, intermediate_size=64, num_attention_heads=2,
                   num_hidden_layers=2),
         projection_dim=16, image_size=32,
+    ),
+    "small-224": dict(
+        vision=dict(hidden_size=64, intermediate_size=128, num_attention_heads=2,
+                    num_hidden_layers=2, image_size=224, patch_size=32),
+        text=dict(hidden_size=32, intermediate_size=64, num_attention_heads=2,
+                  num_hidden_layers=2),
+        projection_dim=32, image_size=224,
     ),
     "vit-b-32": dict(
         vision=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12,

@@ -97,15 +97,38 @@ def load_preprocess(model_id: str) -> Preprocess:
 
 def _model_error(model_id: str, exc: BaseException) -> ModelError:
     if Path(model_id).is_dir():
-        where = f"the folder {model_id} holds no loadable CLIP checkpoint ({_short(exc)})"
-    elif os.sep in model_id and not Path(model_id).exists() and model_id.startswith((".", "/", "~")):
-        where = f"no such folder: {model_id}"
-    else:
-        where = (
-            f"not found in the Hugging Face cache ({_hub_cache_dir()}) and could not be "
-            f"downloaded ({_short(exc)})"
+        missing = _missing_checkpoint_files(Path(model_id))
+        why = f"it lacks {', '.join(missing)}" if missing else _short(exc)
+        return ModelError(
+            f"cannot load model '{model_id}': the folder holds no loadable CLIP checkpoint "
+            f"({why}). Fix: point --model (or CLIPSIEVE_MODEL) at a folder written by "
+            "save_pretrained, with config.json, weights, tokenizer and preprocessor config."
         )
-    return ModelError(f"cannot load model '{model_id}': {where}. {_hint(model_id)}")
+    if model_id.startswith((".", "/", "~")) or os.sep in model_id.strip("/").replace("/", "", 1):
+        return ModelError(
+            f"cannot load model '{model_id}': no such folder. Fix: pass --model with an existing "
+            "checkpoint folder or a Hugging Face model id (or set CLIPSIEVE_MODEL)."
+        )
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    why = "offline mode is on (HF_HUB_OFFLINE)" if offline else "no network, or no such model id"
+    return ModelError(
+        f"cannot load model '{model_id}': not in the Hugging Face cache ({_hub_cache_dir()}) "
+        f"and could not be downloaded: {why}. {_hint(model_id)}"
+    )
+
+
+def _missing_checkpoint_files(folder: Path) -> list[str]:
+    names = {p.name for p in folder.iterdir()}
+    need = {
+        "config.json": {"config.json"},
+        "weights (model.safetensors or pytorch_model.bin)": {
+            "model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+            "pytorch_model.bin.index.json",
+        },
+        "an image processor config": set(_CONFIG_FILES),
+        "a tokenizer": {"tokenizer.json", "vocab.json", "spiece.model", "tokenizer.model"},
+    }
+    return [label for label, files in need.items() if not names & files]
 
 
 def _short(exc: BaseException) -> str:

@@ -19,7 +19,7 @@ _COMMANDS: list[tuple[str, str]] = [
     ("clipsieve.cli.scan", "scan"),
 ]
 
-_EPILOG = "Exit codes:\n\n" + "\n\n".join(f"  {k}  {v}" for k, v in EXIT_CODES.items())
+_EPILOG = "\b\nExit codes:\n" + "\n".join(f"  {k}  {v}" for k, v in EXIT_CODES.items()) + "\n"
 
 
 @click.group(

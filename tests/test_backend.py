@@ -1,0 +1,69 @@
+"""backends/clip.py: loading real checkpoints, refusing random weights, clear errors."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clipsieve.backends.clip import ClipBackend, pick_precision
+from clipsieve.errors import ConfigError, ModelError
+
+
+def test_loads_checkpoint_folder_and_normalises(tiny_clip: Path) -> None:
+    b = ClipBackend(str(tiny_clip), precision="float32")
+    assert b.model_id == str(tiny_clip.resolve())
+    t = b.encode_texts(["a photo of a cat", "a dog", ""])
+    assert t.shape == (3, 16)
+    assert np.allclose(np.linalg.norm(t, axis=1), 1, atol=1e-5)
+    px = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)
+    e = b.encode_pixels(px)
+    assert e.shape == (2, 16) and np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5)
+    assert b.logit_scale == pytest.approx(np.exp(2.6592), rel=1e-3)
+
+
+def test_missing_hub_model_gives_one_clear_error() -> None:
+    with pytest.raises(ModelError) as info:
+        ClipBackend("nobody/no-such-clip-model")
+    msg = str(info.value)
+    assert "nobody/no-such-clip-model" in msg and "CLIPSIEVE_MODEL" in msg
+    assert "\n" not in msg
+
+
+def test_folder_without_weights_is_refused(tiny_clip: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_clip, broken)
+    (broken / "model.safetensors").unlink()
+    with pytest.raises(ModelError, match="broken"):
+        ClipBackend(str(broken))
+
+
+def test_partial_weights_are_refused_not_randomly_filled(tiny_clip: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    partial = tmp_path / "partial"
+    shutil.copytree(tiny_clip, partial)
+    sd = load_file(str(partial / "model.safetensors"))
+    del sd["visual_projection.weight"]
+    save_file(sd, str(partial / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ModelError, match="randomly initialised"):
+        ClipBackend(str(partial))
+
+
+def test_precision_choice() -> None:
+    assert pick_precision("cuda", "auto") == "float16"
+    assert pick_precision("cpu", "float32") == "float32"
+    assert pick_precision("cpu", "auto") in ("bfloat16", "float32")
+    with pytest.raises(ConfigError):
+        pick_precision("cpu", "float16")
+    with pytest.raises(ConfigError):
+        pick_precision("cpu", "int4")
+
+
+def test_bfloat16_close_to_float32(tiny_clip: Path) -> None:
+    px = np.random.default_rng(1).normal(size=(4, 3, 32, 32)).astype(np.float32)
+    a = ClipBackend(str(tiny_clip), precision="float32").encode_pixels(px)
+    b = ClipBackend(str(tiny_clip), precision="bfloat16").encode_pixels(px)
+    assert (a * b).sum(1).min() > 0.98

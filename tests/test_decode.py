@@ -1,0 +1,167 @@
+"""media/decode.py: formats, modes, orientation, limits and the reason codes of bad files."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clipsieve.errors import DecodeError
+from clipsieve.media.decode import BACKGROUND, DecodeLimits, decode_image, read_bytes
+
+
+def _decode(data: bytes, **kw):
+    return decode_image(data, "x", **kw)
+
+
+def _code(data: bytes, **kw) -> str:
+    with pytest.raises(DecodeError) as info:
+        _decode(data, **kw)
+    return info.value.code
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def _save(im: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+# -- bad files --------------------------------------------------------------------------------
+
+def test_zero_bytes_is_not_an_image() -> None:
+    assert _code(b"") == "not_an_image"
+
+
+def test_text_renamed_jpg_is_not_an_image(tmp_path: Path) -> None:
+    p = tmp_path / "notes.jpg"
+    p.write_text("this is a shopping list, not a photo\n")
+    with pytest.raises(DecodeError) as info:
+        decode_image(read_bytes(str(p)), str(p))
+    assert info.value.code == "not_an_image"
+    assert str(p) in str(info.value)
+
+
+def test_truncated_jpeg(photos: dict[str, Path]) -> None:
+    data = photos["astronaut"].read_bytes()
+    assert _code(data[: len(data) // 2]) == "truncated"
+
+
+def test_png_header_claiming_10_gigapixels_is_refused_before_decoding() -> None:
+    with pytest.raises(DecodeError) as info:
+        _decode(_png_header_only(100_000, 100_000))
+    assert info.value.code == "too_large"
+    assert "100000x100000" in info.value.message
+
+
+def test_file_size_limit(tmp_path: Path) -> None:
+    p = tmp_path / "big.bin"
+    p.write_bytes(b"\0" * 2048)
+    with pytest.raises(DecodeError) as info:
+        read_bytes(str(p), DecodeLimits(max_file_bytes=1024))
+    assert info.value.code == "too_large"
+
+
+def test_missing_file_is_io_error(tmp_path: Path) -> None:
+    with pytest.raises(DecodeError) as info:
+        read_bytes(str(tmp_path / "nope.jpg"))
+    assert info.value.code == "io_error"
+    assert "no such file" in info.value.message
+
+
+def test_huge_valid_image_just_under_the_default_limit_decodes() -> None:
+    side = 9999  # 99,980,001 pixels < 100 MP
+    data = _save(Image.new("RGB", (side, side), (10, 200, 30)), "JPEG", quality=80)
+    dec = _decode(data, min_side=224)
+    assert (dec.width, dec.height) == (side, side)
+    assert min(dec.image.size) >= 224 and max(dec.image.size) < side  # DCT-scaled decode
+    assert np.allclose(np.asarray(dec.image).reshape(-1, 3).mean(0), (10, 200, 30), atol=3)
+    # one pixel over a limit set exactly at its size
+    assert _code(data, limits=DecodeLimits(max_pixels=side * side - 1)) == "too_large"
+
+
+# -- modes and formats ------------------------------------------------------------------------
+
+def test_cmyk_jpeg_becomes_correct_rgb() -> None:
+    data = _save(Image.new("CMYK", (32, 32), (0, 255, 255, 0)), "JPEG", quality=95)
+    dec = _decode(data)
+    assert dec.image.mode == "RGB"
+    r, g, b = np.asarray(dec.image).reshape(-1, 3).mean(0)
+    assert r > 240 and g < 15 and b < 15  # pure red
+
+
+def test_16_bit_png_is_scaled_not_clipped() -> None:
+    arr = np.full((16, 16), 32768, dtype=np.uint16)  # mid-grey in 16 bits
+    data = _save(Image.fromarray(arr), "PNG")
+    assert Image.open(io.BytesIO(data)).mode.startswith("I")
+    dec = _decode(data)
+    assert dec.image.mode == "RGB"
+    assert np.all(np.abs(np.asarray(dec.image).astype(int) - 128) <= 1)
+
+
+def test_palette_png_with_transparency_is_composited_on_grey() -> None:
+    im = Image.new("P", (20, 10), 0)
+    im.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    im.paste(1, (10, 0, 20, 10))  # right half opaque blue
+    data = _save(im, "PNG", transparency=0)  # index 0 (left half, red) transparent
+    dec = _decode(data)
+    px = np.asarray(dec.image)
+    assert tuple(px[5, 2]) == BACKGROUND
+    assert tuple(px[5, 15]) == (0, 0, 255)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_alpha_is_composited(mode: str) -> None:
+    im = Image.new(mode, (8, 8), (255, 0) if mode == "LA" else (255, 255, 255, 0))
+    dec = _decode(_save(im, "PNG"))
+    assert tuple(np.asarray(dec.image)[0, 0]) == BACKGROUND
+
+
+def test_exif_orientation_is_applied() -> None:
+    im = Image.new("RGB", (60, 40), (0, 0, 255))
+    im.paste((255, 0, 0), (0, 0, 30, 40))  # left half red, right half blue
+    exif = Image.Exif()
+    exif[0x0112] = 6  # display rotated 90° clockwise
+    dec = _decode(_save(im, "JPEG", quality=95, exif=exif.tobytes()))
+    assert (dec.width, dec.height) == (40, 60)
+    assert dec.image.size == (40, 60)
+    px = np.asarray(dec.image).astype(int)
+    assert px[5, 20, 0] > 200 and px[5, 20, 2] < 60  # top is the former left: red
+    assert px[55, 20, 2] > 200 and px[55, 20, 0] < 60  # bottom: blue
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "BMP", "TIFF", "GIF", "HEIF", "AVIF"])
+def test_formats_decode_to_rgb(fmt: str) -> None:
+    im = Image.new("RGB", (48, 32), (40, 120, 200))
+    kw = {"lossless": True} if fmt == "WEBP" else {}
+    dec = _decode(_save(im, fmt, **kw))
+    assert dec.image.mode == "RGB" and dec.image.size == (48, 32)
+    assert np.allclose(np.asarray(dec.image).reshape(-1, 3).mean(0), (40, 120, 200), atol=8)
+
+
+def test_gif_first_frame() -> None:
+    frames = [Image.new("RGB", (16, 16), c) for c in [(255, 0, 0), (0, 255, 0)]]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
+    px = np.asarray(_decode(buf.getvalue()).image)
+    assert px[0, 0, 0] > 200 and px[0, 0, 1] < 50
+
+
+def test_jpeg_draft_keeps_at_least_min_side(big_photo: Path) -> None:
+    dec = _decode(big_photo.read_bytes(), min_side=224)
+    assert (dec.width, dec.height) == (2400, 2400)
+    assert 224 <= min(dec.image.size) < 600
+    assert dec.jpeg_quant  # quantisation tables kept for the quality measures

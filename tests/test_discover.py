@@ -1,0 +1,35 @@
+"""media/discover.py: recursive, sorted, symlink-loop-safe discovery."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from clipsieve.media.discover import iter_files
+
+
+def test_recursive_sorted_and_filtered(tmp_path: Path) -> None:
+    for rel in ["b.jpg", "a.PNG", "notes.txt", "sub/z.webp", "sub/deeper/c.jpeg", "a_dir/x.gif"]:
+        p = tmp_path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    got = [os.path.relpath(p, tmp_path) for p in iter_files([tmp_path])]
+    assert got == ["a.PNG", "b.jpg", "a_dir/x.gif", "sub/z.webp", "sub/deeper/c.jpeg"]
+    flat = [os.path.relpath(p, tmp_path) for p in iter_files([tmp_path], recursive=False)]
+    assert flat == ["a.PNG", "b.jpg"]
+
+
+def test_symlink_loop_terminates_and_dedupes(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "img.jpg").write_bytes(b"x")
+    os.symlink(tmp_path, tmp_path / "d" / "loop")
+    os.symlink(tmp_path / "d" / "img.jpg", tmp_path / "alias.jpg")
+    got = list(iter_files([tmp_path, tmp_path / "d"]))
+    assert len(got) == 1  # the same file reached three ways is yielded once
+
+
+def test_explicit_files_kept_even_with_odd_names_or_missing(tmp_path: Path) -> None:
+    odd = tmp_path / "photo.dat"
+    odd.write_bytes(b"x")
+    missing = tmp_path / "gone.jpg"
+    assert list(iter_files([odd, missing])) == [str(odd), str(missing)]

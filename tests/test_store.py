@@ -1,0 +1,53 @@
+"""store.py: migrations, keys, WAL, text embeddings."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clipsieve.errors import StoreError
+from clipsieve.store import MIGRATIONS, Store
+
+
+def test_migrations_recorded_once(tmp_path: Path) -> None:
+    db = tmp_path / "s.sqlite"
+    with Store(db) as s:
+        assert s.migrations() == [(v, n) for v, n, _ in MIGRATIONS]
+    with Store(db) as s:  # reopening applies nothing twice
+        assert len(s.migrations()) == len(MIGRATIONS)
+    mode = sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_embeddings_keyed_by_hash_model_and_preprocessing(tmp_path: Path) -> None:
+    s = Store(tmp_path / "s.sqlite")
+    v = np.arange(4, dtype=np.float32)
+    s.put_items([{"path": "a.jpg", "size": 3, "mtime_ns": 7, "sha256": "h", "width": 2,
+                  "height": 1, "format": "JPEG", "features": {"x": 1.0},
+                  "features_version": "t1", "embedding": v}], model="m", prep="p1")
+    assert np.array_equal(s.get_embedding("h", "m", "p1"), v)
+    assert s.get_embedding("h", "m", "p2") is None
+    assert s.get_embedding("h", "other", "p1") is None
+    assert s.lookup_file("a.jpg", 3, 7) == "h"
+    assert s.lookup_file("a.jpg", 3, 8) is None  # touched file: re-hash
+    assert s.get_image("h")["features"] == {"x": 1.0}
+    assert set(s.get_embeddings(["h", "zz"], "m", "p1")) == {"h"}
+
+
+def test_text_embeddings_and_results_roundtrip(tmp_path: Path) -> None:
+    s = Store(tmp_path / "s.sqlite")
+    s.put_text_embeddings("m", {"a cat": np.ones(3, np.float32)})
+    assert list(s.get_text_embeddings("m", ["a cat", "a dog"])) == ["a cat"]
+    s.put_results([{"path": "b", "status": "ok"}, {"path": "a", "status": "error",
+                    "error": {"code": "truncated", "message": "x"}}], model="m")
+    assert [r["path"] for r in s.iter_results("m")] == ["a", "b"]
+    assert s.execute("SELECT error_code FROM results WHERE path='a'") == [("truncated",)]
+
+
+def test_unopenable_store_is_a_store_error(tmp_path: Path) -> None:
+    (tmp_path / "dir.sqlite").mkdir()
+    with pytest.raises(StoreError, match="cannot open store"):
+        Store(tmp_path / "dir.sqlite")
