@@ -24,6 +24,14 @@ from clipsieve.types import ErrorInfo, ItemResult
 
 __version__ = "0.1.0"
 
+
+def samples_dir() -> str:
+    """Folder of the sample photos shipped with the package."""
+    from pathlib import Path
+
+    return str(Path(__file__).parent / "samples")
+
+
 __all__ = [
     "Analyzer",
     "ClipsieveError",
@@ -38,4 +46,5 @@ __all__ = [
     "Store",
     "StoreError",
     "__version__",
+    "samples_dir",
 ]

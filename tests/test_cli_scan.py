@@ -1,0 +1,83 @@
+"""cli/scan.py through the real entry point (subprocess) and in-process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from clipsieve.cli import main
+from clipsieve.errors import EXIT_FATAL, EXIT_ITEMS_FAILED, EXIT_OK
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "clipsieve", *args],
+        capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300,
+    )
+
+
+@pytest.fixture()
+def folder(tmp_path: Path, photos: dict[str, Path]) -> Path:
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for p in photos.values():
+        shutil.copy(p, d / p.name)
+    return d
+
+
+def test_scan_writes_jsonl_and_summary(tiny_clip: Path, folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "results.jsonl"
+    store = tmp_path / "s.sqlite"
+    proc = run_cli("scan", str(folder), "--model", str(tiny_clip), "--out", str(out),
+                   "--store", str(store))
+    assert proc.returncode == EXIT_OK, proc.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [Path(r["path"]).name for r in rows] == sorted(p.name for p in folder.iterdir())
+    for r in rows:
+        assert r["status"] == "ok" and r["error"] is None and len(r["sha256"]) == 64
+        assert r["model"] == str(tiny_clip.resolve()) and r["width"] > 0
+    assert "scanned 4 items: 4 ok, 0 failed, 0 from store" in proc.stderr
+    assert "\x1b[" not in proc.stderr  # no progress bar when not on a terminal
+    again = run_cli("scan", str(folder), "--model", str(tiny_clip), "--out", str(out),
+                    "--store", str(store))
+    assert "4 from store" in again.stderr
+
+
+def test_failed_items_give_exit_code_and_keep_going(tiny_clip: Path, folder: Path) -> None:
+    (folder / "zz-bad.jpg").write_text("not an image")
+    proc = run_cli("scan", str(folder), "--model", str(tiny_clip), "--no-store")
+    assert proc.returncode == EXIT_ITEMS_FAILED
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(rows) == 5
+    bad = rows[-1]
+    assert bad["status"] == "error" and bad["error"]["code"] == "not_an_image"
+    assert "1 failed" in proc.stderr
+
+
+def test_missing_model_is_one_line_and_exit_3(folder: Path, tmp_path: Path) -> None:
+    proc = run_cli("scan", str(folder), "--no-store", "--model", str(tmp_path / "nowhere"))
+    assert proc.returncode == EXIT_FATAL
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("clipsieve: error: cannot load model")
+
+
+def test_env_var_selects_model(tiny_clip: Path, folder: Path,
+                               monkeypatch: pytest.MonkeyPatch,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("CLIPSIEVE_MODEL", str(tiny_clip))
+    with pytest.raises(SystemExit) as info:
+        main(["scan", str(folder), "--no-store", "--quiet"])
+    assert info.value.code == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {r["model"] for r in rows} == {str(tiny_clip.resolve())}
+
+
+def test_help_lists_exit_codes() -> None:
+    proc = run_cli("--help")
+    assert proc.returncode == 0 and "Exit codes" in proc.stdout and "scan" in proc.stdout

@@ -1,0 +1,128 @@
+"""pipeline.py: the Analyzer end to end on the tiny CLIP and real photos."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clipsieve import Analyzer, Store
+
+
+@pytest.fixture()
+def folder(tmp_path: Path, photos: dict[str, Path]) -> Path:
+    d = tmp_path / "in"
+    (d / "sub").mkdir(parents=True)
+    for name, p in photos.items():
+        shutil.copy(p, d / ("sub" if name == "rocket" else "") / p.name)
+    (d / "broken.jpg").write_bytes(photos["coffee"].read_bytes()[:3000])
+    (d / "empty.png").write_bytes(b"")
+    return d
+
+
+def test_scan_yields_typed_results_in_order_and_goes_on_past_errors(
+    tiny_clip: Path, folder: Path
+) -> None:
+    an = Analyzer(model=str(tiny_clip), store=False, batch_size=2)
+    results = list(an.scan([folder]))
+    names = [Path(r.path).name for r in results]
+    assert names == ["astronaut.jpg", "broken.jpg", "chelsea.jpg", "coffee.jpg", "empty.png",
+                     "rocket.jpg"]
+    by = {Path(r.path).name: r for r in results}
+    assert by["broken.jpg"].status == "error" and by["broken.jpg"].error.code == "truncated"
+    assert by["empty.png"].error.code == "not_an_image"
+    ok = [r for r in results if r.ok]
+    assert len(ok) == 4
+    assert (by["coffee.jpg"].width, by["coffee.jpg"].height) == (600, 400)
+    for r in ok:
+        assert r.model == str(tiny_clip.resolve())
+        assert len(r.sha256) == 64
+        assert np.isclose(np.linalg.norm(r.embedding), 1, atol=1e-5)
+        d = r.to_dict()
+        assert set(d) >= {"path", "status", "error", "sha256", "width", "height", "model",
+                          "timing"}
+        assert d["error"] is None and d["timing"]["total_ms"] > 0
+
+
+def test_embeddings_match_embed_images(tiny_clip: Path, photos: dict[str, Path]) -> None:
+    an = Analyzer(model=str(tiny_clip), store=False, precision="float32")
+    paths = list(photos.values())
+    scanned = np.stack([r.embedding for r in an.scan(paths)])
+    direct = an.embed_images(paths)
+    assert np.allclose(scanned, direct, atol=1e-6)
+
+
+def test_second_scan_does_no_model_work(tiny_clip: Path, folder: Path, tmp_path: Path) -> None:
+    db = tmp_path / "store.sqlite"
+    first = list(Analyzer(model=str(tiny_clip), store=db).scan([folder]))
+    again = Analyzer(model=str(tiny_clip), store=db)
+    second = list(again.scan([folder]))
+    assert not again.model_loaded  # nothing decoded, nothing encoded, model never loaded
+    assert [r.cached for r in second if r.ok] == [True] * 4
+    for a, b in zip(first, second):
+        assert a.path == b.path and a.status == b.status and a.sha256 == b.sha256
+        if a.ok:
+            assert np.array_equal(a.embedding, b.embedding)
+            assert a.features == b.features
+
+
+def test_copied_file_reuses_embedding_by_content(
+    tiny_clip: Path, photos: dict[str, Path], tmp_path: Path
+) -> None:
+    db = Store(tmp_path / "s.sqlite")
+    list(Analyzer(model=str(tiny_clip), store=db).scan([photos["chelsea"]]))
+    copy = tmp_path / "renamed.jpg"
+    shutil.copy(photos["chelsea"], copy)
+    an = Analyzer(model=str(tiny_clip), store=db)
+    (r,) = an.scan([copy])
+    assert r.cached and not an.model_loaded
+
+
+def test_interrupted_scan_resumes(tiny_clip: Path, folder: Path, tmp_path: Path) -> None:
+    db = tmp_path / "store.sqlite"
+    an = Analyzer(model=str(tiny_clip), store=db, batch_size=1, workers=1)
+    it = an.scan([folder])
+    first_two = [next(it), next(it)]
+    it.close()  # the process "dies" here
+    assert first_two[0].ok
+    resumed = list(Analyzer(model=str(tiny_clip), store=db).scan([folder]))
+    assert resumed[0].cached  # done before the interruption: not redone
+    assert sum(r.cached for r in resumed) < 4  # the rest was really computed now
+    assert all(r.ok for r in resumed if r.path.endswith(("chelsea.jpg", "rocket.jpg")))
+
+
+def test_text_embeddings_cached_in_store(tiny_clip: Path, tmp_path: Path) -> None:
+    db = tmp_path / "s.sqlite"
+    a = Analyzer(model=str(tiny_clip), store=db).embed_texts(["a cat", "a dog", "a cat"])
+    assert a.shape == (3, 16) and np.array_equal(a[0], a[2])
+    an = Analyzer(model=str(tiny_clip), store=db)
+    b = an.embed_texts(["a dog", "a cat"])
+    assert not an.model_loaded
+    assert np.array_equal(b, a[[1, 0]])
+
+
+def test_no_store_mode_writes_nothing(tiny_clip: Path, photos: dict[str, Path], tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("CLIPSIEVE_STORE", raising=False)
+    list(Analyzer(model=str(tiny_clip), store=False).scan([photos["coffee"]]))
+    assert not (tmp_path / "cache").exists()
+
+
+def test_heads_receive_ok_items_and_matching_embeddings(
+    tiny_clip: Path, folder: Path
+) -> None:
+    class Norms:
+        field = "norms"
+
+        def apply(self, items, embeddings, analyzer):
+            assert len(items) == len(embeddings)
+            for it, e in zip(items, embeddings):
+                assert it.ok and np.array_equal(it.embedding, e)
+                it.extra[self.field] = float(np.linalg.norm(e))
+
+    results = list(Analyzer(model=str(tiny_clip), store=False).scan([folder], heads=[Norms()]))
+    for r in results:
+        assert ("norms" in r.to_dict()) == r.ok
