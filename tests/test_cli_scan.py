@@ -81,3 +81,31 @@ def test_env_var_selects_model(tiny_clip: Path, folder: Path,
 def test_help_lists_exit_codes() -> None:
     proc = run_cli("--help")
     assert proc.returncode == 0 and "Exit codes" in proc.stdout and "scan" in proc.stdout
+
+
+def test_progress_bar_on_a_terminal(tiny_clip: Path, folder: Path) -> None:
+    import pty
+
+    (folder / "zz-bad.jpg").write_text("nope")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clipsieve", "scan", str(folder), "--model", str(tiny_clip),
+         "--no-store"],
+        stdout=subprocess.DEVNULL, stderr=slave, env={**os.environ, "COLUMNS": "160"},
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=120)
+    os.close(master)
+    text = b"".join(chunks).decode(errors="replace")
+    assert "items/s" in text and "ETA" in text
+    assert "1 errors" in text
+    assert "5/5" in text
