@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,7 +87,12 @@ class ItemResult:
 
 
 def to_jsonable(value: Any) -> Any:
-    """Convert result objects (dataclasses, numpy scalars/arrays) to plain JSON types."""
+    """Convert result objects (dataclasses, numpy scalars/arrays) to plain JSON types.
+
+    Non-finite floats (NaN, ±inf) become ``None``: the output must stay valid JSON.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
     if hasattr(value, "to_dict"):
         return value.to_dict()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -96,5 +102,5 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v) for v in value]
     if hasattr(value, "tolist"):  # numpy scalars and arrays
-        return value.tolist()
+        return to_jsonable(value.tolist())
     return value
