@@ -51,7 +51,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from clipsieve.errors import PolicyError
 
@@ -196,9 +196,7 @@ class Policy:
             The categories named by the concept's targets directly or through their group.
         """
         targets = set(self.special_care[concept].targets)
-        return [
-            c.name for c in self.categories.values() if c.name in targets or c.group in targets
-        ]
+        return [c.name for c in self.categories.values() if c.name in targets or c.group in targets]
 
     def prompt_classes(self) -> list[tuple[str, str, tuple[str, ...]]]:
         """Return ``(name, kind, prompts)`` for every class that has prompts of its own.
@@ -209,7 +207,9 @@ class Policy:
         """
         rows = [(c.name, "category", c.prompts) for c in self.categories.values()]
         rows += [(n.name, "neutral", n.prompts) for n in self.neutral.values()]
-        rows += [(s.name, "special_care", s.prompts) for s in self.special_care.values() if s.prompts]
+        rows += [
+            (s.name, "special_care", s.prompts) for s in self.special_care.values() if s.prompts
+        ]
         return rows
 
     def prompt_hash(self) -> str:
@@ -300,8 +300,11 @@ class Policy:
     def to_toml(self) -> str:
         """Serialise the policy as TOML that :func:`load_policy` reads back to an equal policy."""
         data = self.to_dict()
-        lines = [f"{key} = {_toml_value(data[key])}" for key in ("name", "version", "description")
-                 if key in data]
+        lines = [
+            f"{key} = {_toml_value(data[key])}"
+            for key in ("name", "version", "description")
+            if key in data
+        ]
         for section in ("categories", "neutral", "special_care"):
             for entry_name, entry in data.get(section, {}).items():
                 lines += ["", f"[{section}.{entry_name}]"]
@@ -383,8 +386,8 @@ def policy_from_dict(data: Mapping[str, Any], *, source: str = "<memory>") -> Po
     """
     v = _Validator(source)
     v.keys(data, "", _TOP_KEYS)
-    name = v.string(data, "name", "name", required=True)
-    version = v.string(data, "version", "version", required=True)
+    name = v.required_string(data, "name", "name")
+    version = v.required_string(data, "version", "version")
     description = v.string(data, "description", "description") or ""
 
     categories: dict[str, Category] = {}
@@ -435,9 +438,9 @@ def policy_from_dict(data: Mapping[str, Any], *, source: str = "<memory>") -> Po
         if ("class" in entry) == ("prompts" in entry):
             v.fail(path, "needs exactly one of class or prompts")
         neutral_class = None
-        prompts: tuple[str, ...] = ()
+        own_prompts: tuple[str, ...] = ()
         if "class" in entry:
-            neutral_class = v.string(entry, "class", f"{path}.class")
+            neutral_class = v.required_string(entry, "class", f"{path}.class")
             if neutral_class not in neutral:
                 v.fail(
                     f"{path}.class",
@@ -448,7 +451,7 @@ def policy_from_dict(data: Mapping[str, Any], *, source: str = "<memory>") -> Po
             if sname in categories or sname in neutral:
                 kind = "category" if sname in categories else "neutral class"
                 v.fail(path, f"name already used by {kind} {json.dumps(sname)}")
-            prompts = v.prompts(entry, path, 1)
+            own_prompts = v.prompts(entry, path, 1)
         trigger = v.probability(entry, f"{path}.trigger")
         targets = v.string_list(entry, "targets", f"{path}.targets")
         for i, target in enumerate(targets):
@@ -470,7 +473,7 @@ def policy_from_dict(data: Mapping[str, Any], *, source: str = "<memory>") -> Po
             trigger=float(trigger),
             targets=targets,
             neutral_class=neutral_class,
-            prompts=prompts,
+            prompts=own_prompts,
             factor=factor,
             delta=delta,
             description=v.string(entry, "description", f"{path}.description") or "",
@@ -493,7 +496,7 @@ class _Validator:
     def __init__(self, source: str) -> None:
         self.source = source
 
-    def fail(self, path: str, reason: str) -> None:
+    def fail(self, path: str, reason: str) -> NoReturn:
         raise PolicyError(f"{self.source}: {path}: {reason}")
 
     def keys(self, table: Mapping[str, Any], path: str, allowed: Iterable[str]) -> None:
@@ -514,12 +517,16 @@ class _Validator:
             return None
         return table[key]
 
-    def string(
-        self, table: Mapping[str, Any], key: str, path: str, *, required: bool = False
-    ) -> str | None:
-        value = self._get(table, key, path, required)
+    def string(self, table: Mapping[str, Any], key: str, path: str) -> str | None:
+        value = self._get(table, key, path, False)
         if value is not None and (not isinstance(value, str) or not value.strip()):
             self.fail(path, f"must be a non-empty string, got {_describe(value)}")
+        return value
+
+    def required_string(self, table: Mapping[str, Any], key: str, path: str) -> str:
+        self._get(table, key, path, True)
+        value = self.string(table, key, path)
+        assert value is not None  # _get failed otherwise
         return value
 
     def string_list(self, table: Mapping[str, Any], key: str, path: str) -> tuple[str, ...]:
@@ -606,4 +613,3 @@ def _toml_value(value: str | float | list[str]) -> str:
     if isinstance(value, float):
         return repr(value)
     return "[\n" + "".join(f"    {_toml_value(item)},\n" for item in value) + "]"
-
