@@ -1,11 +1,13 @@
 """Model-free moderation: policies, prompt-ensembled class banks, decisions, calibration.
 
-The public names of :mod:`~clipsieve.moderation.policy` and
-:mod:`~clipsieve.moderation.scoring` are re-exported here. Calibration lives in
-:mod:`clipsieve.moderation.calibrate` and is imported from there, so that moderating does not
-pay for importing scikit-learn.
+The public names of :mod:`~clipsieve.moderation.policy`, :mod:`~clipsieve.moderation.scoring`,
+:mod:`~clipsieve.moderation.head` (the scan head) and :mod:`~clipsieve.moderation.captions` are
+re-exported here. Calibration lives in :mod:`clipsieve.moderation.calibrate` and is imported
+from there, so that moderating does not pay for importing scikit-learn.
 """
 
+from clipsieve.moderation.captions import Caption, CaptionSource, read_items_jsonl
+from clipsieve.moderation.head import CaptionModeration, ItemModeration, ModerationHead
 from clipsieve.moderation.policy import (
     MIN_CATEGORY_PROMPTS,
     Category,
@@ -36,8 +38,13 @@ __all__ = [
     "LOW_AGREEMENT_CLIP_SCORE",
     "MIN_CATEGORY_PROMPTS",
     "MIN_THRESHOLD",
+    "Caption",
+    "CaptionModeration",
+    "CaptionSource",
     "Category",
     "ClassBank",
+    "ItemModeration",
+    "ModerationHead",
     "ModerationResult",
     "NeutralClass",
     "Policy",
@@ -52,4 +59,5 @@ __all__ = [
     "moderate",
     "moderate_texts",
     "policy_from_dict",
+    "read_items_jsonl",
 ]

@@ -1,0 +1,384 @@
+"""``clipsieve calibrate``: new policy thresholds from a labelled CSV, and the per-group audit."""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from clipsieve.cli.common import Progress, make_analyzer, model_options
+from clipsieve.errors import EXIT_ITEMS_FAILED, EXIT_OK, ConfigError
+
+#: Cell values of a ``label`` column that mean "belongs to no category".
+NEGATIVE_LABELS = frozenset({"", "none", "safe"})
+
+_TRUE = frozenset({"1", "true", "yes"})
+_FALSE = frozenset({"", "0", "false", "no"})
+
+#: Recall levels whose strictest threshold is printed in the precision-recall trade-off.
+TRADE_OFF_RECALLS = (1.0, 0.95, 0.9, 0.8, 0.5)
+
+#: Precision levels whose loosest threshold is printed in the trade-off too.
+TRADE_OFF_PRECISIONS = (0.5, 0.8, 0.9, 0.95)
+
+
+@dataclass
+class LabelRow:
+    """One usable row of a labels CSV.
+
+    Attributes:
+        line: line number in the file (the header is line 1).
+        path: the image path, resolved against the CSV's folder when relative.
+        labels: category → 0/1 for every calibrated category.
+        group: the ``group`` cell, or ``None`` without a group column.
+    """
+
+    line: int
+    path: str
+    labels: dict[str, int]
+    group: str | None = None
+
+
+@dataclass
+class LabelFile:
+    """A parsed labels CSV.
+
+    Attributes:
+        rows: the rows with a path.
+        categories: categories to calibrate, in policy order.
+        has_group: whether the file has a ``group`` column.
+        errors: per-row problems (``"line N: ..."``) of rows that were skipped.
+    """
+
+    rows: list[LabelRow]
+    categories: list[str]
+    has_group: bool
+    errors: list[str] = field(default_factory=list)
+
+
+def _suggest(word: str, candidates: list[str]) -> str:
+    matches = difflib.get_close_matches(word.lower(), candidates, n=1, cutoff=0.6)
+    return f"; did you mean {json.dumps(matches[0])}?" if matches else ""
+
+
+def read_labels_csv(path: str, policy: Any) -> LabelFile:
+    """Read a labels CSV for ``policy``.
+
+    The file has a ``path`` column, an optional ``group`` column, and either a ``label``
+    column naming one category per row (several separated by ``;``; ``none``, ``safe`` or an
+    empty cell for benign items) or one 0/1 column per category (``1``/``true``/``yes``,
+    ``0``/``false``/``no`` or empty). Relative paths are relative to the CSV's folder.
+
+    Raises:
+        ConfigError: unreadable file, no ``path`` column, unknown columns or categories (with
+            a "did you mean"), or a cell that is not a valid label.
+    """
+    cats = list(policy.categories)
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            reader = csv.reader(fh)
+            try:
+                header = [h.strip() for h in next(reader)]
+            except StopIteration:
+                raise ConfigError(f"{path}: empty file (expected a header row)") from None
+            raw_rows = [(reader.line_num, row) for row in reader]
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such labels file") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ConfigError(f"{path}: cannot read labels CSV: {exc}") from None
+
+    shown = ", ".join(json.dumps(h) for h in header)
+    if "path" not in header:
+        raise ConfigError(
+            f'{path}: no "path" column{_suggest("path", [h.lower() for h in header])}'
+            f" (columns: {shown})"
+        )
+    for name in set(header):
+        if header.count(name) > 1:
+            raise ConfigError(f"{path}: column {json.dumps(name)} appears twice")
+    extra = [h for h in header if h not in ("path", "group", "label")]
+    label_mode = "label" in header
+    if label_mode and extra:
+        raise ConfigError(
+            f'{path}: give either a "label" column or one 0/1 column per category, not both '
+            f"(extra columns: {', '.join(json.dumps(h) for h in extra)})"
+        )
+    unknown = [h for h in extra if h not in cats]
+    if unknown:
+        problems = "; ".join(
+            f"unknown category column {json.dumps(h)}{_suggest(h, cats)}" for h in unknown
+        )
+        raise ConfigError(
+            f'{path}: {problems} (categories of policy "{policy.name}": {", ".join(cats)}; '
+            f'other columns allowed: "path", "group", "label")'
+        )
+    if not label_mode and not extra:
+        raise ConfigError(
+            f'{path}: needs a "label" column or one 0/1 column per category '
+            f"(columns: {shown})"
+        )
+
+    index = {h: i for i, h in enumerate(header)}
+    base = os.path.dirname(path)
+    rows: list[LabelRow] = []
+    errors: list[str] = []
+    seen_labels: set[str] = set()
+    for line, cells in raw_rows:
+        if not any(c.strip() for c in cells):
+            continue
+        cells = cells + [""] * (len(header) - len(cells))
+
+        def cell(name: str, cells: list[str] = cells) -> str:
+            return cells[index[name]].strip()
+
+        img = cell("path")
+        if not img:
+            errors.append(f"line {line}: empty path")
+            continue
+        if label_mode:
+            values = [v.strip().lower() for v in cell("label").split(";")]
+            named = [v for v in values if v not in NEGATIVE_LABELS]
+            for v in named:
+                if v not in cats:
+                    raise ConfigError(
+                        f"{path}: line {line}: label {json.dumps(v)} is not a category of "
+                        f'policy "{policy.name}"{_suggest(v, cats)} '
+                        f"(use none, safe or an empty cell for benign items)"
+                    )
+            seen_labels.update(named)
+            labels = {c: int(c in named) for c in cats}
+        else:
+            labels = {}
+            for c in extra:
+                v = cell(c).lower()
+                if v not in _TRUE and v not in _FALSE:
+                    raise ConfigError(
+                        f"{path}: line {line}, column {json.dumps(c)}: expected 0 or 1, "
+                        f"got {json.dumps(cell(c))}"
+                    )
+                labels[c] = int(v in _TRUE)
+        if not os.path.isabs(img) and base:
+            img = os.path.join(base, img)
+        group = (cell("group") or "(blank)") if "group" in index else None
+        rows.append(LabelRow(line=line, path=img, labels=labels, group=group))
+    if label_mode:
+        categories = [c for c in cats if c in seen_labels]
+        for row in rows:
+            row.labels = {c: row.labels[c] for c in categories}
+    else:
+        categories = [c for c in cats if c in extra]
+    return LabelFile(rows=rows, categories=categories, has_group="group" in index, errors=errors)
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+@click.command()
+@click.argument("labels_csv", metavar="LABELS.csv", type=click.Path(dir_okay=False))
+@click.option("--policy", "-p", default="default", show_default=True, metavar="NAME|FILE",
+              help="Shipped policy name or path to a policy .toml file to calibrate.")
+@click.option("--target-precision", type=click.FloatRange(0, 1, min_open=True),
+              help="Lowest threshold whose precision reaches this (sets block by default).")
+@click.option("--target-recall", type=click.FloatRange(0, 1, min_open=True),
+              help="Highest threshold whose recall reaches this (sets review by default).")
+@click.option("--level", type=click.Choice(["review", "block"]),
+              help="Which threshold the target sets [default: block for --target-precision, "
+                   "review for --target-recall].")
+@click.option("--out", "-o", type=click.Path(dir_okay=False),
+              help="Where to write the calibrated policy [default: <policy>-calibrated.toml].")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar while scanning.")
+@model_options
+def calibrate(labels_csv: str, policy: str, target_precision: float | None,
+              target_recall: float | None, level: str | None, out: str | None, quiet: bool,
+              **kw: Any) -> None:
+    """Choose policy thresholds from labelled images and write a new policy file.
+
+    LABELS.csv has a path column and either one 0/1 column per category or a label column
+    naming the category (none, safe or empty for benign images); an optional group column
+    adds a per-group false-positive audit with and without the neutral classes. Prints
+    per-category AUROC, the precision-recall trade-off and the chosen thresholds. Files
+    that cannot be read are listed and skipped (exit code 4).
+
+    \b
+    Example:
+      clipsieve calibrate labels.csv --policy default --target-precision 0.9
+      clipsieve calibrate labels.csv --policy mine.toml --target-recall 0.95 --out mine-v2.toml
+    """
+    import numpy as np
+
+    from clipsieve.moderation import ModerationHead, load_policy, moderate
+    from clipsieve.moderation.calibrate import bias_audit, calibrate_policy
+
+    if (target_precision is None) == (target_recall is None):
+        raise click.UsageError("give exactly one of --target-precision and --target-recall")
+    pol = load_policy(policy)
+    labels = read_labels_csv(labels_csv, pol)
+    if not labels.categories:
+        raise ConfigError(f"{labels_csv}: no row is labelled with a category; nothing to calibrate")
+    out_path = out or f"{pol.name}-calibrated.toml"
+
+    # Scan: each distinct file once (embeddings come from the store when they are there).
+    row_errors = list(labels.errors)
+    candidates = []
+    for row in labels.rows:
+        if os.path.isdir(row.path):
+            row_errors.append(f"line {row.line}: {row.path}: is a folder, not an image")
+        else:
+            candidates.append(row)
+    files = list(dict.fromkeys(os.path.realpath(r.path) for r in candidates))
+    analyzer = make_analyzer(kw)
+    progress = Progress(len(files), "calibrate", enabled=None if not quiet else False)
+    embedding: dict[str, Any] = {}
+    failure: dict[str, str] = {}
+    try:
+        for item in analyzer.scan(files):
+            progress.advance(item)
+            if item.ok:
+                embedding[item.path] = item.embedding
+            else:
+                err = item.error
+                failure[item.path] = f"{err.code}: {err.message}" if err else "failed"
+        progress.close()
+        usable = []
+        for row in candidates:
+            key = os.path.realpath(row.path)
+            if key in embedding:
+                usable.append(row)
+            else:
+                row_errors.append(f"line {row.line}: {row.path}: {failure.get(key, 'not read')}")
+        if not usable:
+            shown = "; ".join(row_errors[:3]) + ("; ..." if len(row_errors) > 3 else "")
+            raise ConfigError(
+                f"{labels_csv}: no row could be used ({len(row_errors)} failed: {shown})"
+            )
+        embs = np.stack([embedding[os.path.realpath(r.path)] for r in usable])
+        head = ModerationHead(pol)
+        bank = head.bank(analyzer)
+        scale = analyzer.logit_scale
+    finally:
+        progress.close()
+        analyzer.close()
+
+    results = moderate(embs, bank, pol, scale)
+    scores = {c: np.array([r.categories[c] for r in results]) for c in labels.categories}
+    y = {c: np.array([row.labels[c] for row in usable]) for c in labels.categories}
+    try:
+        new_policy, report = calibrate_policy(
+            pol, scores, y, target_precision=target_precision, target_recall=target_recall,
+            level=level,  # type: ignore[arg-type]
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{labels_csv}: cannot calibrate: {exc}") from None
+    try:
+        new_policy.save(out_path)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {out_path}: {exc.strerror or exc}") from None
+    load_policy(Path(out_path))  # what we wrote must load back (a Path: never a shipped name)
+
+    from rich.table import Table
+    from rich.text import Text
+
+    from clipsieve.cli.moderate import make_console
+
+    con = make_console(sys.stdout)
+    target_name = "precision" if target_precision is not None else "recall"
+    target = target_precision if target_precision is not None else target_recall
+    set_level = level or ("block" if target_precision is not None else "review")
+    con.print(Text(
+        f'Calibrating policy "{pol.name}" version {pol.version} on {len(usable)} labelled '
+        f"images ({len(row_errors)} rows skipped), model {analyzer.model_id}.\n"
+        f"Target: {target_name} >= {target:g}, setting each category's {set_level} threshold."
+    ))
+
+    summary = Table(title=Text("Per category"), title_justify="left")
+    for col in ("category", "pos", "neg", "AUROC", "AP", "threshold", "precision", "recall",
+                "review", "block"):
+        summary.add_column(col, justify="left" if col == "category" else "right")
+    notes = []
+    for cal in report:
+        old = pol.categories[cal.category]
+        ch = cal.choice
+        if ch is None:
+            notes.append(f"{cal.category}: no positive labels; thresholds kept")
+        elif not ch.reached:
+            notes.append(
+                f"{cal.category}: target {target_name} {target:g} not reached (best precision "
+                f"{ch.precision:.3f} at {ch.threshold:.3f}); thresholds kept"
+            )
+        summary.add_row(
+            cal.category, str(cal.positives), str(cal.negatives), _fmt(cal.auroc),
+            _fmt(cal.curve.average_precision if cal.curve else None),
+            _fmt(ch.threshold if ch else None, 4), _fmt(ch.precision if ch else None),
+            _fmt(ch.recall if ch else None),
+            _change(old.review, cal.review), _change(old.block, cal.block),
+        )
+    con.print(summary)
+    for note in notes:
+        con.print(Text(f"  note: {note}"))
+
+    for cal in report:
+        if cal.curve is None:
+            continue
+        curve = cal.curve
+        # Operating points: the strictest threshold that keeps each recall level, and the
+        # loosest one that reaches each precision level.
+        picks = {int(np.flatnonzero(curve.recall >= r)[-1]) for r in TRADE_OFF_RECALLS}
+        for p in TRADE_OFF_PRECISIONS:
+            meets = np.flatnonzero(curve.precision >= p)
+            if meets.size:
+                picks.add(int(meets[0]))
+        chosen = None
+        if cal.choice is not None:
+            chosen = int(np.argmin(np.abs(curve.thresholds - cal.choice.threshold)))
+            picks.add(chosen)
+        trade = Table(title=Text(f"Precision-recall trade-off: {cal.category}"),
+                      title_justify="left")
+        for col in ("threshold", "precision", "recall", ""):
+            trade.add_column(col, justify="right")
+        for i in sorted(picks):
+            mark = ""
+            if i == chosen and cal.choice is not None:
+                mark = "chosen" if cal.choice.reached else "best (target not reached)"
+            trade.add_row(_fmt(float(curve.thresholds[i]), 4), _fmt(float(curve.precision[i])),
+                          _fmt(float(curve.recall[i])), mark)
+        con.print(trade)
+
+    if labels.has_group:
+        harmful = [int(any(row.labels.values())) for row in usable]
+        with_n = [r.decision for r in moderate(embs, bank, new_policy, scale, use_neutral=True)]
+        without_n = [
+            r.decision for r in moderate(embs, bank, new_policy, scale, use_neutral=False)
+        ]
+        audit = bias_audit(harmful, [r.group or "" for r in usable], with_n, without_n)
+        table = Table(
+            title=Text("False-positive rate per group (benign images flagged review or block, "
+                       "calibrated policy)"),
+            title_justify="left",
+        )
+        for col in ("group", "benign", "with neutral classes", "without neutral classes"):
+            table.add_column(col, justify="left" if col == "group" else "right")
+        for g in audit:
+            table.add_row(Text(g.group), str(g.negatives), _fmt(g.fpr_with_neutral),
+                          _fmt(g.fpr_without_neutral))
+        con.print(table)
+
+    con.print(Text(
+        f'Wrote {out_path}: policy "{new_policy.name}" version {new_policy.version}.'
+    ))
+    if row_errors:
+        click.echo(f"{len(row_errors)} rows skipped:", err=True)
+        for err in row_errors:
+            click.echo(f"  {err}", err=True)
+    sys.exit(EXIT_ITEMS_FAILED if row_errors else EXIT_OK)
+
+
+def _change(old: float, new: float) -> str:
+    return f"{old:.2f}" if abs(old - new) < 1e-12 else f"{old:.2f} → {new:.3f}"

@@ -1,0 +1,122 @@
+"""``clipsieve moderate``."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import IO, Any
+
+import click
+
+from clipsieve.cli.common import Progress, make_analyzer, model_options, open_output, write_jsonl
+
+#: Colour of each decision in the table (terminals only).
+DECISION_STYLE = {"allow": "green", "review": "yellow", "block": "bold red", "error": "magenta"}
+
+
+def make_console(fh: IO[str]) -> Any:
+    """A Rich console writing to ``fh``: colours on a terminal, plain 120-column text elsewhere."""
+    from rich.console import Console
+
+    tty = fh.isatty()
+    width = None if tty or "COLUMNS" in os.environ else 120
+    return Console(file=fh, width=width, highlight=False, soft_wrap=False)
+
+
+def top_categories(categories: dict[str, float], n: int = 3) -> str:
+    """``"violence 0.71, weapons 0.12, gore 0.05"``: the ``n`` highest scores."""
+    best = sorted(categories.items(), key=lambda kv: -kv[1])[:n]
+    return ", ".join(f"{name} {score:.2f}" for name, score in best)
+
+
+@click.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--policy", "-p", default="default", show_default=True, metavar="NAME|FILE",
+              help="Shipped policy name or path to a policy .toml file.")
+@click.option("--caption", metavar="TEXT",
+              help="Caption for every image (unless the --input line gives one); "
+                   "scored with the image.")
+@click.option("--input", "input_path", type=click.Path(dir_okay=False, allow_dash=True),
+              help='JSONL with one {"path": ..., "caption": ...} per line: more images to '
+                   "moderate, with their captions (relative paths: from the file's folder).")
+@click.option("--no-sidecars", is_flag=True,
+              help="Do not read a caption from <stem>.txt beside each image.")
+@click.option("--format", "fmt", type=click.Choice(["table", "jsonl"]), default="table",
+              show_default=True, help="A table for people, or one JSON object per line.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Write the table or JSONL here instead of stdout.")
+@click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
+@model_options
+def moderate(paths: tuple[str, ...], policy: str, caption: str | None, input_path: str | None,
+             no_sidecars: bool, fmt: str, out: str | None, no_recursive: bool, quiet: bool,
+             **kw: Any) -> None:
+    """Moderate images (and their captions) with a policy: allow, review or block.
+
+    Each image's category scores come from a softmax over the policy's categories and
+    neutral classes; a caption (--caption, an --input JSONL line or a sidecar PHOTO.txt
+    beside PHOTO.jpg) is scored against the same categories, and a caption that does not
+    match its image (low CLIPScore) goes to review. Exit code 5 when something was
+    blocked, 6 when something was blocked and some files failed, 4 when files failed.
+
+    \b
+    Example:
+      clipsieve moderate uploads/ --policy default
+      clipsieve moderate a.jpg --caption "cheap pills, click here" --format jsonl
+      clipsieve moderate --input batch.jsonl --policy my-policy.toml --out report.txt
+    """
+    from clipsieve.media.discover import iter_files
+    from clipsieve.moderation import CaptionSource, ModerationHead, load_policy, read_items_jsonl
+
+    if not paths and not input_path:
+        raise click.UsageError("give at least one PATH or --input FILE")
+    head_policy = load_policy(policy)  # a bad policy fails before the model loads
+    items = read_items_jsonl(input_path) if input_path else []
+    captions = CaptionSource.from_items(items, default=caption, sidecars=not no_sidecars)
+    head = ModerationHead(head_policy, captions)
+    recursive = not no_recursive
+    files = list(iter_files([*paths, *(it.path for it in items)], recursive=recursive))
+
+    analyzer = make_analyzer(kw)
+    progress = Progress(len(files), "moderate", enabled=None if not quiet else False)
+    rows: list[tuple[str, str, str, str]] = []
+    try:
+        with open_output(out) as fh:
+            for item in analyzer.scan(files, heads=[head], recursive=recursive):
+                progress.advance(item)
+                if fmt == "jsonl":
+                    write_jsonl(fh, item.to_dict())
+                elif item.ok and item.moderation is not None:
+                    mod = item.moderation
+                    first = mod.reasons[0] if mod.reasons else ""
+                    rows.append((item.path, mod.decision, top_categories(mod.categories), first))
+                else:
+                    err = item.error
+                    why = f"{err.code}: {err.message}" if err else "not moderated"
+                    rows.append((item.path, "error", "", why))
+            progress.close()
+            if fmt == "table":
+                _print_table(fh, rows, head_policy)
+    finally:
+        progress.close()
+        analyzer.close()
+    if not quiet:
+        click.echo(progress.summary("moderated"), err=True)
+    sys.exit(progress.exit_code())
+
+
+def _print_table(fh: IO[str], rows: list[tuple[str, str, str, str]], policy: Any) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    # Cells are Text, never markup: paths and reasons may contain square brackets.
+    title = Text(f'policy "{policy.name}" version {policy.version}')
+    table = Table(title=title, title_justify="left")
+    table.add_column("path", overflow="fold")
+    table.add_column("decision", no_wrap=True)
+    table.add_column("top categories")
+    table.add_column("reason", overflow="fold")
+    for path, decision, top, reason in rows:
+        table.add_row(Text(path), Text(decision, style=DECISION_STYLE.get(decision, "")),
+                      Text(top), Text(reason))
+    make_console(fh).print(table)
