@@ -126,3 +126,10 @@ def test_heads_receive_ok_items_and_matching_embeddings(
     results = list(Analyzer(model=str(tiny_clip), store=False).scan([folder], heads=[Norms()]))
     for r in results:
         assert ("norms" in r.to_dict()) == r.ok
+
+
+def test_logit_scale_read_without_loading_the_model(tiny_clip: Path) -> None:
+    an = Analyzer(model=str(tiny_clip), store=False)
+    scale = an.logit_scale
+    assert not an.model_loaded
+    assert scale == pytest.approx(an.backend.logit_scale, rel=1e-6)

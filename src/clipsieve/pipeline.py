@@ -29,7 +29,7 @@ from clipsieve.media.decode import Decoded, DecodeLimits, decode_image, read_byt
 from clipsieve.media.discover import iter_files
 from clipsieve.media.preprocess import Preprocess
 from clipsieve.store import Store
-from clipsieve.types import ErrorInfo, ItemResult
+from clipsieve.types import ErrorInfo, ItemResult, to_jsonable
 
 PixelFeatures = Callable[[Decoded], dict[str, float]]
 
@@ -100,6 +100,7 @@ class Analyzer:
         self._preprocess: Preprocess | None = None
         self._backend: Any = None
         self._text_cache: dict[str, np.ndarray] = {}
+        self._logit_scale: float | None = None
         if pixel_features:
             self._pixel_features, self.features_version = _default_pixel_features()
         else:
@@ -131,7 +132,16 @@ class Analyzer:
 
     @property
     def logit_scale(self) -> float:
-        return float(self.backend.logit_scale)
+        """The model's exp(logit_scale); read from the checkpoint file without loading it."""
+        if self._backend is not None:
+            return float(self._backend.logit_scale)
+        if self._logit_scale is None:
+            from clipsieve.backends.clip import read_logit_scale
+
+            self._logit_scale = read_logit_scale(self.model_id)
+        if self._logit_scale is None:
+            return float(self.backend.logit_scale)
+        return self._logit_scale
 
     @property
     def precision(self) -> str:
@@ -219,8 +229,8 @@ class Analyzer:
             dec = decode_image(data, path, min_side=prep.min_side, limits=self.limits)
             del data
             item.width, item.height = dec.width, dec.height
-            if self._pixel_features is not None:
-                item.features = self._pixel_features(dec)
+            if self._pixel_features is not None:  # JSON-clean, so stored == fresh
+                item.features = to_jsonable(self._pixel_features(dec))
             pixels = prep(dec.image)
             item.timing["decode_ms"] = (time.perf_counter() - t1) * 1000
             record.update(

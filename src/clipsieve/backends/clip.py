@@ -95,6 +95,51 @@ def load_preprocess(model_id: str) -> Preprocess:
         raise ModelError(f"model '{model_id}': unusable image processor config: {exc}") from None
 
 
+def read_logit_scale(model_id: str) -> float | None:
+    """exp(logit_scale) read straight from the checkpoint's safetensors file, without torch.
+
+    Lets heads that need only the logit scale (softmax over stored embeddings) run without
+    loading the model. Returns None when the value cannot be found that way.
+    """
+    try:
+        from safetensors import safe_open
+    except ImportError:  # pragma: no cover
+        return None
+    files: list[str] = []
+    index = _checkpoint_file(model_id, "model.safetensors.index.json")
+    if index:
+        with open(index, encoding="utf-8") as fh:
+            shard = json.load(fh).get("weight_map", {}).get("logit_scale")
+        found = _checkpoint_file(model_id, shard) if shard else None
+        files = [found] if found else []
+    else:
+        single = _checkpoint_file(model_id, "model.safetensors")
+        files = [single] if single else []
+    for path in files:
+        try:
+            with safe_open(path, framework="numpy") as f:
+                if "logit_scale" in f.keys():
+                    return float(np.exp(np.asarray(f.get_tensor("logit_scale"), dtype=np.float64)))
+        except Exception:  # unreadable: the caller loads the model instead
+            return None
+    return None
+
+
+def _checkpoint_file(model_id: str, name: str) -> str | None:
+    local = Path(model_id) / name
+    if local.is_file():
+        return str(local)
+    if Path(model_id).is_dir():
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(model_id, name)
+    except Exception:
+        return None
+    return found if isinstance(found, str) else None
+
+
 def _model_error(model_id: str, exc: BaseException) -> ModelError:
     if Path(model_id).is_dir():
         missing = _missing_checkpoint_files(Path(model_id))
