@@ -165,3 +165,11 @@ def test_jpeg_draft_keeps_at_least_min_side(big_photo: Path) -> None:
     assert (dec.width, dec.height) == (2400, 2400)
     assert 224 <= min(dec.image.size) < 600
     assert dec.jpeg_quant  # quantisation tables kept for the quality measures
+
+
+def test_large_png_is_box_reduced_like_a_jpeg_draft() -> None:
+    im = Image.new("RGB", (2000, 1000), (10, 20, 30))
+    dec = _decode(_save(im, "PNG"), min_side=224)
+    assert (dec.width, dec.height) == (2000, 1000)
+    assert dec.image.size == (500, 250)  # factor 4: another halving would go under 224
+    assert _decode(_save(im, "PNG")).image.size == (2000, 1000)  # no min_side: full size

@@ -164,7 +164,22 @@ def decode_image(
         rgb = to_rgb(im)
     except (ValueError, OSError) as exc:
         raise DecodeError("unsupported", f"cannot convert mode {im.mode}: {exc}", path) from None
+    if min_side and fmt != "JPEG":
+        rgb = _reduce_like_draft(rgb, min_side)
     return Decoded(image=rgb, width=width, height=height, format=fmt, jpeg_quant=jpeg_quant)
+
+
+def _reduce_like_draft(im: Image.Image, min_side: int) -> Image.Image:
+    """Box-reduce by 2, 4 or 8 (as JPEG DCT scaling would) while both sides stay >= min_side.
+
+    Other formats decode at full size; one cheap reduction here spares every later step
+    (pixel statistics, the model's resize) from working on millions of pixels, and keeps the
+    analysis scale the same as for a draft-decoded JPEG.
+    """
+    factor = 1
+    while factor < 8 and min(im.size) // (factor * 2) >= min_side:
+        factor *= 2
+    return im.reduce(factor) if factor > 1 else im
 
 
 def _orientation(im: Image.Image) -> int | None:
