@@ -14,30 +14,45 @@ from clipsieve.cli.common import Progress, make_analyzer, model_options, open_ou
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--out", "-o", type=click.Path(dir_okay=False, allow_dash=True),
               help="Write JSONL here instead of stdout.")
+@click.option("--policy", "-p", default="default", show_default=True, metavar="NAME|FILE",
+              help="Moderation policy (shipped name or .toml file); adds `moderation`.")
+@click.option("--no-moderation", is_flag=True, help="Skip moderation (no `moderation` field).")
+@click.option("--caption", metavar="TEXT",
+              help="Caption scored with every image (a sidecar PHOTO.txt is read otherwise).")
 @click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders.")
 @click.option("--embeddings", is_flag=True, help="Include each embedding in the JSONL.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
 @model_options
-def scan(paths: tuple[str, ...], out: str | None, no_recursive: bool, embeddings: bool,
-         quiet: bool, **kw: Any) -> None:
+def scan(paths: tuple[str, ...], out: str | None, policy: str, no_moderation: bool,
+         caption: str | None, no_recursive: bool, embeddings: bool, quiet: bool,
+         **kw: Any) -> None:
     """Embed and analyse images in files and folders; one JSON line per file.
 
-    Folders are walked recursively in sorted order. Embeddings are kept in the store, so
-    a second scan of the same files does no model work.
+    Folders are walked recursively in sorted order. Each result carries the
+    moderation decision under the policy. Embeddings are kept in the store, so a
+    second scan of the same files does no model work, and re-scoring them with
+    another policy does not touch the image encoder.
 
     \b
     Example:
       clipsieve scan photos/ --out results.jsonl
+      clipsieve scan uploads/ --policy my-policy.toml
       CLIPSIEVE_MODEL=/models/clip-vit-b32 clipsieve scan a.jpg b.png
     """
     from clipsieve.media.discover import iter_files
 
+    heads: list[Any] = []
+    if not no_moderation:
+        from clipsieve.moderation import CaptionSource, ModerationHead, load_policy
+
+        # a bad policy fails here, before any model work
+        heads.append(ModerationHead(load_policy(policy), CaptionSource(default=caption)))
     analyzer = make_analyzer(kw)
     files = list(iter_files(paths, recursive=not no_recursive))
     progress = Progress(len(files), "scan", enabled=None if not quiet else False)
     try:
         with open_output(out) as fh:
-            for item in analyzer.scan(files, recursive=not no_recursive):
+            for item in analyzer.scan(files, heads=heads, recursive=not no_recursive):
                 write_jsonl(fh, item.to_dict(include_embedding=embeddings))
                 progress.advance(item)
     finally:
