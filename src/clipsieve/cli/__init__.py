@@ -17,6 +17,8 @@ from clipsieve.errors import EXIT_CODES, EXIT_INTERNAL, ClipsieveError
 #: (module, command function name) of every subcommand, in help order.
 _COMMANDS: list[tuple[str, str]] = [
     ("clipsieve.cli.scan", "scan"),
+    ("clipsieve.cli.classify", "classify"),
+    ("clipsieve.cli.probe", "train_probe"),
     ("clipsieve.cli.moderate", "moderate"),
     ("clipsieve.cli.calibrate", "calibrate"),
 ]

@@ -13,6 +13,13 @@ A policy file looks like this (every key is checked; unknown keys are errors)::
     block = 0.65
     prompts = ["a photo of ...", ...]  # at least MIN_CATEGORY_PROMPTS distinct captions
 
+    [categories.my_nsfw]             # a category scored by a linear probe (clipsieve train-probe)
+    review = 0.5
+    block = 0.8
+    probe = "probes/nsfw.npz"        # relative to this file's folder, or absolute
+    probe_class = "nsfw"             # the probe class whose probability is the score
+    # prompts = [...]                # optional here (at least one); only quoted in reasons
+
     [neutral.food]                   # benign classes that compete in the softmax; at least one
     description = "..."              # optional
     prompts = ["a photo of ...", ...]  # at least one caption
@@ -34,6 +41,12 @@ may not equal a category name, so that a special-care target is never ambiguous.
 How a special-care concept's presence probability is computed is described in
 :mod:`clipsieve.moderation.scoring`.
 
+A **probe category** (``probe`` and ``probe_class``, both or neither) is scored by the probe's
+probability for ``probe_class`` instead of the zero-shot softmax, and does not take part in that
+softmax; its ``review``/``block`` thresholds and special care apply unchanged. The probe file
+must exist and have that class when the policy is loaded; that it was trained on the scanning
+model is checked when images are moderated (:class:`~clipsieve.errors.HeadError` otherwise).
+
 Errors are :class:`~clipsieve.errors.PolicyError` with messages of the form
 ``FILE: KEY.PATH: reason``, e.g.
 ``default.toml: categories.violence.review: must be a number between 0 and 1, got "high"``.
@@ -53,7 +66,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from clipsieve.errors import PolicyError
+from clipsieve.errors import HeadError, PolicyError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -83,7 +96,7 @@ _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _NAME_RULE = "must be lowercase letters, digits and underscores, starting with a letter"
 
 _TOP_KEYS = ("name", "version", "description", "categories", "neutral", "special_care")
-_CATEGORY_KEYS = ("description", "group", "review", "block", "prompts")
+_CATEGORY_KEYS = ("description", "group", "review", "block", "prompts", "probe", "probe_class")
 _NEUTRAL_KEYS = ("description", "prompts")
 _SPECIAL_KEYS = ("description", "class", "prompts", "trigger", "targets", "factor", "delta")
 
@@ -99,6 +112,10 @@ class Category:
         block: probability at or above which an item is blocked (``review <= block``).
         description: free text for humans.
         group: optional group name (e.g. ``"sexual"``) that special care can target.
+        probe: absolute path of a linear probe's ``.npz`` whose probability for
+            ``probe_class`` is the category's score (then it is left out of the zero-shot
+            softmax, and ``prompts`` may be empty), or ``None``.
+        probe_class: the probe class scored.
     """
 
     name: str
@@ -107,6 +124,8 @@ class Category:
     block: float
     description: str = ""
     group: str | None = None
+    probe: str | None = None
+    probe_class: str | None = None
 
 
 @dataclass(frozen=True)
@@ -201,11 +220,12 @@ class Policy:
     def prompt_classes(self) -> list[tuple[str, str, tuple[str, ...]]]:
         """Return ``(name, kind, prompts)`` for every class that has prompts of its own.
 
-        The order is categories, then neutral classes, then special-care concepts with their own
-        prompts; ``kind`` is ``"category"``, ``"neutral"`` or ``"special_care"``. This is the row
-        order of a :class:`~clipsieve.moderation.scoring.ClassBank`.
+        The order is categories (a probe category only if it has prompts), then neutral classes,
+        then special-care concepts with their own prompts; ``kind`` is ``"category"``,
+        ``"neutral"`` or ``"special_care"``. This is the row order of a
+        :class:`~clipsieve.moderation.scoring.ClassBank`.
         """
-        rows = [(c.name, "category", c.prompts) for c in self.categories.values()]
+        rows = [(c.name, "category", c.prompts) for c in self.categories.values() if c.prompts]
         rows += [(n.name, "neutral", n.prompts) for n in self.neutral.values()]
         rows += [
             (s.name, "special_care", s.prompts) for s in self.special_care.values() if s.prompts
@@ -274,7 +294,11 @@ class Policy:
                 entry["description"] = c.description
             if c.group is not None:
                 entry["group"] = c.group
-            entry.update(review=c.review, block=c.block, prompts=list(c.prompts))
+            entry.update(review=c.review, block=c.block)
+            if c.probe is not None:
+                entry.update(probe=c.probe, probe_class=c.probe_class)
+            if c.prompts:
+                entry["prompts"] = list(c.prompts)
             data["categories"][c.name] = entry
         data["neutral"] = {}
         for n in self.neutral.values():
@@ -368,15 +392,22 @@ def load_policy(name_or_path: str | os.PathLike[str]) -> Policy:
         raise PolicyError(f"{source}: not UTF-8 text: {exc.reason}") from None
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"{source}: invalid TOML: {exc}") from None
-    return policy_from_dict(data, source=source)
+    return policy_from_dict(data, source=source, base_dir=path.parent)
 
 
-def policy_from_dict(data: Mapping[str, Any], *, source: str = "<memory>") -> Policy:
+def policy_from_dict(
+    data: Mapping[str, Any],
+    *,
+    source: str = "<memory>",
+    base_dir: str | os.PathLike[str] | None = None,
+) -> Policy:
     """Validate a policy given as parsed TOML (nested dicts) and build a :class:`Policy`.
 
     Args:
         data: the parsed file.
         source: file name used as the prefix of error messages.
+        base_dir: folder that relative ``probe`` paths are relative to (the policy file's
+            folder; default the current directory).
 
     Returns:
         The validated policy.
@@ -394,7 +425,12 @@ def policy_from_dict(data: Mapping[str, Any], *, source: str = "<memory>") -> Po
     for cname, entry in v.tables(data, "categories", "category").items():
         path = f"categories.{cname}"
         v.keys(entry, path, _CATEGORY_KEYS)
-        prompts = v.prompts(entry, path, MIN_CATEGORY_PROMPTS)
+        probe = probe_class = None
+        if "probe" in entry or "probe_class" in entry:
+            probe, probe_class = v.probe(entry, path, base_dir)
+            prompts = v.prompts(entry, path, 1) if "prompts" in entry else ()
+        else:
+            prompts = v.prompts(entry, path, MIN_CATEGORY_PROMPTS)
         review = v.probability(entry, f"{path}.review")
         block = v.probability(entry, f"{path}.block")
         if review > block:
@@ -409,6 +445,8 @@ def policy_from_dict(data: Mapping[str, Any], *, source: str = "<memory>") -> Po
             block=float(block),
             description=v.string(entry, "description", f"{path}.description") or "",
             group=group,
+            probe=probe,
+            probe_class=probe_class,
         )
 
     neutral: dict[str, NeutralClass] = {}
@@ -548,6 +586,34 @@ class _Validator:
                 self.fail(f"{path}.prompts[{i}]", f"duplicate of prompts[{seen[prompt]}]")
             seen[prompt] = i
         return prompts
+
+    def probe(
+        self, entry: Mapping[str, Any], path: str, base_dir: str | os.PathLike[str] | None
+    ) -> tuple[str, str]:
+        """Validate ``probe`` + ``probe_class``; return the probe's absolute path and class."""
+        from clipsieve.heads.probe import read_probe_classes
+
+        if ("probe" in entry) != ("probe_class" in entry):
+            self.fail(path, "needs both probe and probe_class (or neither)")
+        given = self.required_string(entry, "probe", f"{path}.probe")
+        wanted = self.required_string(entry, "probe_class", f"{path}.probe_class")
+        file = Path(given).expanduser()
+        if not file.is_absolute():
+            file = Path(base_dir if base_dir is not None else os.getcwd()) / file
+        file = file.resolve()
+        if not file.is_file():
+            self.fail(f"{path}.probe", f"no such probe file {json.dumps(str(file))}")
+        try:
+            classes = read_probe_classes(file)
+        except HeadError as exc:
+            self.fail(f"{path}.probe", str(exc))
+        if wanted not in classes:
+            self.fail(
+                f"{path}.probe_class",
+                f"the probe has no class {json.dumps(wanted)}{_suggest(wanted, classes)} "
+                f"(classes: {', '.join(json.dumps(c) for c in classes)})",
+            )
+        return str(file), wanted
 
     def _number(self, path: str, value: Any, ok: bool, rule: str) -> float:
         number_like = isinstance(value, (int, float)) and not isinstance(value, bool)

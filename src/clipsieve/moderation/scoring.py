@@ -21,6 +21,13 @@ captions arrive as embedding matrices. The design choices:
   targeted categories' review and block thresholds are multiplied by ``factor`` (or lowered by
   ``delta``), never below :data:`MIN_THRESHOLD`; several triggered concepts apply in policy
   order.
+* **Probe categories** (``probe`` + ``probe_class`` in the policy): the score is the linear
+  probe's probability for ``probe_class`` (:mod:`clipsieve.heads.probe`), computed separately;
+  such a category takes no part in the zero-shot softmax (its prompts, if any, are only quoted
+  in reasons), so adding one leaves every other score unchanged. The same review/block rule and
+  special care apply. A probe is trained on image embeddings of one model: it raises
+  :class:`~clipsieve.errors.HeadError` for another model, and it does not score captions
+  (:func:`moderate_texts` gives probe categories 0.0).
 * **Decisions**: per category ``block`` if score >= block threshold, ``review`` if score >=
   review threshold, else ``allow``; the item's decision is the most severe one.
 """
@@ -28,6 +35,7 @@ captions arrive as embedding matrices. The design choices:
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
@@ -302,6 +310,7 @@ def moderate(
 
     Raises:
         ValueError: bank built from other prompts, wrong shapes, or a bad ``logit_scale``.
+        HeadError: a probe category's probe was trained on another model than the bank's.
     """
     return _moderate(image_embs, bank, policy, logit_scale, use_neutral, nearest)
 
@@ -335,7 +344,7 @@ def moderate_texts(
     Raises:
         ValueError: bank built from other prompts, wrong shapes, or a bad ``logit_scale``.
     """
-    return _moderate(text_embs, bank, policy, logit_scale, use_neutral, nearest)
+    return _moderate(text_embs, bank, policy, logit_scale, use_neutral, nearest, probes=False)
 
 
 def clip_score(image_emb: np.ndarray, text_emb: np.ndarray) -> float | np.ndarray:
@@ -373,6 +382,7 @@ def _moderate(
     logit_scale: float,
     use_neutral: bool,
     nearest: int,
+    probes: bool = True,
 ) -> list[ModerationResult]:
     if nearest < 0:
         raise ValueError(f"nearest must be >= 0, got {nearest}")
@@ -391,12 +401,14 @@ def _moderate(
     cos = x @ bank.embeddings.astype(np.float64).T
     prompt_cos = x @ bank.prompt_embeddings.astype(np.float64).T
 
-    cat_rows = [bank.index(name) for name in policy.categories]
+    zero_shot = [c.name for c in policy.categories.values() if c.probe is None]
+    cat_rows = [bank.index(name) for name in zero_shot]
     neu_rows = [bank.index(name) for name in policy.neutral]
     columns = cat_rows + neu_rows if use_neutral else cat_rows
-    probs = _softmax(logit_scale * cos[:, columns])
-    cat_probs = probs[:, : len(cat_rows)]
+    probs = _softmax(logit_scale * cos[:, columns]) if columns else cos[:, :0]
+    category_scores = dict(zip(zero_shot, probs[:, : len(cat_rows)].T, strict=True))
     neu_probs = probs[:, len(cat_rows) :]
+    category_scores.update(_probe_scores(x, policy, bank.model_id, probes))
 
     presence: dict[str, np.ndarray] = {}
     for concept in policy.special_care.values():
@@ -409,7 +421,7 @@ def _moderate(
     policy_info = {"name": policy.name, "version": policy.version}
     results = []
     for i in range(x.shape[0]):
-        scores = {name: float(p) for name, p in zip(policy.categories, cat_probs[i], strict=True)}
+        scores = {name: float(category_scores[name][i]) for name in policy.categories}
         care_scores = {name: float(p[i]) for name, p in presence.items()}
         triggered = [
             name for name, p in care_scores.items() if p >= policy.special_care[name].trigger
@@ -425,11 +437,18 @@ def _moderate(
         )
         for name in flagged:
             level = decisions[name]
-            row = bank.index(name)
-            prompt_ids = np.flatnonzero(bank.prompt_owner == row)
-            order = prompt_ids[np.argsort(-prompt_cos[i, prompt_ids], kind="stable")][:nearest]
-            quoted = ", ".join(f'"{bank.prompts[j]}"' for j in order)
+            quoted = ""
+            if name in bank.names:
+                row = bank.index(name)
+                prompt_ids = np.flatnonzero(bank.prompt_owner == row)
+                order = prompt_ids[np.argsort(-prompt_cos[i, prompt_ids], kind="stable")][:nearest]
+                quoted = ", ".join(f'"{bank.prompts[j]}"' for j in order)
             notes = []
+            category = policy.categories[name]
+            if category.probe is not None:
+                notes.append(
+                    f'probe "{os.path.basename(category.probe)}" class "{category.probe_class}"'
+                )
             if tightened_by[name]:
                 original = getattr(policy.categories[name], level)
                 concepts = ", ".join(f'"{c}"' for c in tightened_by[name])
@@ -465,6 +484,28 @@ def _moderate(
             )
         )
     return results
+
+
+def _probe_scores(
+    x: np.ndarray, policy: Policy, model_id: str, apply: bool
+) -> dict[str, np.ndarray]:
+    """Score each probe category: its probe's probability of ``probe_class``.
+
+    With ``apply`` false (captions), every probe category scores 0.
+    """
+    from clipsieve.heads.probe import load_probe_cached
+
+    out: dict[str, np.ndarray] = {}
+    for c in policy.categories.values():
+        if c.probe is None:
+            continue
+        if not apply:
+            out[c.name] = np.zeros(x.shape[0])
+            continue
+        probe = load_probe_cached(c.probe, model_id)
+        assert c.probe_class is not None
+        out[c.name] = probe.predict_proba(x)[:, probe.class_index(c.probe_class)]
+    return out
 
 
 def _apply_special_care(

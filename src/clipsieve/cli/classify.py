@@ -1,0 +1,171 @@
+"""``clipsieve classify``: zero-shot labels and/or a trained probe for each image.
+
+:func:`label_options` and :func:`make_label_heads` are reusable: any command that scans can
+accept the same ``--labels/--labels-file/--template/--templates/--probe`` options.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import IO, Any, TypeVar
+
+import click
+
+from clipsieve.cli.common import Progress, make_analyzer, model_options, open_output, write_jsonl
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def label_options(f: F) -> F:
+    """--labels, --labels-file, --template, --templates, --probe."""
+    opts = [
+        click.option("--labels", "labels_text", metavar="A,B,C",
+                     help='Comma-separated labels, e.g. "cat,dog,sports car".'),
+        click.option("--labels-file", type=click.Path(dir_okay=False),
+                     help="Labels with optional prompts: a .toml file ([labels] cat = "
+                          "[\"a photo of a cat\"]) or text, one label per line "
+                          "(label: prompt | prompt).",),
+        click.option("--template", "template_list", multiple=True, metavar="TEXT",
+                     help='A prompt template with {} for the label, e.g. "a photo of a {}."; '
+                          "repeat to ensemble. Replaces the built-in set."),
+        click.option("--templates", "template_set", metavar="NAME",
+                     help="Built-in template set: default (10-prompt ensemble), single "
+                          "(\"a photo of a {}.\") or imagenet7 [default: default]."),
+        click.option("--probe", "probe_path", type=click.Path(dir_okay=False),
+                     help="A probe .npz from `clipsieve train-probe`; its probabilities go in "
+                          "the `probe` field."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def make_label_heads(kw: dict[str, Any], model_id: str, *, required: bool = True) -> list[Any]:
+    """Build the heads chosen by :func:`label_options` (popped from ``kw``).
+
+    The probe is loaded and checked against ``model_id`` here, before any image is read.
+
+    Args:
+        kw: the command's keyword arguments.
+        model_id: the analyzer's resolved model id.
+        required: raise a usage error when neither labels nor a probe are given.
+
+    Returns:
+        ``[LabelsHead]``, ``[ProbeHead]``, both, or ``[]``.
+    """
+    from clipsieve.heads.probe import ProbeHead, load_probe
+    from clipsieve.heads.zeroshot import LabelsHead, load_labels, load_templates, parse_labels
+
+    labels_text = kw.pop("labels_text", None)
+    labels_file = kw.pop("labels_file", None)
+    template_list = kw.pop("template_list", ())
+    template_set = kw.pop("template_set", None)
+    probe_path = kw.pop("probe_path", None)
+    if labels_text and labels_file:
+        raise click.UsageError("give --labels or --labels-file, not both")
+    if template_list and template_set:
+        raise click.UsageError("give --template (repeatable) or --templates NAME, not both")
+    if not (labels_text or labels_file):
+        if template_list or template_set:
+            raise click.UsageError("--template/--templates need --labels or --labels-file")
+        if probe_path is None:
+            if required:
+                raise click.UsageError("give --labels, --labels-file or --probe")
+            return []
+    heads: list[Any] = []
+    if labels_text or labels_file:
+        spec = parse_labels(labels_text) if labels_text else load_labels(labels_file)
+        templates: Any = None
+        if template_list:
+            from clipsieve.heads.zeroshot import check_templates
+
+            templates = check_templates(list(template_list), source="--template")
+        elif template_set:
+            templates = load_templates(template_set)
+        heads.append(LabelsHead(spec, templates))
+    if probe_path is not None:
+        heads.append(ProbeHead(load_probe(probe_path, model_id)))
+    return heads
+
+
+def _top(probs: dict[str, float] | None, k: int) -> str:
+    if not probs:
+        return ""
+    best = sorted(probs.items(), key=lambda kv: -kv[1])[:k]
+    return "  ".join(f"{label} {p:.3f}" for label, p in best)
+
+
+class _Table:
+    def __init__(self, fh: IO[str], path_width: int, top: int, probe: bool) -> None:
+        self.fh, self.width, self.top, self.probe = fh, path_width, top, probe
+        head = f"{'PATH':<{self.width}}  LABELS (top {top})"
+        self.fh.write(head + ("  |  PROBE" if probe else "") + "\n")
+
+    def row(self, item: Any) -> None:
+        path = item.path if len(item.path) <= self.width else "…" + item.path[-self.width + 1 :]
+        if not item.ok:
+            err = item.error
+            self.fh.write(f"{path:<{self.width}}  error: {err.code}: {err.message}\n")
+        else:
+            text = _top(item.labels, self.top)
+            if self.probe:
+                text = f"{text}  |  {_top(item.extra.get('probe'), self.top)}".lstrip()
+            self.fh.write(f"{path:<{self.width}}  {text}\n")
+        self.fh.flush()
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@label_options
+@click.option("--format", "fmt", type=click.Choice(["table", "jsonl"]), default="table",
+              show_default=True, help="table: top labels per file; jsonl: full results.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Write here instead of stdout.")
+@click.option("--top", default=3, show_default=True, type=click.IntRange(1),
+              help="Labels shown per file in the table.")
+@click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
+@model_options
+def classify(paths: tuple[str, ...], fmt: str, out: str | None, top: int, no_recursive: bool,
+             quiet: bool, **kw: Any) -> None:
+    """Classify images into your own labels (zero-shot) and/or with a trained probe.
+
+    Each label's prompts (its own, or the templates with {} replaced by the label) are
+    embedded once and averaged; an image's probabilities are a softmax of the model's
+    logit scale times its cosine with each label. Results carry `labels` ({label:
+    probability}) and, with --probe, `probe` ({class: probability}). Embeddings come
+    from the store when the files were scanned before.
+
+    \b
+    Example:
+      clipsieve classify photos/ --labels "cat,dog,car"
+      clipsieve classify photos/ --labels-file labels.toml --template "a photo of a {}."
+      clipsieve classify photos/ --probe probe.npz --format jsonl --out labels.jsonl
+    """
+    from clipsieve.media.discover import iter_files
+
+    analyzer = make_analyzer(kw)
+    try:
+        heads = make_label_heads(kw, analyzer.model_id)
+        files = list(iter_files(paths, recursive=not no_recursive))
+        progress = Progress(len(files), "classify", enabled=None if not quiet else False)
+        try:
+            with open_output(out) as fh:
+                table = None
+                if fmt == "table":
+                    width = min(max([len(f) for f in files] + [4]), 60)
+                    table = _Table(fh, width, top, any(h.field == "probe" for h in heads))
+                for item in analyzer.scan(files, heads=heads, recursive=not no_recursive):
+                    if table is not None:
+                        table.row(item)
+                    else:
+                        write_jsonl(fh, item.to_dict())
+                    progress.advance(item)
+        finally:
+            progress.close()
+    finally:
+        analyzer.close()
+    if not quiet:
+        click.echo(progress.summary("classified"), err=True)
+    sys.exit(progress.exit_code())

@@ -1,0 +1,632 @@
+"""Linear probes: logistic regression on stored CLIP embeddings (train, save, load, apply).
+
+A probe is a few-shot classifier over the L2-normalised image embeddings of one model. It is
+stored as two files side by side:
+
+* ``NAME.npz`` — the weights: ``coef`` (``(K, D)``, or ``(1, D)`` for two classes),
+  ``intercept`` and ``classes`` (plain arrays, no pickles);
+* ``NAME.json`` — the sidecar: the model id and preprocessing version the embeddings came from,
+  the class labels, examples per class, cross-validated metrics, training parameters,
+  scikit-learn and clipsieve versions, creation time and the SHA-256 of the ``.npz``.
+
+:func:`load_probe` refuses (:class:`~clipsieve.errors.HeadError` naming both model ids) a probe
+trained on another model: embeddings of different models live in unrelated spaces. Applying a
+probe is plain numpy (``softmax(x W^T + b)``, or the logistic sigmoid for two classes), so
+scikit-learn is imported only to train.
+
+Training data (:func:`read_dataset`) is a folder with one sub-folder per class, or a CSV file
+of ``path,label`` rows (an optional ``path,label`` header; relative paths are relative to the
+CSV file's folder).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import hashlib
+import io
+import json
+import os
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from clipsieve.errors import ConfigError, HeadError
+
+if TYPE_CHECKING:
+    from clipsieve.pipeline import Analyzer
+    from clipsieve.types import ItemResult
+
+__all__ = [
+    "PROBE_FORMAT",
+    "PROBE_FORMAT_VERSION",
+    "Probe",
+    "ProbeHead",
+    "cross_validate_probe",
+    "load_probe",
+    "read_dataset",
+    "read_probe_classes",
+    "sidecar_path",
+    "train_probe",
+    "train_probe_from_data",
+]
+
+#: ``format`` value of every probe sidecar.
+PROBE_FORMAT = "clipsieve-probe"
+#: Bump when the file layout changes; older readers refuse newer files.
+PROBE_FORMAT_VERSION = 1
+
+_NPZ_KEYS = ("coef", "intercept", "classes")
+
+
+@dataclass(frozen=True, eq=False)
+class Probe:
+    """A trained linear probe.
+
+    Attributes:
+        classes: class labels, in the order of :meth:`predict_proba` columns.
+        coef: ``(K, D)`` weights, or ``(1, D)`` for two classes (scikit-learn's layout).
+        intercept: ``(K,)`` or ``(1,)`` biases.
+        model_id: the model whose embeddings it was trained on.
+        info: the sidecar content (metrics, versions, counts…).
+        path: the ``.npz`` it was loaded from or saved to, if any.
+    """
+
+    classes: tuple[str, ...]
+    coef: np.ndarray
+    intercept: np.ndarray
+    model_id: str
+    info: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension."""
+        return int(self.coef.shape[1])
+
+    def predict_proba(self, embeddings: np.ndarray) -> np.ndarray:
+        """Return ``(N, K)`` class probabilities of image embeddings (rows re-normalised).
+
+        Equal to scikit-learn's ``LogisticRegression.predict_proba`` on the same inputs.
+
+        Raises:
+            HeadError: embeddings of another dimension (another model).
+        """
+        x = np.asarray(embeddings, dtype=np.float64)
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise HeadError(
+                f"{self.path or 'probe'}: expects {self.dim}-dimensional embeddings of model "
+                f"'{self.model_id}', got shape {x.shape}"
+            )
+        x = _l2_normalize(x)
+        scores = x @ self.coef.astype(np.float64).T + self.intercept.astype(np.float64)
+        if len(self.classes) == 2 and scores.shape[1] == 1:
+            p1 = 1.0 / (1.0 + np.exp(-scores[:, 0]))
+            return np.stack([1.0 - p1, p1], axis=1)
+        scores -= scores.max(axis=1, keepdims=True)
+        e = np.exp(scores)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def predict(self, embeddings: np.ndarray) -> list[str]:
+        """Return the most probable class of each embedding."""
+        return [self.classes[i] for i in self.predict_proba(embeddings).argmax(axis=1)]
+
+    def class_index(self, label: str) -> int:
+        """Column of ``label`` in :meth:`predict_proba`.
+
+        Raises:
+            HeadError: unknown label.
+        """
+        if label not in self.classes:
+            raise HeadError(
+                f"{self.path or 'probe'}: no class {json.dumps(label)} "
+                f"(classes: {', '.join(self.classes)})"
+            )
+        return self.classes.index(label)
+
+    def save(self, path: str | os.PathLike[str]) -> tuple[Path, Path]:
+        """Write ``path`` (``.npz`` added if missing) and its ``.json`` sidecar.
+
+        Returns:
+            ``(weights path, sidecar path)``.
+        """
+        npz = Path(path)
+        if npz.suffix.lower() != ".npz":
+            npz = npz.with_name(npz.name + ".npz")
+        npz.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        np.savez(
+            buf,
+            coef=self.coef.astype(np.float32),
+            intercept=self.intercept.astype(np.float32),
+            classes=np.array(self.classes, dtype=np.str_),
+        )
+        data = buf.getvalue()
+        npz.write_bytes(data)
+        info = dict(self.info)
+        info.update(
+            format=PROBE_FORMAT,
+            format_version=PROBE_FORMAT_VERSION,
+            model=self.model_id,
+            labels=list(self.classes),
+            weights=npz.name,
+            weights_sha256=hashlib.sha256(data).hexdigest(),
+        )
+        side = sidecar_path(npz)
+        side.write_text(json.dumps(_ordered(info), indent=2, ensure_ascii=False) + "\n",
+                        encoding="utf-8")
+        object.__setattr__(self, "path", str(npz))
+        object.__setattr__(self, "info", info)
+        return npz, side
+
+
+def sidecar_path(path: str | os.PathLike[str]) -> Path:
+    """The ``.json`` sidecar of a probe's ``.npz`` (``probe.npz`` → ``probe.json``)."""
+    return Path(path).with_suffix(".json")
+
+
+def _weights_path(path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    return p.with_suffix(".npz") if p.suffix.lower() == ".json" else p
+
+
+def _read_npz(npz: Path) -> tuple[bytes, dict[str, np.ndarray]]:
+    src = str(npz)
+    try:
+        data = npz.read_bytes()
+    except FileNotFoundError:
+        raise HeadError(f"{src}: no such probe file") from None
+    except IsADirectoryError:
+        raise HeadError(f"{src}: is a folder, not a probe file") from None
+    except OSError as exc:
+        raise HeadError(f"{src}: cannot read probe file: {exc.strerror}") from None
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise HeadError(
+            f"{src}: not a probe weights file (.npz written by clipsieve train-probe): "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+    missing = [k for k in _NPZ_KEYS if k not in arrays]
+    if missing:
+        raise HeadError(f"{src}: not a probe weights file: lacks {', '.join(missing)}")
+    return data, arrays
+
+
+def read_probe_classes(path: str | os.PathLike[str]) -> tuple[str, ...]:
+    """Return a probe's class labels without checking its model (cheap; used by policies).
+
+    Raises:
+        HeadError: missing or invalid file.
+    """
+    _, arrays = _read_npz(_weights_path(path))
+    return tuple(str(c) for c in arrays["classes"].tolist())
+
+
+def load_probe(path: str | os.PathLike[str], model_id: str | None = None) -> Probe:
+    """Read a probe (``.npz`` plus its ``.json`` sidecar) and check it belongs to ``model_id``.
+
+    Args:
+        path: the ``.npz`` (or its ``.json`` sidecar).
+        model_id: the resolved id of the model that will produce the embeddings (e.g.
+            ``Analyzer.model_id``); ``None`` skips the check.
+
+    Raises:
+        HeadError: missing or invalid files, a sidecar that does not describe these weights, or
+            a probe trained on another model (the message names both model ids).
+    """
+    npz = _weights_path(path)
+    src = str(npz)
+    data, arrays = _read_npz(npz)
+    side = sidecar_path(npz)
+    try:
+        info = json.loads(side.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HeadError(
+            f"{src}: its sidecar {side} is missing; the sidecar records the model the probe was "
+            "trained on, so the probe cannot be checked (keep both files together)"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HeadError(f"{side}: unreadable probe sidecar: {exc}") from None
+    if not isinstance(info, dict) or info.get("format") != PROBE_FORMAT:
+        raise HeadError(
+            f"{side}: not a clipsieve probe sidecar (no \"format\": \"{PROBE_FORMAT}\")"
+        )
+    version = info.get("format_version")
+    if not isinstance(version, int) or version > PROBE_FORMAT_VERSION:
+        raise HeadError(
+            f"{side}: probe format version {version!r} is newer than this clipsieve reads "
+            f"({PROBE_FORMAT_VERSION}); upgrade clipsieve"
+        )
+    digest = hashlib.sha256(data).hexdigest()
+    if info.get("weights_sha256") not in (None, digest):
+        raise HeadError(
+            f"{side}: describes other weights than {src} (SHA-256 differs); keep the .npz and "
+            "the .json written together, or retrain"
+        )
+    trained_on = info.get("model")
+    if not isinstance(trained_on, str) or not trained_on:
+        raise HeadError(f"{side}: lacks the model id the probe was trained on")
+    classes = tuple(str(c) for c in arrays["classes"].tolist())
+    coef = np.asarray(arrays["coef"], dtype=np.float32)
+    intercept = np.asarray(arrays["intercept"], dtype=np.float32).reshape(-1)
+    rows = 1 if len(classes) == 2 else len(classes)
+    if len(classes) < 2 or coef.ndim != 2 or coef.shape[0] != rows or intercept.shape != (rows,):
+        raise HeadError(
+            f"{src}: inconsistent probe: {len(classes)} classes, coef {coef.shape}, "
+            f"intercept {intercept.shape}"
+        )
+    if model_id is not None and trained_on != model_id:
+        raise HeadError(
+            f"{src}: probe was trained on model '{trained_on}', refusing to use it with model "
+            f"'{model_id}' (embeddings of different models are not comparable); retrain it "
+            f"with: clipsieve train-probe DATA --model {model_id}"
+        )
+    return Probe(classes, coef, intercept, trained_on, info, src)
+
+
+_CACHE: dict[tuple[str, int, int, str | None], Probe] = {}
+
+
+def load_probe_cached(path: str | os.PathLike[str], model_id: str | None = None) -> Probe:
+    """:func:`load_probe`, memoised on (real path, size, mtime, model id)."""
+    npz = _weights_path(path)
+    try:
+        st = npz.stat()
+    except OSError:
+        return load_probe(npz, model_id)  # raises the proper HeadError
+    key = (os.path.realpath(npz), st.st_size, st.st_mtime_ns, model_id)
+    if key not in _CACHE:
+        if len(_CACHE) > 64:
+            _CACHE.clear()
+        _CACHE[key] = load_probe(npz, model_id)
+    return _CACHE[key]
+
+
+# -- training -------------------------------------------------------------------------------
+def _check_examples(labels: Sequence[str]) -> Counter[str]:
+    counts = Counter(labels)
+    if len(counts) < 2:
+        raise ConfigError(
+            f"a probe needs at least 2 classes, got {len(counts)}"
+            + (f" ({next(iter(counts))!r})" if counts else "")
+        )
+    small = sorted((n, c) for c, n in counts.items() if n < 2)
+    if small:
+        listed = ", ".join(f'"{c}" ({n})' for n, c in small)
+        raise ConfigError(
+            f"every class needs at least 2 examples (for training and cross-validation); "
+            f"too few: {listed}"
+        )
+    return counts
+
+
+def _fit(x: np.ndarray, y: np.ndarray, C: float, max_iter: int) -> Any:
+    from sklearn.linear_model import LogisticRegression
+
+    # lbfgs: multinomial (softmax) for 3+ classes, the usual logistic model for 2.
+    return LogisticRegression(C=C, max_iter=max_iter).fit(x, y)
+
+
+def cross_validate_probe(
+    embeddings: np.ndarray,
+    labels: Sequence[str],
+    *,
+    folds: int = 5,
+    C: float = 1.0,
+    seed: int = 0,
+    max_iter: int = 1000,
+) -> dict[str, Any]:
+    """Stratified k-fold accuracy of a logistic-regression probe.
+
+    The number of folds is reduced to the size of the smallest class when that is smaller.
+
+    Args:
+        embeddings: ``(N, D)`` image embeddings.
+        labels: one label per row.
+        folds: requested folds (at least 2).
+        C: inverse regularisation strength.
+        seed: shuffling seed of the folds.
+        max_iter: solver iterations.
+
+    Returns:
+        ``{"cv_accuracy_mean", "cv_accuracy_std", "cv_fold_accuracies", "folds",
+        "folds_requested"}`` (the standard deviation is over folds, ddof 0).
+
+    Raises:
+        ConfigError: fewer than 2 classes, a class with fewer than 2 examples, or folds < 2.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    if folds < 2:
+        raise ConfigError(f"folds must be at least 2, got {folds}")
+    counts = _check_examples(labels)
+    x = _l2_normalize(np.asarray(embeddings, dtype=np.float64))
+    y = np.asarray(labels)
+    k = min(folds, min(counts.values()))
+    accs = []
+    for train, test in StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y):
+        clf = _fit(x[train], y[train], C, max_iter)
+        accs.append(float((clf.predict(x[test]) == y[test]).mean()))
+    return {
+        "cv_accuracy_mean": float(np.mean(accs)),
+        "cv_accuracy_std": float(np.std(accs)),
+        "cv_fold_accuracies": accs,
+        "folds": k,
+        "folds_requested": folds,
+    }
+
+
+def train_probe(
+    embeddings: np.ndarray,
+    labels: Sequence[str],
+    *,
+    model_id: str,
+    preprocess_version: str | None = None,
+    C: float = 1.0,
+    folds: int = 5,
+    seed: int = 0,
+    max_iter: int = 1000,
+    extra_info: dict[str, Any] | None = None,
+) -> Probe:
+    """Cross-validate, then fit a logistic-regression probe on all examples.
+
+    Args:
+        embeddings: ``(N, D)`` image embeddings of model ``model_id``.
+        labels: one class label per row (two or more classes, each with 2+ examples).
+        model_id: the resolved model id (recorded; loading on another model is refused).
+        preprocess_version: the preprocessing version of the embeddings (recorded).
+        C: inverse regularisation strength of scikit-learn's ``LogisticRegression``.
+        folds: requested cross-validation folds (reduced for small classes).
+        seed: shuffling seed of the folds.
+        max_iter: solver iterations.
+        extra_info: more keys for the sidecar (e.g. ``{"data": "photos/"}``).
+
+    Returns:
+        The probe; its ``info`` holds the metrics (``info["metrics"]``).
+
+    Raises:
+        ConfigError: too few classes or examples, or mismatched lengths.
+    """
+    import sklearn
+
+    from clipsieve import __version__
+
+    x = np.asarray(embeddings, dtype=np.float64)
+    labels = [str(label) for label in labels]
+    if x.ndim != 2 or x.shape[0] != len(labels):
+        raise ConfigError(f"{len(labels)} labels for embeddings of shape {x.shape}")
+    metrics = cross_validate_probe(x, labels, folds=folds, C=C, seed=seed, max_iter=max_iter)
+    x = _l2_normalize(x)
+    y = np.asarray(labels)
+    clf = _fit(x, y, C, max_iter)
+    metrics["train_accuracy"] = float((clf.predict(x) == y).mean())
+    classes = tuple(str(c) for c in clf.classes_)
+    counts = Counter(labels)
+    info: dict[str, Any] = {
+        "model": model_id,
+        "preprocess_version": preprocess_version,
+        "labels": list(classes),
+        "n_per_class": {c: counts[c] for c in classes},
+        "n_examples": len(labels),
+        "embedding_dim": int(x.shape[1]),
+        "metrics": metrics,
+        "params": {"C": C, "folds": folds, "seed": seed, "max_iter": max_iter,
+                   "solver": "lbfgs", "estimator": "sklearn.linear_model.LogisticRegression"},
+        "sklearn_version": sklearn.__version__,
+        "clipsieve_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    info.update(extra_info or {})
+    return Probe(
+        classes=classes,
+        coef=np.asarray(clf.coef_, dtype=np.float32),
+        intercept=np.asarray(clf.intercept_, dtype=np.float32).reshape(-1),
+        model_id=model_id,
+        info=info,
+    )
+
+
+# -- data -----------------------------------------------------------------------------------
+def read_dataset(data: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """List ``(image path, label)`` pairs from a class-folder tree or a ``path,label`` CSV.
+
+    A folder: each sub-folder (not starting with ``.``) is a class named after it; its images
+    are found recursively (by extension). Files directly inside ``data`` are ignored. A CSV:
+    rows ``path,label`` with an optional ``path,label`` header; relative paths are taken
+    relative to the CSV file's folder; a path listed twice must carry the same label.
+
+    Raises:
+        ConfigError: no such path, an empty class folder, a malformed CSV row, or a path
+            listed with two labels; messages name the folder or ``file:line``.
+    """
+    from clipsieve.media.discover import iter_files
+
+    src = os.fspath(data)
+    if os.path.isdir(src):
+        with os.scandir(src) as it:
+            subdirs = sorted(
+                (e.name, e.path) for e in it
+                if e.is_dir(follow_symlinks=True) and not e.name.startswith(".")
+            )
+        rows: list[tuple[str, str]] = []
+        for name, sub in subdirs:
+            files = list(iter_files([sub]))
+            if not files:
+                raise ConfigError(f"{sub}: no images found (each sub-folder of {src} is a class)")
+            rows += [(f, name) for f in files]
+        if not subdirs:
+            raise ConfigError(
+                f"{src}: no class sub-folders (give a folder with one sub-folder of images per "
+                "class, or a CSV file of path,label rows)"
+            )
+        return rows
+    if not os.path.exists(src):
+        raise ConfigError(f"{src}: no such folder or CSV file")
+    try:
+        text = Path(src).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{src}: cannot read as a UTF-8 CSV file: {exc}") from None
+    base = Path(src).resolve().parent
+    out: dict[str, tuple[str, str, int]] = {}
+    for lineno, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) != 2:
+            raise ConfigError(
+                f"{src}:{lineno}: expected 2 columns (path,label), got {len(row)}"
+            )
+        path, label = row[0].strip(), row[1].strip()
+        if lineno == 1 and (path.lower(), label.lower()) == ("path", "label"):
+            continue
+        if not path or not label:
+            raise ConfigError(f"{src}:{lineno}: empty {'path' if not path else 'label'}")
+        full = path if os.path.isabs(path) else str(base / path)
+        if os.path.isdir(full):
+            raise ConfigError(f"{src}:{lineno}: {path} is a folder; list image files")
+        key = os.path.realpath(full)
+        if key in out:
+            first_label, _, first_line = out[key]
+            if first_label != label:
+                raise ConfigError(
+                    f"{src}:{lineno}: {path} is labelled {json.dumps(label)} here but "
+                    f"{json.dumps(first_label)} on line {first_line}"
+                )
+            continue
+        out[key] = (label, full, lineno)
+    if not out:
+        raise ConfigError(f"{src}: no path,label rows")
+    return [(full, label) for label, full, _ in out.values()]
+
+
+def train_probe_from_data(
+    analyzer: Analyzer,
+    data: str | os.PathLike[str],
+    *,
+    C: float = 1.0,
+    folds: int = 5,
+    seed: int = 0,
+    on_item: Callable[[ItemResult], None] | None = None,
+) -> tuple[Probe, list[ItemResult]]:
+    """Embed the images of a dataset with ``analyzer`` (stored embeddings reused) and train.
+
+    Args:
+        analyzer: supplies the embeddings and the model id.
+        data: class-folder tree or CSV (see :func:`read_dataset`).
+        C: inverse regularisation strength.
+        folds: requested cross-validation folds.
+        seed: shuffling seed of the folds.
+        on_item: called with each scanned item (e.g. to advance a progress bar).
+
+    Returns:
+        The probe (not yet saved) and the items that failed to decode (skipped).
+
+    Raises:
+        ConfigError: bad data, or too few examples per class once failed files are skipped.
+    """
+    rows = read_dataset(data)
+    label_of = dict(rows)
+    embs: list[np.ndarray] = []
+    labels: list[str] = []
+    failed: list[ItemResult] = []
+    for item in analyzer.scan([p for p, _ in rows], recursive=False):
+        if on_item is not None:
+            on_item(item)
+        if not item.ok or item.embedding is None:
+            failed.append(item)
+            continue
+        embs.append(np.asarray(item.embedding, dtype=np.float32))
+        labels.append(label_of[item.path])
+    if not embs:
+        raise ConfigError(f"{os.fspath(data)}: none of the {len(rows)} images could be read")
+    try:
+        probe = train_probe(
+            np.stack(embs),
+            labels,
+            model_id=analyzer.model_id,
+            preprocess_version=analyzer.preprocess.version,
+            C=C,
+            folds=folds,
+            seed=seed,
+            extra_info={
+                "data": os.path.abspath(os.fspath(data)),
+                "skipped_files": [i.path for i in failed],
+            },
+        )
+    except ConfigError as exc:
+        if not failed:
+            raise
+        first = failed[0]
+        why = f"{first.error.code}: {first.error.message}" if first.error else "failed"
+        raise ConfigError(
+            f"{exc} (after skipping {len(failed)} unreadable file(s), e.g. {first.path}: {why})"
+        ) from None
+    return probe, failed
+
+
+# -- head -----------------------------------------------------------------------------------
+class ProbeHead:
+    """Apply a trained probe during a scan; fills the ``probe`` result field.
+
+    Each item gets ``extra["probe"] = {class: probability}`` (in the JSON output: a ``probe``
+    object beside ``labels``).
+
+    Args:
+        probe: a :class:`Probe`, or the path of its ``.npz`` (loaded, and checked against the
+            analyzer's model, on first use).
+    """
+
+    field = "probe"
+
+    def __init__(self, probe: Probe | str | os.PathLike[str]) -> None:
+        self._probe = probe if isinstance(probe, Probe) else None
+        self._path = None if isinstance(probe, Probe) else os.fspath(probe)
+
+    def probe_for(self, model_id: str) -> Probe:
+        """The probe, checked against ``model_id``.
+
+        Raises:
+            HeadError: the probe was trained on another model.
+        """
+        if self._probe is None:
+            assert self._path is not None
+            self._probe = load_probe(self._path, model_id)
+        elif self._probe.model_id != model_id:
+            raise HeadError(
+                f"{self._probe.path or 'probe'}: probe was trained on model "
+                f"'{self._probe.model_id}', refusing to use it with model '{model_id}'"
+            )
+        return self._probe
+
+    def apply(self, items: list[ItemResult], embeddings: np.ndarray, analyzer: Analyzer) -> None:
+        """Set ``item.extra["probe"] = {class: probability}`` on each item."""
+        probe = self.probe_for(analyzer.model_id)
+        probs = probe.predict_proba(embeddings)
+        for item, row in zip(items, probs, strict=True):
+            item.extra[self.field] = {c: float(p) for c, p in zip(probe.classes, row, strict=True)}
+
+
+def _l2_normalize(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    if np.any(norms == 0):
+        raise ValueError("cannot L2-normalise a zero vector")
+    return x / norms
+
+
+_ORDER = ("format", "format_version", "model", "preprocess_version", "labels", "n_per_class",
+          "n_examples", "embedding_dim", "metrics", "params", "sklearn_version",
+          "clipsieve_version", "created", "data", "skipped_files", "weights", "weights_sha256")
+
+
+def _ordered(info: dict[str, Any]) -> dict[str, Any]:
+    out = {k: info[k] for k in _ORDER if k in info}
+    out.update({k: v for k, v in info.items() if k not in out})
+    return out
