@@ -297,3 +297,22 @@ def test_single_template_matches_transformers_pipeline(
         spread.append(max(ref.values()) - min(ref.values()))
     # random weights, but the probabilities are far from uniform: the test has teeth
     assert min(spread) > 0.1, spread
+
+
+def test_reclassifying_stored_images_never_loads_the_model(
+    tiny_clip: Path, photos: dict[str, Path], tmp_path: Path
+) -> None:
+    """Image and prompt embeddings both come from the store; the logit scale from the file."""
+    from clipsieve import Analyzer
+
+    store = tmp_path / "store.sqlite"
+    head = LabelsHead(["cat", "rocket"], ["a photo of a {}."])
+    first = [r.labels for r in Analyzer(model=str(tiny_clip), store=store).scan(
+        list(photos.values()), heads=[head])]
+    again = Analyzer(model=str(tiny_clip), store=store)
+    second = [r.labels for r in again.scan(list(photos.values()),
+                                           heads=[LabelsHead(["cat", "rocket"],
+                                                             ["a photo of a {}."])])]
+    assert not again.model_loaded
+    for a, b in zip(first, second, strict=True):
+        assert a == pytest.approx(b, abs=1e-6)  # logit scale: float64 exp of the file value
