@@ -207,3 +207,10 @@ def test_only_probe_categories_without_neutral_softmax(probe_file: Path) -> None
     assert set(r.categories) == {"mine"} and r.neutral == {}
     assert math.isfinite(r.categories["mine"])
     assert os.path.isabs(policy.categories["mine"].probe or "")
+
+
+def test_check_probes_fails_fast_for_another_model(probe_file: Path) -> None:
+    policy = policy_from_dict(data(str(probe_file)))
+    policy.check_probes(MODEL)
+    with pytest.raises(HeadError, match="refusing to use it with model 'other/model'"):
+        policy.check_probes("other/model")

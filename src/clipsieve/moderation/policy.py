@@ -232,6 +232,21 @@ class Policy:
         ]
         return rows
 
+    def check_probes(self, model_id: str) -> None:
+        """Check that every probe category's probe was trained on ``model_id``.
+
+        Moderation checks this anyway, at the first batch; call it before a scan to fail before
+        any image is decoded.
+
+        Raises:
+            HeadError: a probe file became unreadable or belongs to another model.
+        """
+        from clipsieve.heads.probe import load_probe_cached
+
+        for category in self.categories.values():
+            if category.probe is not None:
+                load_probe_cached(category.probe, model_id)
+
     def prompt_hash(self) -> str:
         """Return a SHA-256 hex digest of the class names, kinds and prompts.
 
