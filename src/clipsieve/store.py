@@ -73,6 +73,50 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        2,
+        "filter runs and file-action journal",
+        # One row per `clipsieve filter` / `clipsieve undo` run, and one journal row per file
+        # action, written before the action (state 'started') and after it ('done', 'failed'
+        # or 'rolled_back'); see clipsieve.filtering.actions for the recovery rules.
+        """
+        CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            action TEXT NOT NULL,
+            status TEXT NOT NULL,
+            args TEXT NOT NULL,
+            undo_of TEXT,
+            pid INTEGER,
+            host TEXT,
+            summary TEXT,
+            started_at REAL NOT NULL,
+            finished_at REAL
+        );
+        CREATE TABLE journal (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            action TEXT NOT NULL,
+            decision TEXT,
+            src TEXT NOT NULL,
+            dest_root TEXT,
+            rel TEXT,
+            method TEXT,
+            tmp TEXT,
+            dest TEXT,
+            sha256 TEXT,
+            size INTEGER,
+            state TEXT NOT NULL,
+            error TEXT,
+            undo_of INTEGER,
+            started_at REAL NOT NULL,
+            finished_at REAL
+        );
+        CREATE INDEX journal_run ON journal(run_id, id);
+        CREATE INDEX journal_state ON journal(state);
+        CREATE INDEX journal_undo ON journal(undo_of);
+        """,
+    ),
 ]
 
 

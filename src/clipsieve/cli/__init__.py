@@ -19,6 +19,10 @@ _COMMANDS: list[tuple[str, str]] = [
     ("clipsieve.cli.scan", "scan"),
     ("clipsieve.cli.classify", "classify"),
     ("clipsieve.cli.probe", "train_probe"),
+    ("clipsieve.cli.filter", "filter_cmd"),
+    ("clipsieve.cli.undo", "undo"),
+    ("clipsieve.cli.report", "report"),
+    ("clipsieve.cli.report", "export"),
     ("clipsieve.cli.moderate", "moderate"),
     ("clipsieve.cli.calibrate", "calibrate"),
 ]

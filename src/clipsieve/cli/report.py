@@ -1,0 +1,143 @@
+"""``clipsieve report`` and ``clipsieve export``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import click
+
+from clipsieve.cli.undo import open_existing_store
+
+
+def _store_options(f: Any) -> Any:
+    f = click.option(
+        "--model",
+        "-m",
+        envvar="CLIPSIEVE_MODEL",
+        show_envvar=True,
+        help="Only results of this model (id or local folder) [default: all].",
+    )(f)
+    f = click.option(
+        "--store",
+        "store_path",
+        envvar="CLIPSIEVE_STORE",
+        show_envvar=True,
+        type=click.Path(dir_okay=False),
+        help="SQLite store file [default: user cache dir/clipsieve/store.sqlite].",
+    )(f)
+    return f
+
+
+def _under(path: str, prefixes: list[str]) -> bool:
+    if not prefixes:
+        return True
+    p = os.path.abspath(path)
+    return any(p == q or p.startswith(q.rstrip(os.sep) + os.sep) for q in prefixes)
+
+
+def stored_results(
+    store_path: str | None, model: str | None, paths: tuple[str, ...]
+) -> Iterator[dict[str, Any]]:
+    """Stored results (of one model, under some paths), sorted by path."""
+    from clipsieve.backends.clip import resolve_model_id
+
+    store = open_existing_store(store_path)
+    try:
+        prefixes = [os.path.abspath(p) for p in paths]
+        rows = list(store.iter_results(resolve_model_id(model) if model else None))
+    finally:
+        store.close()
+    for r in rows:
+        if _under(str(r.get("path", "")), prefixes):
+            yield r
+
+
+@click.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option(
+    "--out", "-o", required=True, type=click.Path(dir_okay=False), help="The HTML file to write."
+)
+@click.option("--title", default="clipsieve report", show_default=True, help="Page title.")
+@click.option(
+    "--thumb-size",
+    default=128,
+    show_default=True,
+    type=click.IntRange(16, 512),
+    help="Thumbnail side in pixels.",
+)
+@click.option("--no-thumbnails", is_flag=True, help="Leave thumbnails out (smaller file).")
+@_store_options
+def report(
+    paths: tuple[str, ...],
+    out: str,
+    title: str,
+    thumb_size: int,
+    no_thumbnails: bool,
+    store_path: str | None,
+    model: str | None,
+) -> None:
+    """Write one self-contained HTML report of the stored results.
+
+    The page embeds everything (thumbnails as JPEG data, styles, script) and loads nothing
+    from the network: a sortable, filterable table with one row per item, a quality
+    histogram, score distributions per moderation category and the flagged items with
+    their reasons. Thumbnails of blocked or review items are blurred until clicked.
+    Give PATHS (files or folders) to report only the results under them.
+
+    \b
+    Example:
+      clipsieve report --out report.html
+      clipsieve report photos/2024 --out 2024.html --store project.sqlite
+    """
+    from clipsieve.report import write_report
+
+    n = write_report(
+        stored_results(store_path, model, paths),
+        out,
+        title=title,
+        thumbnails=not no_thumbnails,
+        thumb_size=thumb_size,
+    )
+    click.echo(f"report of {n} items written to {out}", err=True)
+
+
+@click.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv", "parquet"]),
+    help="Output format [default: from the --out name, else jsonl].",
+)
+@click.option(
+    "--out",
+    "-o",
+    default="-",
+    show_default=True,
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Output file ('-' = stdout, for jsonl and csv).",
+)
+@_store_options
+def export(
+    paths: tuple[str, ...], fmt: str | None, out: str, store_path: str | None, model: str | None
+) -> None:
+    """Export the stored results as JSONL, CSV or Parquet, with the same fields.
+
+    JSONL has one result per line (the scan schema). CSV and Parquet have one row per
+    result with dotted columns for nested fields (quality.score, labels.cat,
+    moderation.categories.violence); lists are JSON text. Parquet needs pyarrow
+    (pip install 'clipsieve[parquet]'). Give PATHS to export only results under them.
+
+    \b
+    Example:
+      clipsieve export --out results.jsonl
+      clipsieve export photos/ --format csv --out results.csv
+      clipsieve export --format parquet --out results.parquet
+    """
+    from clipsieve.report import export_results
+
+    n = export_results(stored_results(store_path, model, paths), out, fmt)
+    if out != "-":
+        click.echo(f"{n} results written to {out}", err=True)

@@ -1,0 +1,661 @@
+"""One filter run: find files, get their results, decide, deduplicate, act, record.
+
+:func:`filter_collection` is the Python call behind ``clipsieve filter``. Results come from
+the store whenever a file is unchanged since it was scanned (same path, size, mtime and hash),
+so a collection that was already scanned needs no model work; other files go through
+:meth:`clipsieve.pipeline.Analyzer.scan` with the heads of :func:`default_heads`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import difflib
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clipsieve.filtering.actions import (
+    ACTIONS,
+    ActionResult,
+    FileActions,
+    FilterError,
+    Journal,
+    collision_names,
+    recover,
+    run_lock,
+)
+from clipsieve.filtering.dedupe import duplicate_groups
+from clipsieve.filtering.rules import Rules, missing_everywhere, parse_where
+from clipsieve.media.discover import iter_files
+from clipsieve.store import Store
+
+#: Columns of the decisions manifest (CSV), in order.
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "path",
+    "decision",
+    "destination",
+    "outcome",
+    "reasons",
+    "quality",
+    "moderation",
+    "duplicate_of",
+    "error",
+    "sha256",
+)
+
+
+def default_heads(
+    analyzer: Any, *, policy: str | None = None, need_quality: bool = False
+) -> list[Any]:
+    """The heads a filter run asks :meth:`Analyzer.scan` to apply to the files it scans.
+
+    Heads are looked up when this is called: with a ``policy``,
+    ``clipsieve.moderation.ModerationHead(policy)``; with ``need_quality``,
+    ``clipsieve.quality.QualityHead()``. The moderation and quality modules provide these
+    classes; where one is not installed, filtering works from the fields the stored results
+    already have (and a rule on a field that no result has stops the run with an error).
+    Without a policy no moderation is computed, but moderation decisions already stored
+    with the results are still applied.
+
+    Args:
+        analyzer: the analyzer the heads will run in (unused by the lookup itself).
+        policy: moderation policy name or file, or ``None``.
+        need_quality: whether quality scores are needed (``--min-quality``, ``--dedupe``).
+    """
+    heads: list[Any] = []
+    if policy:
+        moderation_head = _optional("clipsieve.moderation", "ModerationHead")
+        if moderation_head is not None:
+            heads.append(moderation_head(policy))
+    if need_quality:
+        quality_head = _optional("clipsieve.quality", "QualityHead")
+        if quality_head is not None:
+            heads.append(quality_head())
+    return heads
+
+
+def _optional(module: str, name: str) -> Any:
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), name, None)
+    except ImportError:
+        return None
+
+
+# -- decisions --------------------------------------------------------------------------------
+
+
+@dataclass
+class ItemDecision:
+    """What a filter run decided and did for one file.
+
+    Attributes:
+        path: the file as discovered under its source.
+        root: the source folder it was found under (relative structure is kept from here).
+        rel: its path relative to ``root``.
+        decision: ``accept``, ``review``, ``reject`` or ``error`` (could not be scanned).
+        reasons: why.
+        result: the stored or fresh result dict it was judged on.
+        duplicate_of: the kept file, for a duplicate.
+        destination: where the file is now (or would go, in a dry run); ``None`` when it
+            stayed where it was.
+        outcome: ``done``, ``failed``, ``kept`` (no folder for its decision, or action
+            ``none``), ``planned`` (dry run) or ``skipped`` (scan error: left in place).
+        error: the per-file failure, if any.
+    """
+
+    path: str
+    root: str
+    rel: str
+    decision: str
+    reasons: list[str]
+    result: dict[str, Any]
+    duplicate_of: str | None = None
+    destination: str | None = None
+    outcome: str = "kept"
+    error: str | None = None
+
+    @property
+    def quality(self) -> float | None:
+        q = self.result.get("quality")
+        s = q.get("score") if isinstance(q, Mapping) else None
+        return float(s) if isinstance(s, (int, float)) and not isinstance(s, bool) else None
+
+    @property
+    def moderation(self) -> str | None:
+        m = self.result.get("moderation")
+        return str(m.get("decision")) if isinstance(m, Mapping) and m.get("decision") else None
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome == "failed" or self.decision == "error"
+
+    def manifest_row(self) -> dict[str, Any]:
+        q = self.quality
+        return {
+            "path": self.path,
+            "decision": self.decision,
+            "destination": self.destination or "",
+            "outcome": self.outcome,
+            "reasons": "; ".join(self.reasons),
+            "quality": "" if q is None else f"{q:.4g}",
+            "moderation": self.moderation or "",
+            "duplicate_of": self.duplicate_of or "",
+            "error": self.error or "",
+            "sha256": self.result.get("sha256") or "",
+        }
+
+    def report_dict(self, run_id: str | None = None) -> dict[str, Any]:
+        """The result dict with a ``filter`` field, for reports."""
+        out = dict(self.result)
+        out["path"] = self.path
+        out["filter"] = {
+            "decision": self.decision,
+            "reasons": list(self.reasons),
+            "destination": self.destination,
+            "outcome": self.outcome,
+            "duplicate_of": self.duplicate_of,
+            "error": self.error,
+            "run": run_id,
+        }
+        return out
+
+
+@dataclass
+class FilterRun:
+    """The outcome of :func:`filter_collection`.
+
+    Attributes:
+        run_id: the journal's run id (``None`` for a dry run or action ``none``).
+        action: the file action.
+        dry_run: whether nothing was touched.
+        decisions: one per file, in path order.
+        recovered: actions of earlier, killed runs that were completed or rolled back.
+        pending_recovery: unfinished actions left by a killed run (dry runs only report them).
+    """
+
+    run_id: str | None
+    action: str
+    dry_run: bool
+    decisions: list[ItemDecision]
+    recovered: list[ActionResult] = field(default_factory=list)
+    pending_recovery: int = 0
+
+    def counts(self) -> dict[str, int]:
+        out = {k: 0 for k in ("accept", "review", "reject", "error", "duplicates", "failed")}
+        for d in self.decisions:
+            out[d.decision] = out.get(d.decision, 0) + 1
+            out["duplicates"] += d.duplicate_of is not None
+            out["failed"] += d.failed
+        return out
+
+    @property
+    def failed(self) -> list[ItemDecision]:
+        return [d for d in self.decisions if d.failed]
+
+
+# -- discovery and checks ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A discovered file: its path, the source folder and the path relative to it."""
+
+    path: str
+    root: str
+    rel: str
+
+
+def discover(sources: Sequence[str | os.PathLike[str]], *, recursive: bool = True) -> list[Entry]:
+    """Files under the sources, each once, with the source folder they were found under.
+
+    Raises:
+        FilterError: a source does not exist.
+    """
+    missing = [os.fspath(s) for s in sources if not os.path.exists(s)]
+    if missing:
+        raise FilterError("source not found: " + ", ".join(missing))
+    out: list[Entry] = []
+    seen: set[str] = set()
+    for src in [os.fspath(s) for s in sources]:
+        found: Iterable[tuple[str, str]]
+        if os.path.isdir(src):
+            found = ((f, src) for f in iter_files([src], recursive=recursive))
+        else:
+            found = [(src, os.path.dirname(src) or ".")]
+        for path, root in found:
+            key = os.path.realpath(path)
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append(Entry(path, root, os.path.relpath(path, root)))
+    out.sort(key=lambda e: e.path)
+    return out
+
+
+def _inside(child: str, parent: str) -> bool:
+    return child == parent or child.startswith(parent.rstrip(os.sep) + os.sep)
+
+
+def check_destinations(sources: Sequence[str], destinations: Mapping[str, str | None]) -> None:
+    """Refuse destinations that are files, or that overlap a source.
+
+    Raises:
+        FilterError: with the offending pair.
+    """
+    for label, dest in destinations.items():
+        if dest is None:
+            continue
+        if os.path.exists(dest) and not os.path.isdir(dest):
+            raise FilterError(f"--{label} {dest} exists and is not a folder")
+        rd = os.path.realpath(dest)
+        for src in sources:
+            rs = os.path.realpath(src)
+            folder = rs if os.path.isdir(src) else os.path.dirname(rs)
+            if os.path.isdir(src) and _inside(rd, rs):
+                raise FilterError(
+                    f"--{label} {dest} is inside the source {src}: its files would be found "
+                    "again as sources; choose a folder outside every source"
+                )
+            if _inside(folder, rd):
+                raise FilterError(
+                    f"the source {src} is inside --{label} {dest}; "
+                    "choose a folder outside every source"
+                )
+
+
+# -- results ----------------------------------------------------------------------------------
+
+
+def _fresh_result(store: Store, model: str, path: str) -> dict[str, Any] | None:
+    """The stored result for ``path`` if the file is unchanged since it was scanned."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    for key in dict.fromkeys([path, os.path.abspath(path)]):
+        res = store.get_result(key, model)
+        if (
+            res
+            and res.get("status") == "ok"
+            and res.get("sha256")
+            and store.lookup_file(key, st.st_size, st.st_mtime_ns) == res["sha256"]
+        ):
+            res["path"] = path
+            return res
+    return None
+
+
+def _needs_heads(result: Mapping[str, Any], heads: Sequence[Any], policy: str | None) -> bool:
+    for head in heads:
+        name = getattr(head, "field", None)
+        if name and name not in result:
+            return True
+        if name == "moderation" and policy:
+            stored = (result.get("moderation") or {}).get("policy") or {}
+            want = getattr(getattr(head, "policy", None), "name", None) or Path(policy).stem
+            if isinstance(stored, Mapping) and stored.get("name") not in (want, policy):
+                return True
+    return False
+
+
+def collect_results(
+    analyzer: Any,
+    entries: Sequence[Entry],
+    heads: Sequence[Any] = (),
+    *,
+    policy: str | None = None,
+    on_scanned: Callable[[Any], None] | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """Result dicts for ``entries`` (stored when fresh, else scanned) and fresh embeddings.
+
+    Returns:
+        ``(results, embeddings)``: one result dict per entry, in order, and
+        ``{sha256: embedding}`` for the files scanned now.
+    """
+    store: Store | None = analyzer.store
+    results: list[dict[str, Any] | None] = [None] * len(entries)
+    to_scan: dict[str, int] = {}
+    for i, e in enumerate(entries):
+        res = _fresh_result(store, analyzer.model_id, e.path) if store is not None else None
+        if res is not None and not _needs_heads(res, heads, policy):
+            results[i] = res
+        else:
+            to_scan[e.path] = i
+    embeddings: dict[str, np.ndarray] = {}
+    if to_scan:
+        for item in analyzer.scan(list(to_scan), heads=list(heads), recursive=False):
+            k = to_scan.get(item.path)
+            if k is None:
+                continue
+            results[k] = item.to_dict()
+            if item.sha256 and item.embedding is not None:
+                embeddings[item.sha256] = np.asarray(item.embedding, dtype=np.float32)
+            if on_scanned is not None:
+                on_scanned(item)
+    for i, r in enumerate(results):  # a file the scan did not report (should not happen)
+        if r is None:
+            results[i] = {
+                "path": entries[i].path,
+                "status": "error",
+                "error": {"code": "io_error", "message": "not scanned"},
+            }
+    return results, embeddings  # type: ignore[return-value]
+
+
+def load_embeddings(
+    store: Store, shas: Iterable[str], model: str, prep: str | None
+) -> dict[str, np.ndarray]:
+    """Stored embeddings by sha256 for ``model`` (and ``prep`` when known)."""
+    shas = [s for s in dict.fromkeys(shas) if s]
+    if prep is not None:
+        return store.get_embeddings(shas, model, prep)
+    out: dict[str, np.ndarray] = {}
+    for i in range(0, len(shas), 500):
+        chunk = shas[i : i + 500]
+        q = ",".join("?" * len(chunk))
+        for sha, dim, blob in store.execute(
+            f"SELECT sha256, dim, vector FROM embeddings WHERE model=? AND sha256 IN ({q}) "
+            "ORDER BY created_at",
+            (model, *chunk),
+        ):
+            out[sha] = np.frombuffer(blob, dtype=np.float32)[:dim].copy()
+    return out
+
+
+def _missing_message(names: list[str], results: Sequence[Mapping[str, Any]]) -> str:
+    present: set[str] = set()
+    for r in results[:1000]:
+        if r.get("status") == "ok":
+            present.update(_flat_keys(r))
+    tops = {k.split(".")[0] for k in present}
+    hints = []
+    for name in names:
+        top = name.split(".")[0]
+        close = difflib.get_close_matches(name, sorted(present), n=3)
+        if top in tops or close or top not in ("moderation", "quality", "labels"):
+            hint = f"no result has {name}" + (
+                f" (did you mean {', '.join(close)}?)" if close else ""
+            )
+        elif top == "moderation":
+            hint = (
+                "no result has a moderation decision: pass --policy with the moderation "
+                "module installed, or run `clipsieve moderate` first"
+            )
+        elif top == "quality":
+            hint = (
+                "no result has quality scores: install the quality module "
+                "(clipsieve.quality.QualityHead) or score the images first"
+            )
+        else:
+            hint = f"no result has {name}: run `clipsieve classify` with that label first"
+        hints.append(hint)
+    return "; ".join(hints)
+
+
+def _flat_keys(d: Mapping[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out += _flat_keys(v, key + ".")
+        else:
+            out.append(key)
+    return out
+
+
+def decide(
+    entries: Sequence[Entry],
+    results: Sequence[dict[str, Any]],
+    rules: Rules,
+    *,
+    dedupe: float | None = None,
+    embeddings: Mapping[str, np.ndarray] | None = None,
+) -> list[ItemDecision]:
+    """Apply the rules, then (optionally) route duplicates to reject.
+
+    In each duplicate group the kept file is the best by (decision accept < review < reject,
+    highest ``quality.score``, earliest path); every other member is rejected with the reason
+    ``duplicate of PATH``. Preferring an accepted member means a blocked or low-quality copy
+    never causes a good copy to be rejected.
+    """
+    out = []
+    for e, res in zip(entries, results):
+        v = rules.decide(res)
+        out.append(ItemDecision(e.path, e.root, e.rel, v.decision, v.reasons, res))
+    if dedupe is None:
+        return out
+    idx = [i for i, d in enumerate(out) if d.decision != "error"]
+    shas = [out[i].result.get("sha256") for i in idx]
+    groups = duplicate_groups(shas, dict(embeddings or {}), dedupe)
+    rank = {"accept": 0, "review": 1, "reject": 2}
+    for g in groups:
+        members = [out[idx[k]] for k in g]
+        keeper = min(
+            members,
+            key=lambda d: (
+                rank.get(d.decision, 3),
+                -(d.quality if d.quality is not None else -1e9),
+                d.path,
+            ),
+        )
+        for d in members:
+            if d is keeper:
+                continue
+            prior = d.reasons if d.decision != "accept" else []
+            d.decision = "reject"
+            d.duplicate_of = keeper.path
+            d.reasons = [f"duplicate of {keeper.path}"] + prior
+    return out
+
+
+# -- acting -----------------------------------------------------------------------------------
+
+
+def plan_destinations(
+    decisions: Sequence[ItemDecision], destinations: Mapping[str, str | None]
+) -> None:
+    """Fill ``destination`` with where each file would go now (dry runs)."""
+    taken: set[str] = set()
+    for d in decisions:
+        root = destinations.get(d.decision)
+        if d.decision == "error" or root is None:
+            d.outcome = "skipped" if d.decision == "error" else "kept"
+            continue
+        folder = os.path.join(os.path.abspath(root), os.path.dirname(d.rel))
+        for cand in collision_names(folder, os.path.basename(d.rel)):
+            if cand not in taken and not os.path.lexists(cand):
+                taken.add(cand)
+                d.destination = cand
+                break
+        d.outcome = "planned"
+
+
+def execute(
+    decisions: Sequence[ItemDecision],
+    journal: Journal,
+    run_id: str,
+    action: str,
+    destinations: Mapping[str, str | None],
+    *,
+    on_item: Callable[[ItemDecision], None] | None = None,
+) -> None:
+    """Carry out ``action`` for every decision, journalled; failures are recorded per file."""
+    acts = FileActions(journal, run_id, action)
+    for d in decisions:
+        root = destinations.get(d.decision)
+        if d.decision == "error":
+            d.outcome, d.error = "skipped", d.reasons[0] if d.reasons else "scan failed"
+        elif root is None:
+            d.outcome = "kept"
+        else:
+            r = acts.apply(d.path, root, d.rel, decision=d.decision, sha256=d.result.get("sha256"))
+            d.outcome = "done" if r.ok else "failed"
+            d.destination = r.dest if r.ok else None
+            d.error = r.error
+        if on_item is not None:
+            on_item(d)
+
+
+def filter_collection(
+    sources: Sequence[str | os.PathLike[str]],
+    *,
+    analyzer: Any,
+    accept: str | None = None,
+    reject: str | None = None,
+    review: str | None = None,
+    action: str = "none",
+    min_quality: float | None = None,
+    policy: str | None = None,
+    where: str | Sequence[str] | None = None,
+    dedupe: float | None = None,
+    dry_run: bool = False,
+    recursive: bool = True,
+    on_item: Callable[[ItemDecision], None] | None = None,
+    on_scanned: Callable[[Any], None] | None = None,
+) -> FilterRun:
+    """Sort files into accept / review / reject folders by their results; never lose one.
+
+    Args:
+        sources: files and folders (folders are walked; structure below them is kept).
+        analyzer: a :class:`~clipsieve.pipeline.Analyzer` (its store holds the results and
+            the journal).
+        accept: folder for accepted files, or ``None`` to leave them in place.
+        reject: folder for rejected files (and duplicates), or ``None``.
+        review: folder for files needing review; without it they are rejected.
+        action: ``copy``, ``move``, ``link`` (hard link, or a symbolic link across file
+            systems) or ``none``.
+        min_quality: minimum ``quality.score`` (0–10).
+        policy: moderation policy; makes a moderation decision required.
+        where: expression(s) over result fields, see :mod:`clipsieve.filtering.rules`.
+        dedupe: cosine threshold for near duplicates (exact duplicates always group).
+        dry_run: decide and plan destinations, touch nothing.
+        recursive: walk sub-folders.
+        on_item: called after each file's action.
+        on_scanned: called for each file scanned now.
+
+    Raises:
+        FilterError: missing source, destination overlapping a source, a rule field that no
+            result has, no store for the journal, the store locked by another run.
+        WhereError: the where expression does not parse.
+
+    Example:
+        >>> run = filter_collection(["photos"], analyzer=Analyzer(), accept="keep",
+        ...                         reject="aside", action="move", min_quality=6.5)
+        >>> run.counts()["accept"]
+    """
+    if action not in ACTIONS:
+        raise FilterError(f"unknown action {action!r} (choose {', '.join(ACTIONS)})")
+    if dedupe is not None and not 0.0 < dedupe <= 1.0:
+        raise FilterError(f"--dedupe {dedupe} is outside (0, 1]")
+    if min_quality is not None and not 0.0 <= min_quality <= 10.0:
+        raise FilterError(f"--min-quality {min_quality} is outside 0–10")
+    wexpr = parse_where(where) if where else None
+    rules = Rules(
+        min_quality=min_quality,
+        where=wexpr,
+        require_moderation=policy is not None,
+        review=review is not None,
+    )
+    destinations = {"accept": accept, "reject": reject, "review": review}
+    srcs = [os.fspath(s) for s in sources]
+    if not srcs:
+        raise FilterError("no source given")
+    missing = [s for s in srcs if not os.path.exists(s)]
+    if missing:
+        raise FilterError("source not found: " + ", ".join(missing))
+    if action != "none":
+        if all(v is None for v in destinations.values()):
+            raise FilterError(f"--action {action} needs --accept, --reject or --review")
+        check_destinations(srcs, destinations)
+    acting = action != "none" and not dry_run
+    store: Store | None = analyzer.store
+    if acting and store is None:
+        raise FilterError(
+            "a filter run that touches files needs the store for its journal; "
+            "drop --no-store (or use --dry-run)"
+        )
+    lock = run_lock(store) if acting and store is not None else contextlib.nullcontext()
+    with lock:
+        recovered: list[ActionResult] = []
+        pending = 0
+        if acting:
+            assert store is not None
+            Journal(store).durable()
+            recovered = recover(store)
+        elif store is not None:
+            pending = len(Journal(store).open_rows())
+        entries = discover(srcs, recursive=recursive)
+        heads = default_heads(
+            analyzer, policy=policy, need_quality=min_quality is not None or dedupe is not None
+        )
+        results, embeddings = collect_results(
+            analyzer, entries, heads, policy=policy, on_scanned=on_scanned
+        )
+        lacking = missing_everywhere(rules, results)
+        if lacking:
+            raise FilterError(_missing_message(lacking, results))
+        if dedupe is not None and store is not None:
+            need = [
+                r["sha256"] for r in results if r.get("sha256") and r["sha256"] not in embeddings
+            ]
+            try:
+                prep: str | None = analyzer.preprocess.version
+            except Exception:  # noqa: BLE001 - no model config offline: any stored prep
+                prep = None
+            embeddings.update(load_embeddings(store, need, analyzer.model_id, prep))
+        decisions = decide(entries, results, rules, dedupe=dedupe, embeddings=embeddings)
+        del embeddings
+        run = FilterRun(None, action, dry_run, decisions, recovered, pending)
+        if not acting:
+            if action != "none":
+                plan_destinations(decisions, destinations)
+            else:
+                for d in decisions:
+                    d.outcome = "skipped" if d.decision == "error" else "kept"
+            return run
+        assert store is not None
+        journal = Journal(store)
+        args = {
+            "sources": [os.path.abspath(s) for s in srcs],
+            "accept": accept and os.path.abspath(accept),
+            "reject": reject and os.path.abspath(reject),
+            "review": review and os.path.abspath(review),
+            "min_quality": min_quality,
+            "policy": policy,
+            "where": where,
+            "dedupe": dedupe,
+        }
+        run.run_id = journal.start_run("filter", action, args)
+        status = "interrupted"
+        try:
+            execute(decisions, journal, run.run_id, action, destinations, on_item=on_item)
+            status = "finished"
+        finally:
+            journal.finish_run(run.run_id, status, run.counts())
+        return run
+
+
+def write_manifest(decisions: Iterable[ItemDecision], path: str | os.PathLike[str]) -> int:
+    """Write the decisions as CSV (:data:`MANIFEST_COLUMNS`), atomically; returns rows."""
+    path = os.fspath(path)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    n = 0
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(MANIFEST_COLUMNS))
+            w.writeheader()
+            for d in decisions:
+                w.writerow(d.manifest_row())
+                n += 1
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return n
