@@ -274,13 +274,15 @@ class ClipBackend:
                 f"(e.g. {', '.join(missing[:3])}); refusing to run with randomly initialised weights"
             )
         self.model_type = getattr(net.config, "model_type", "")
+        # exp in float64 of the stored float32 value, exactly as read_logit_scale() does, so
+        # scores are identical whether or not the model was loaded.
+        scale = getattr(net, "logit_scale", None)
+        self.logit_scale = float(np.exp(np.float64(scale.item()))) if scale is not None else 100.0
         net.eval()
         if self.precision == "float16":
             net = net.half()
         self.net = net.to(self.device)
         self._autocast = self.precision == "bfloat16"
-        scale = getattr(net, "logit_scale", None)
-        self.logit_scale = float(scale.exp().item()) if scale is not None else 100.0
         self.dim = int(getattr(net.config, "projection_dim", 0) or 0)
         self._lock = threading.Lock()
         self._torch = torch
