@@ -109,3 +109,20 @@ def test_progress_bar_on_a_terminal(tiny_clip: Path, folder: Path) -> None:
     assert "items/s" in text and "ETA" in text
     assert "1 errors" in text
     assert "5/5" in text
+
+
+def test_scan_adds_moderation_and_labels(tiny_clip: Path, folder: Path, tmp_path: Path) -> None:
+    proc = run_cli("scan", str(folder), "--model", str(tiny_clip), "--no-store",
+                   "--labels", "cat,rocket,coffee")
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    for r in rows:
+        assert r["moderation"]["decision"] in ("allow", "review", "block")
+        assert r["moderation"]["policy"]["name"] == "default"
+        assert list(r["labels"]) == ["cat", "rocket", "coffee"]
+        assert abs(sum(r["labels"].values()) - 1) < 1e-5
+    plain = run_cli("scan", str(folder), "--model", str(tiny_clip), "--no-store",
+                    "--no-moderation")
+    assert all("moderation" not in json.loads(x) for x in plain.stdout.splitlines())
+    bad = run_cli("scan", str(folder), "--model", str(tiny_clip), "--no-store",
+                  "--policy", "defualt")
+    assert bad.returncode == 3 and 'did you mean "default"' in bad.stderr

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from clipsieve.cli.classify import label_options, make_label_heads
 from clipsieve.cli.common import Progress, make_analyzer, model_options, open_output, write_jsonl
 
 
@@ -22,6 +23,7 @@ from clipsieve.cli.common import Progress, make_analyzer, model_options, open_ou
 @click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders.")
 @click.option("--embeddings", is_flag=True, help="Include each embedding in the JSONL.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
+@label_options
 @model_options
 def scan(paths: tuple[str, ...], out: str | None, policy: str, no_moderation: bool,
          caption: str | None, no_recursive: bool, embeddings: bool, quiet: bool,
@@ -29,7 +31,8 @@ def scan(paths: tuple[str, ...], out: str | None, policy: str, no_moderation: bo
     """Embed and analyse images in files and folders; one JSON line per file.
 
     Folders are walked recursively in sorted order. Each result carries the
-    moderation decision under the policy. Embeddings are kept in the store, so a
+    moderation decision under the policy, and `labels` / `probe` when --labels,
+    --labels-file or --probe are given. Embeddings are kept in the store, so a
     second scan of the same files does no model work, and re-scoring them with
     another policy does not touch the image encoder.
 
@@ -37,17 +40,21 @@ def scan(paths: tuple[str, ...], out: str | None, policy: str, no_moderation: bo
     Example:
       clipsieve scan photos/ --out results.jsonl
       clipsieve scan uploads/ --policy my-policy.toml
+      clipsieve scan photos/ --labels "cat,dog,car" --no-moderation
       CLIPSIEVE_MODEL=/models/clip-vit-b32 clipsieve scan a.jpg b.png
     """
     from clipsieve.media.discover import iter_files
 
     heads: list[Any] = []
+    analyzer = make_analyzer(kw)
     if not no_moderation:
         from clipsieve.moderation import CaptionSource, ModerationHead, load_policy
 
-        # a bad policy fails here, before any model work
-        heads.append(ModerationHead(load_policy(policy), CaptionSource(default=caption)))
-    analyzer = make_analyzer(kw)
+        # a bad policy or probe fails here, before any model work
+        loaded = load_policy(policy)
+        loaded.check_probes(analyzer.model_id)
+        heads.append(ModerationHead(loaded, CaptionSource(default=caption)))
+    heads += make_label_heads(kw, analyzer.model_id, required=False)
     files = list(iter_files(paths, recursive=not no_recursive))
     progress = Progress(len(files), "scan", enabled=None if not quiet else False)
     try:
