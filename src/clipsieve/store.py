@@ -273,7 +273,7 @@ class Store:
                         "features_version) VALUES (?,?,?,?,?,?)",
                         (
                             r["sha256"], r["width"], r["height"], r.get("format"),
-                            json.dumps(r["features"]) if r.get("features") is not None else None,
+                            _dumps(r["features"]) if r.get("features") is not None else None,
                             r.get("features_version"),
                         ),
                     )
@@ -298,7 +298,7 @@ class Store:
                     "error_message,result,updated_at) VALUES (?,?,?,?,?,?,?,?)",
                     (
                         d["path"], model, d.get("sha256"), d["status"], err.get("code"),
-                        err.get("message"), json.dumps(d), now,
+                        err.get("message"), _dumps(d), now,
                     ),
                 )
 
@@ -370,6 +370,13 @@ class _Transaction:
             self.store._db.execute("ROLLBACK" if exc_type else "COMMIT")
         finally:
             self.store._lock.release()
+
+
+def _dumps(obj: Any) -> str:
+    """Strict JSON (non-finite floats become null)."""
+    from clipsieve.types import to_jsonable
+
+    return json.dumps(to_jsonable(obj), allow_nan=False)
 
 
 def _vec(blob: bytes, dim: int) -> np.ndarray:
