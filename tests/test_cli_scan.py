@@ -126,3 +126,14 @@ def test_scan_adds_moderation_and_labels(tiny_clip: Path, folder: Path, tmp_path
     bad = run_cli("scan", str(folder), "--model", str(tiny_clip), "--no-store",
                   "--policy", "defualt")
     assert bad.returncode == 3 and 'did you mean "default"' in bad.stderr
+
+
+def test_scan_report_has_one_row_per_item(tiny_clip: Path, folder: Path, tmp_path: Path) -> None:
+    report = tmp_path / "r.html"
+    proc = run_cli("scan", str(folder), "--model", str(tiny_clip), "--no-store",
+                   "--report", str(report), "--out", str(tmp_path / "x.jsonl"))
+    assert proc.returncode == 0, proc.stderr
+    html = report.read_text()
+    for p in folder.iterdir():
+        assert p.name in html
+    assert "data:image/jpeg;base64," in html

@@ -20,14 +20,16 @@ from clipsieve.cli.common import Progress, make_analyzer, model_options, open_ou
 @click.option("--no-moderation", is_flag=True, help="Skip moderation (no `moderation` field).")
 @click.option("--caption", metavar="TEXT",
               help="Caption scored with every image (a sidecar PHOTO.txt is read otherwise).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False),
+              help="Also write a self-contained HTML report of this scan here.")
 @click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders.")
 @click.option("--embeddings", is_flag=True, help="Include each embedding in the JSONL.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
 @label_options
 @model_options
 def scan(paths: tuple[str, ...], out: str | None, policy: str, no_moderation: bool,
-         caption: str | None, no_recursive: bool, embeddings: bool, quiet: bool,
-         **kw: Any) -> None:
+         caption: str | None, report_path: str | None, no_recursive: bool, embeddings: bool,
+         quiet: bool, **kw: Any) -> None:
     """Embed and analyse images in files and folders; one JSON line per file.
 
     Folders are walked recursively in sorted order. Each result carries the
@@ -38,7 +40,7 @@ def scan(paths: tuple[str, ...], out: str | None, policy: str, no_moderation: bo
 
     \b
     Example:
-      clipsieve scan photos/ --out results.jsonl
+      clipsieve scan photos/ --out results.jsonl --report report.html
       clipsieve scan uploads/ --policy my-policy.toml
       clipsieve scan photos/ --labels "cat,dog,car" --no-moderation
       CLIPSIEVE_MODEL=/models/clip-vit-b32 clipsieve scan a.jpg b.png
@@ -57,14 +59,23 @@ def scan(paths: tuple[str, ...], out: str | None, policy: str, no_moderation: bo
     heads += make_label_heads(kw, analyzer.model_id, required=False)
     files = list(iter_files(paths, recursive=not no_recursive))
     progress = Progress(len(files), "scan", enabled=None if not quiet else False)
+    kept: list[dict[str, Any]] = []
     try:
         with open_output(out) as fh:
             for item in analyzer.scan(files, heads=heads, recursive=not no_recursive):
                 write_jsonl(fh, item.to_dict(include_embedding=embeddings))
+                if report_path:
+                    kept.append(item.to_dict())
                 progress.advance(item)
     finally:
         progress.close()
         analyzer.close()
+    if report_path:
+        from clipsieve.report import write_report
+
+        write_report(kept, report_path)
     if not quiet:
         click.echo(progress.summary(), err=True)
+        if report_path:
+            click.echo(f"report: {report_path}", err=True)
     sys.exit(progress.exit_code())
