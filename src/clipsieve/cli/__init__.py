@@ -25,6 +25,8 @@ _COMMANDS: list[tuple[str, str]] = [
     ("clipsieve.cli.report", "export"),
     ("clipsieve.cli.moderate", "moderate"),
     ("clipsieve.cli.calibrate", "calibrate"),
+    ("clipsieve.cli.quality", "quality"),
+    ("clipsieve.cli.quality", "train_quality"),
 ]
 
 _EPILOG = "\b\nExit codes:\n" + "\n".join(f"  {k}  {v}" for k, v in EXIT_CODES.items()) + "\n"

@@ -1,5 +1,30 @@
-"""Image quality: technical (no-model) measures of the decoded pixels."""
+"""Image quality on 0–10: technical measures of the pixels, CLIP-IQA pairs, learned heads.
 
+* :mod:`~clipsieve.quality.technical` — technical (no-model) measures of the decoded pixels;
+* :mod:`~clipsieve.quality.clipiqa` — CLIP-IQA antonym prompt pairs;
+* :mod:`~clipsieve.quality.score` — the combination into ``{score, technical, aesthetic}``;
+* :mod:`~clipsieve.quality.learned` — heads trained on ratings, and LAION aesthetic files;
+* :mod:`~clipsieve.quality.head` — :class:`QualityHead`, which fills ``ItemResult.quality``.
+"""
+
+from clipsieve.quality.clipiqa import (
+    BUILTIN_PAIRS,
+    ClipIQA,
+    clip_iqa,
+    clip_iqa_compute,
+    format_prompts,
+    list_pairs,
+)
+from clipsieve.quality.head import QualityHead
+from clipsieve.quality.learned import (
+    LearnedHead,
+    load_laion_aesthetic,
+    load_quality_head,
+    read_ratings,
+    train_quality_head,
+    train_quality_head_from_csv,
+)
+from clipsieve.quality.score import QUALITY_VERSION, QualityResult, quality_from_parts
 from clipsieve.quality.technical import (
     ANALYSIS_SIZE,
     COMPONENTS,
@@ -13,11 +38,27 @@ from clipsieve.quality.technical import (
 
 __all__ = [
     "ANALYSIS_SIZE",
+    "BUILTIN_PAIRS",
     "COMPONENTS",
     "QUALITY_CONFIG_PATH",
+    "QUALITY_VERSION",
     "TECHNICAL_VERSION",
+    "ClipIQA",
+    "LearnedHead",
+    "QualityHead",
+    "QualityResult",
+    "clip_iqa",
+    "clip_iqa_compute",
     "estimate_jpeg_quality",
+    "format_prompts",
+    "list_pairs",
+    "load_laion_aesthetic",
+    "load_quality_head",
     "pixel_stats",
+    "quality_from_parts",
+    "read_ratings",
     "technical_score",
     "technical_scores",
+    "train_quality_head",
+    "train_quality_head_from_csv",
 ]

@@ -1,0 +1,349 @@
+"""CLIP-IQA: zero-shot quality from antonym prompt pairs (Wang, Chan and Loy, AAAI 2023).
+
+For each pair of prompts (``"Good photo."`` / ``"Bad photo."``) the score of an image is the
+probability of the positive prompt in a softmax over ``logit_scale × cosine(image, prompt)``
+of the two prompts. The computation is a small functional core of named steps, as in
+torchmetrics' ``clip_image_quality_assessment``:
+
+1. :func:`format_prompts` — pair names and custom ``(positive, negative)`` tuples, in one
+   argument, become a flat prompt list (positive, negative, positive, …) and pair names;
+2. :func:`anchor_vectors` — the prompts' L2-normalised text embeddings ("anchors"), computed
+   through a text encoder such as ``Analyzer.embed_texts`` (which caches them in the store);
+3. :func:`clip_iqa_compute` — per image, the two-way softmax of each pair; the result is
+   ``{pair name: probability of the positive prompt}``.
+
+:class:`ClipIQA` is the thin stateful wrapper: it holds the prompts and computes the anchors
+once per model. :func:`clip_iqa` is the one-call convenience over an analyzer.
+
+The built-in pairs live in the ``[clip_iqa.pairs]`` table of ``clipsieve/data/quality.toml``:
+torchmetrics' 16 pairs under its names and wording (so that the two agree, which a test checks
+within 1e-5 on the same weights) followed by aesthetic pairs. Scores are computed in float64
+row by row, so an image's scores do not depend on the other images of its batch.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Union
+
+import numpy as np
+
+from clipsieve.errors import ConfigError
+from clipsieve.quality.technical import QUALITY_CONFIG_PATH
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on Python 3.10
+    import tomli as tomllib
+
+if TYPE_CHECKING:
+    from clipsieve.pipeline import Analyzer
+
+__all__ = [
+    "BUILTIN_PAIRS",
+    "CLIP_IQA_LOGIT_SCALE",
+    "TORCHMETRICS_PAIRS",
+    "ClipIQA",
+    "PromptSpec",
+    "anchor_vectors",
+    "clip_iqa",
+    "clip_iqa_compute",
+    "format_prompts",
+    "list_pairs",
+]
+
+#: One pair: a built-in pair name, or a ``(positive, negative)`` tuple of prompts.
+PromptSpec = Union[str, tuple[str, str]]
+
+_SRC = QUALITY_CONFIG_PATH.name
+
+
+def _read_tables() -> dict[str, Any]:
+    """The whole quality.toml (read once per process)."""
+    try:
+        return tomllib.loads(QUALITY_CONFIG_PATH.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:  # pragma: no cover - shipped file
+        raise ConfigError(f"{QUALITY_CONFIG_PATH}: unreadable quality config: {exc}") from None
+
+
+_TABLES = _read_tables()
+
+
+def config_table(name: str) -> dict[str, Any]:
+    """A top-level table of quality.toml.
+
+    Raises:
+        ConfigError: the table is missing.
+    """
+    table = _TABLES.get(name)
+    if not isinstance(table, dict):
+        raise ConfigError(f"{_SRC}: missing table [{name}]")
+    return table
+
+
+def weights_table(table: Any, where: str, names: Iterable[str] | None = None) -> dict[str, float]:
+    """Validate a ``{name: weight}`` table (weights ≥ 0, at least one > 0).
+
+    Args:
+        table: the parsed TOML value.
+        where: its dotted path, for error messages.
+        names: if given, the allowed names.
+
+    Raises:
+        ConfigError: ``quality.toml: WHERE.KEY: reason``.
+    """
+    if not isinstance(table, dict) or not table:
+        raise ConfigError(f"{_SRC}: {where}: must be a non-empty table of name = weight")
+    allowed = None if names is None else list(names)
+    out: dict[str, float] = {}
+    for key, value in table.items():
+        if allowed is not None and key not in allowed:
+            raise ConfigError(f"{_SRC}: {where}.{key}: unknown name{_did_you_mean(key, allowed)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            math.isfinite(value) and value >= 0
+        ):
+            raise ConfigError(
+                f"{_SRC}: {where}.{key}: must be a number >= 0, got {json.dumps(value)}"
+            )
+        out[key] = float(value)
+    if not any(out.values()):
+        raise ConfigError(f"{_SRC}: {where}: at least one weight must be > 0")
+    return out
+
+
+def _load_pairs() -> tuple[dict[str, tuple[str, str]], float]:
+    table = config_table("clip_iqa")
+    scale = table.get("logit_scale")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+        raise ConfigError(f"{_SRC}: clip_iqa.logit_scale: must be a number > 0, got {scale!r}")
+    raw = table.get("pairs")
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{_SRC}: clip_iqa.pairs: must be a non-empty table")
+    pairs: dict[str, tuple[str, str]] = {}
+    for name, value in raw.items():
+        if not (isinstance(value, list) and len(value) == 2
+                and all(isinstance(v, str) and v.strip() for v in value)):
+            raise ConfigError(
+                f"{_SRC}: clip_iqa.pairs.{name}: must be [positive prompt, negative prompt], "
+                f"got {json.dumps(value)}"
+            )
+        pairs[name] = (value[0], value[1])
+    return pairs, float(scale)
+
+
+_PAIRS, _LOGIT_SCALE = _load_pairs()
+
+#: Every built-in pair: name → (positive prompt, negative prompt), in quality.toml order.
+BUILTIN_PAIRS: Mapping[str, tuple[str, str]] = _PAIRS
+#: Names of torchmetrics' 16 built-in pairs (the first 16 of :data:`BUILTIN_PAIRS`).
+TORCHMETRICS_PAIRS: tuple[str, ...] = tuple(_PAIRS)[:16]
+#: The softmax scale of CLIP-IQA (100, as in the paper and torchmetrics).
+CLIP_IQA_LOGIT_SCALE: float = _LOGIT_SCALE
+
+
+def list_pairs() -> list[str]:
+    """Names of the built-in pairs, in quality.toml order."""
+    return list(_PAIRS)
+
+
+def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    matches = difflib.get_close_matches(word, list(candidates), n=1)
+    return f"; did you mean {json.dumps(matches[0])}?" if matches else ""
+
+
+def format_prompts(
+    prompts: PromptSpec | Sequence[PromptSpec] | Mapping[str, tuple[str, str]] = ("quality",),
+) -> tuple[list[str], list[str]]:
+    """Turn pair names and custom pairs into a flat prompt list and pair names.
+
+    Like torchmetrics' ``_clip_iqa_format_prompts``: each element is a built-in pair name or a
+    ``(positive, negative)`` tuple; custom tuples are named ``user_defined_0``,
+    ``user_defined_1``… in order. A single name is accepted on its own, and a mapping
+    ``{name: (positive, negative)}`` names custom pairs itself.
+
+    Args:
+        prompts: the pairs.
+
+    Returns:
+        ``(prompts_list, names)``: ``prompts_list`` holds each pair's positive then negative
+        prompt, so it is twice as long as ``names``.
+
+    Raises:
+        ConfigError: an unknown name (with a "did you mean"), a tuple that is not two non-empty
+            strings, a repeated name, or no pairs.
+
+    Example:
+        >>> format_prompts(("quality", ("Crisp.", "Soft.")))
+        (['Good photo.', 'Bad photo.', 'Crisp.', 'Soft.'], ['quality', 'user_defined_0'])
+    """
+    if isinstance(prompts, Mapping):
+        items: list[tuple[str | None, Any]] = [(str(k), v) for k, v in prompts.items()]
+    else:
+        seq = (prompts,) if isinstance(prompts, str) else tuple(prompts)
+        items = [(None, p) for p in seq]
+    names: list[str] = []
+    prompts_list: list[str] = []
+    count = 0
+    for name, p in items:
+        if name is None and isinstance(p, str):
+            if p not in _PAIRS:
+                raise ConfigError(
+                    f"unknown CLIP-IQA pair {json.dumps(p)}{_did_you_mean(p, _PAIRS)} "
+                    f"(built-in: {', '.join(_PAIRS)}; or give a (positive, negative) tuple)"
+                )
+            names.append(p)
+            prompts_list.extend(_PAIRS[p])
+            continue
+        if not (isinstance(p, (tuple, list)) and len(p) == 2
+                and all(isinstance(s, str) and s.strip() for s in p)):
+            raise ConfigError(
+                "a custom CLIP-IQA pair must be a (positive, negative) tuple of two non-empty "
+                f"prompts, got {p!r}"
+            )
+        if name is None:
+            name = f"user_defined_{count}"
+            count += 1
+        names.append(name)
+        prompts_list.extend((p[0], p[1]))
+    if not names:
+        raise ConfigError("no CLIP-IQA pairs given")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"CLIP-IQA pair names repeated: {', '.join(dup)}")
+    return prompts_list, names
+
+
+def anchor_vectors(
+    encode_texts: Callable[[Sequence[str]], np.ndarray], prompts_list: Sequence[str]
+) -> np.ndarray:
+    """The prompts' L2-normalised text embeddings, ``(2K, D)`` float32.
+
+    Args:
+        encode_texts: texts → embeddings, e.g. ``Analyzer.embed_texts`` (cached in the store).
+        prompts_list: from :func:`format_prompts`.
+    """
+    anchors = np.asarray(encode_texts(list(prompts_list)), dtype=np.float32)
+    norms = np.linalg.norm(anchors.astype(np.float64), axis=1, keepdims=True)
+    return (anchors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+#: Rows per block in :func:`clip_iqa_compute` (bounds memory; results do not depend on it).
+_BLOCK = 64
+
+
+def clip_iqa_compute(
+    image_features: np.ndarray,
+    anchors: np.ndarray,
+    names: Sequence[str],
+    *,
+    logit_scale: float = CLIP_IQA_LOGIT_SCALE,
+) -> dict[str, np.ndarray]:
+    """Per image, the probability of each pair's positive prompt.
+
+    ``p = exp(s·c⁺) / (exp(s·c⁺) + exp(s·c⁻))`` with ``c`` the cosine between the image and a
+    prompt and ``s`` the logit scale. Computed in float64; each cosine is a sum over the
+    embedding dimension for that image alone, so the result for an image is the same bit for
+    bit whatever else is in the batch.
+
+    Args:
+        image_features: ``(N, D)`` image embeddings (normalised here).
+        anchors: ``(2K, D)`` from :func:`anchor_vectors`, positive and negative alternating.
+        names: the ``K`` pair names.
+        logit_scale: the softmax scale.
+
+    Returns:
+        ``{name: (N,) float64 probabilities}`` in ``names`` order.
+
+    Raises:
+        ValueError: shapes that do not match.
+    """
+    x = np.asarray(image_features, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[None, :]
+    a = np.asarray(anchors, dtype=np.float64)
+    if a.ndim != 2 or a.shape[0] != 2 * len(names) or x.ndim != 2 or x.shape[1] != a.shape[1]:
+        raise ValueError(
+            f"CLIP-IQA: {len(names)} pairs need anchors of shape (2K, D) matching image features; "
+            f"got anchors {a.shape} and features {x.shape}"
+        )
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    probs = np.empty((x.shape[0], len(names)), dtype=np.float64)
+    for start in range(0, x.shape[0], _BLOCK):
+        rows = x[start : start + _BLOCK]
+        rows = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+        cos = (rows[:, None, :] * a[None, :, :]).sum(axis=-1)  # (n, 2K), row-independent
+        logits = float(logit_scale) * cos
+        diff = logits[:, 1::2] - logits[:, 0::2]  # negative minus positive
+        # p = 1 / (1 + exp(diff)), evaluated without overflow on either side
+        e = np.exp(-np.abs(diff))
+        probs[start : start + _BLOCK] = np.where(diff > 0, e / (1.0 + e), 1.0 / (1.0 + e))
+    return {name: probs[:, i] for i, name in enumerate(names)}
+
+
+class ClipIQA:
+    """CLIP-IQA for a set of pairs, with the anchors computed once per model.
+
+    Args:
+        prompts: built-in pair names and/or ``(positive, negative)`` tuples (see
+            :func:`format_prompts`); default: every built-in pair.
+        logit_scale: the softmax scale (default 100).
+
+    Example:
+        >>> iqa = ClipIQA(("quality", "sharpness", ("Crisp photo.", "Smeared photo.")))
+        >>> scores = iqa(analyzer.embed_images(["a.jpg"]), analyzer)
+        >>> scores["quality"][0], scores["user_defined_0"][0]
+    """
+
+    def __init__(
+        self,
+        prompts: PromptSpec | Sequence[PromptSpec] | Mapping[str, tuple[str, str]] | None = None,
+        *,
+        logit_scale: float = CLIP_IQA_LOGIT_SCALE,
+    ) -> None:
+        self.prompts_list, self.names = format_prompts(
+            tuple(_PAIRS) if prompts is None else prompts
+        )
+        self.logit_scale = float(logit_scale)
+        self._anchors: dict[str, np.ndarray] = {}
+
+    def anchors(self, analyzer: Analyzer) -> np.ndarray:
+        """The anchors for ``analyzer``'s model (text encoder run at most once per model)."""
+        key = analyzer.model_id
+        if key not in self._anchors:
+            self._anchors[key] = anchor_vectors(analyzer.embed_texts, self.prompts_list)
+        return self._anchors[key]
+
+    def __call__(self, embeddings: np.ndarray, analyzer: Analyzer) -> dict[str, np.ndarray]:
+        """``{pair name: (N,) probability of the positive prompt}`` for image embeddings."""
+        return clip_iqa_compute(
+            embeddings, self.anchors(analyzer), self.names, logit_scale=self.logit_scale
+        )
+
+
+def clip_iqa(
+    analyzer: Analyzer,
+    images: Iterable[Any] | np.ndarray,
+    prompts: PromptSpec | Sequence[PromptSpec] | Mapping[str, tuple[str, str]] = ("quality",),
+) -> dict[str, np.ndarray]:
+    """CLIP-IQA of images (paths or PIL images) or of their ``(N, D)`` embeddings.
+
+    Args:
+        analyzer: supplies the model (text and, for images, image embeddings).
+        images: paths / PIL images, or an embedding array.
+        prompts: see :func:`format_prompts`.
+
+    Returns:
+        ``{pair name: (N,) probability of the positive prompt}``.
+
+    Example:
+        >>> clip_iqa(Analyzer(), ["a.jpg", "b.jpg"], ("quality", "sharpness"))["quality"]
+    """
+    if isinstance(images, np.ndarray):
+        embeddings = images
+    else:
+        embeddings = analyzer.embed_images(images)
+    return ClipIQA(prompts)(embeddings, analyzer)

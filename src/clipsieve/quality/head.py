@@ -1,0 +1,108 @@
+"""The quality head: a 0–10 score for every scanned image.
+
+:class:`QualityHead` plugs into :meth:`clipsieve.pipeline.Analyzer.scan` and sets
+``item.quality`` to a :class:`~clipsieve.quality.score.QualityResult`. Per batch it does:
+
+* CLIP-IQA over every built-in pair (and any extra pairs), with the prompt anchors computed
+  once per model through ``analyzer.embed_texts`` (which keeps them in the store);
+* the technical components from the pixel statistics stored with each embedding
+  (``item.features``);
+* with a learned head (``head_file``), its prediction as the aesthetic part;
+* the combination of :func:`~clipsieve.quality.score.quality_from_parts`.
+
+Nothing here touches the model's image tower: re-scoring stored embeddings is cheap.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from clipsieve.quality.clipiqa import BUILTIN_PAIRS, ClipIQA, PromptSpec
+from clipsieve.quality.learned import LearnedHead, load_quality_head
+from clipsieve.quality.score import quality_from_parts
+
+if TYPE_CHECKING:
+    from clipsieve.pipeline import Analyzer
+    from clipsieve.types import ItemResult
+
+__all__ = ["QualityHead"]
+
+
+class QualityHead:
+    """Score the quality of scanned images (field ``quality``).
+
+    Args:
+        head_file: a learned head — a ``.npz`` written by ``clipsieve train-quality`` (checked
+            against the analyzer's model) or a LAION aesthetic predictor ``.pth`` — or a loaded
+            :class:`~clipsieve.quality.learned.LearnedHead`; its prediction becomes the
+            aesthetic part. ``None``: the aesthetic part comes from the CLIP-IQA aesthetic pairs.
+        prompts: extra CLIP-IQA pairs reported as components (``clip_<name>``): built-in
+            names, ``(positive, negative)`` tuples (named ``user_defined_0``, …) or a mapping
+            ``{name: (positive, negative)}``. The built-in pairs are always computed.
+
+    Example:
+        >>> an = Analyzer(store=False)
+        >>> for r in an.scan(["photos/"], heads=[QualityHead()]):
+        ...     print(r.path, r.quality.score, r.quality.components["sharpness"])
+    """
+
+    field = "quality"
+
+    def __init__(
+        self,
+        head_file: str | os.PathLike[str] | LearnedHead | None = None,
+        *,
+        prompts: PromptSpec | Sequence[PromptSpec] | Mapping[str, tuple[str, str]] | None = None,
+    ) -> None:
+        pairs: dict[str, tuple[str, str]] = dict(BUILTIN_PAIRS)
+        if prompts is not None:
+            from clipsieve.quality.clipiqa import format_prompts
+
+            plist, names = format_prompts(prompts)
+            for i, name in enumerate(names):
+                pairs[name] = (plist[2 * i], plist[2 * i + 1])
+        self.iqa = ClipIQA(pairs)
+        if isinstance(head_file, LearnedHead):
+            self._learned: LearnedHead | None = head_file
+            self.head_path: str | None = head_file.path
+        else:
+            self._learned = None
+            self.head_path = None if head_file is None else os.fspath(head_file)
+
+    def learned_for(self, model_id: str) -> LearnedHead | None:
+        """The learned head, loaded and checked against ``model_id`` (``None`` without one).
+
+        Raises:
+            HeadError: missing or invalid file, or a head trained on another model.
+        """
+        if self._learned is None and self.head_path is not None:
+            self._learned = load_quality_head(self.head_path, model_id)
+        if self._learned is not None:
+            self._learned.check_model(model_id)
+        return self._learned
+
+    def apply(self, items: list[ItemResult], embeddings: np.ndarray, analyzer: Analyzer) -> None:
+        """Set ``item.quality`` on each item."""
+        if not items:
+            return
+        learned = self.learned_for(analyzer.model_id)
+        probs = self.iqa(embeddings, analyzer)
+        predictions = None
+        head_info = None
+        if learned is not None:
+            predictions = learned.predict(
+                embeddings, [it.features for it in items], model_id=analyzer.model_id
+            )
+            head_info = learned.describe()
+        for i, item in enumerate(items):
+            item.quality = quality_from_parts(
+                item.features,
+                {name: float(p[i]) for name, p in probs.items()},
+                learned_aesthetic=None if predictions is None else float(predictions[i]),
+                model=analyzer.model_id,
+                head=head_info,
+            )
