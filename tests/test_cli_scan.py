@@ -137,3 +137,16 @@ def test_scan_report_has_one_row_per_item(tiny_clip: Path, folder: Path, tmp_pat
     for p in folder.iterdir():
         assert p.name in html
     assert "data:image/jpeg;base64," in html
+
+
+def test_every_scan_result_has_quality_on_0_to_10(tiny_clip: Path, folder: Path) -> None:
+    proc = run_cli("scan", str(folder), "--model", str(tiny_clip), "--no-store")
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(rows) == 4
+    for r in rows:
+        q = r["quality"]
+        for key in ("score", "technical", "aesthetic"):
+            assert 0 <= q[key] <= 10
+        assert q["version"] and "sharpness" in q["components"]
+    plain = run_cli("scan", str(folder), "--model", str(tiny_clip), "--no-store", "--no-quality")
+    assert all("quality" not in json.loads(x) for x in plain.stdout.splitlines())

@@ -33,6 +33,12 @@ from clipsieve.types import ErrorInfo, ItemResult, to_jsonable
 
 PixelFeatures = Callable[[Decoded], dict[str, float]]
 
+#: Images are decoded with both sides at least this large (JPEG DCT scaling or a box reduce
+#: stops there), whatever the model's input size, so the pixel statistics are measured at the
+#: same scale for every model: shorter side between 224 and 448 px (longer side capped at 512
+#: by the quality module), or the image's own size when it is smaller.
+ANALYSIS_MIN_SIDE = 224
+
 
 def _default_pixel_features() -> tuple[PixelFeatures, str]:
     from clipsieve.quality.technical import TECHNICAL_VERSION, pixel_stats
@@ -190,7 +196,7 @@ class Analyzer:
                 path = os.fspath(im)
                 dec = decode_image(
                     read_bytes(path, self.limits), path,
-                    min_side=self.preprocess.min_side, limits=self.limits,
+                    min_side=self._decode_min_side(self.preprocess), limits=self.limits,
                 )
                 pixels.append(self.preprocess(dec.image))
         if not pixels:
@@ -200,6 +206,11 @@ class Analyzer:
             for i in range(0, len(pixels), self.batch_size)
         ]
         return np.concatenate(out)
+
+    def _decode_min_side(self, prep: Preprocess) -> int:
+        if self._pixel_features is None:
+            return prep.min_side
+        return max(prep.min_side, ANALYSIS_MIN_SIDE)
 
     def _prepare(self, path: str, prep: Preprocess) -> _Prepared:
         t0 = time.perf_counter()
@@ -226,7 +237,8 @@ class Analyzer:
             if store is not None and self._from_store(item, item.sha256, prep):
                 item.timing["total_ms"] = (time.perf_counter() - t0) * 1000
                 return _Prepared(item, record=record)
-            dec = decode_image(data, path, min_side=prep.min_side, limits=self.limits)
+            dec = decode_image(data, path, min_side=self._decode_min_side(prep),
+                               limits=self.limits)
             del data
             item.width, item.height = dec.width, dec.height
             if self._pixel_features is not None:  # JSON-clean, so stored == fresh

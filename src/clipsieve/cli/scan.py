@@ -18,6 +18,10 @@ from clipsieve.cli.common import Progress, make_analyzer, model_options, open_ou
 @click.option("--policy", "-p", default="default", show_default=True, metavar="NAME|FILE",
               help="Moderation policy (shipped name or .toml file); adds `moderation`.")
 @click.option("--no-moderation", is_flag=True, help="Skip moderation (no `moderation` field).")
+@click.option("--quality-head", type=click.Path(dir_okay=False),
+              help="Learned head for the aesthetic part of `quality` (.npz from train-quality, "
+                   "or a LAION aesthetic .pth).")
+@click.option("--no-quality", is_flag=True, help="Skip the quality score (no `quality` field).")
 @click.option("--caption", metavar="TEXT",
               help="Caption scored with every image (a sidecar PHOTO.txt is read otherwise).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False),
@@ -28,12 +32,13 @@ from clipsieve.cli.common import Progress, make_analyzer, model_options, open_ou
 @label_options
 @model_options
 def scan(paths: tuple[str, ...], out: str | None, policy: str, no_moderation: bool,
-         caption: str | None, report_path: str | None, no_recursive: bool, embeddings: bool,
-         quiet: bool, **kw: Any) -> None:
+         quality_head: str | None, no_quality: bool, caption: str | None,
+         report_path: str | None, no_recursive: bool, embeddings: bool, quiet: bool,
+         **kw: Any) -> None:
     """Embed and analyse images in files and folders; one JSON line per file.
 
     Folders are walked recursively in sorted order. Each result carries the
-    moderation decision under the policy, and `labels` / `probe` when --labels,
+    moderation decision under the policy, the 0–10 quality score, and `labels` / `probe` when --labels,
     --labels-file or --probe are given. Embeddings are kept in the store, so a
     second scan of the same files does no model work, and re-scoring them with
     another policy does not touch the image encoder.
@@ -56,6 +61,12 @@ def scan(paths: tuple[str, ...], out: str | None, policy: str, no_moderation: bo
         loaded = load_policy(policy)
         loaded.check_probes(analyzer.model_id)
         heads.append(ModerationHead(loaded, CaptionSource(default=caption)))
+    if not no_quality:
+        from clipsieve.quality import QualityHead
+
+        quality = QualityHead(quality_head)
+        quality.learned_for(analyzer.model_id)  # a bad head file fails before model work
+        heads.append(quality)
     heads += make_label_heads(kw, analyzer.model_id, required=False)
     files = list(iter_files(paths, recursive=not no_recursive))
     progress = Progress(len(files), "scan", enabled=None if not quiet else False)
