@@ -2,9 +2,10 @@
 
 Quick start::
 
-    from clipsieve import Analyzer
+    from clipsieve import Analyzer, LabelsHead, ModerationHead, QualityHead
     an = Analyzer(model="openai/clip-vit-base-patch32")
-    for result in an.scan(["photos/"]):
+    heads = [ModerationHead("default"), QualityHead(), LabelsHead(["cat", "dog"])]
+    for result in an.scan(["photos/"], heads=heads):
         print(result.to_dict())
 """
 
@@ -17,8 +18,11 @@ from clipsieve.errors import (
     PolicyError,
     StoreError,
 )
+from clipsieve.heads import Head, LabelsHead, ProbeHead
 from clipsieve.media.decode import DecodeLimits
+from clipsieve.moderation import ModerationHead, load_policy
 from clipsieve.pipeline import Analyzer
+from clipsieve.quality import QualityHead
 from clipsieve.store import Store
 from clipsieve.types import ErrorInfo, ItemResult
 
@@ -39,12 +43,18 @@ __all__ = [
     "DecodeError",
     "DecodeLimits",
     "ErrorInfo",
+    "Head",
     "HeadError",
     "ItemResult",
+    "LabelsHead",
     "ModelError",
+    "ModerationHead",
     "PolicyError",
+    "ProbeHead",
+    "QualityHead",
     "Store",
     "StoreError",
     "__version__",
+    "load_policy",
     "samples_dir",
 ]
