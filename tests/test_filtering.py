@@ -368,26 +368,12 @@ def test_a_rule_on_a_field_no_result_has_stops_the_run(
 def test_heads_run_only_for_files_whose_stored_results_lack_their_field(
     collection: dict[str, Any], store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import types
+    from clipsieve.moderation import ModerationHead
+    from clipsieve.quality import QualityHead
 
-    class QualityHead:
-        field = "quality"
-
-    class ModerationHead:
-        field = "moderation"
-
-        def __init__(self, policy: str) -> None:
-            self.policy = types.SimpleNamespace(name=policy)
-
-    monkeypatch.setitem(
-        sys.modules, "clipsieve.quality", types.SimpleNamespace(QualityHead=QualityHead)
-    )
-    monkeypatch.setitem(
-        sys.modules, "clipsieve.moderation", types.SimpleNamespace(ModerationHead=ModerationHead)
-    )
-    heads = default_heads(None, policy="strict", need_quality=True)
-    assert [type(h).__name__ for h in heads] == ["ModerationHead", "QualityHead"]
-    assert default_heads(None) == []
+    heads = default_heads(FakeAnalyzer(store), policy="default", need_quality=True)
+    assert [type(h) for h in heads] == [ModerationHead, QualityHead]
+    assert default_heads(FakeAnalyzer(store)) == []
 
     class Recording(FakeAnalyzer):
         def scan(self, paths: Any, **kw: Any) -> Any:
@@ -399,12 +385,16 @@ def test_heads_run_only_for_files_whose_stored_results_lack_their_field(
     filter_collection([collection["src"]], analyzer=an, action="none", min_quality=5)
     assert an.scanned == []
     # results moderated with the "default" policy are re-judged under "strict"
+    from clipsieve.moderation import load_policy
+
+    default = load_policy("default")
+    strict = default.with_thresholds({}, name="strict").save(tmp_path / "strict.toml")
     for r in collection["spec"].values():
-        r["moderation"]["policy"] = {"name": "default"}
+        r["moderation"]["policy"] = {"name": "default", "version": default.version}
     for rel, p in collection["paths"].items():
         seed(store, p, **collection["spec"][rel])
     an = Recording(store)
-    filter_collection([collection["src"]], analyzer=an, action="none", policy="strict")
+    filter_collection([collection["src"]], analyzer=an, action="none", policy=str(strict))
     assert len(an.scanned) == 6 and [type(h).__name__ for h in an.heads] == ["ModerationHead"]
     an = Recording(store)
     filter_collection([collection["src"]], analyzer=an, action="none", policy="default")

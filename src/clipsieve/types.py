@@ -91,16 +91,30 @@ def to_jsonable(value: Any) -> Any:
 
     Non-finite floats (NaN, ±inf) become ``None``: the output must stay valid JSON.
     """
-    if isinstance(value, float):
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
         return value if math.isfinite(value) else None
+    if kind is dict:
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [to_jsonable(v) for v in value]
     if hasattr(value, "to_dict"):
         return value.to_dict()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return dataclass_dict(value)
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v) for v in value]
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
     if hasattr(value, "tolist"):  # numpy scalars and arrays
         return to_jsonable(value.tolist())
     return value
+
+
+def dataclass_dict(obj: Any) -> dict[str, Any]:
+    """A dataclass as a JSON-ready dict; like ``dataclasses.asdict`` without its deep copies."""
+    return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}

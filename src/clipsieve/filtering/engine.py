@@ -14,7 +14,6 @@ import difflib
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,38 +53,26 @@ def default_heads(
 ) -> list[Any]:
     """The heads a filter run asks :meth:`Analyzer.scan` to apply to the files it scans.
 
-    Heads are looked up when this is called: with a ``policy``,
-    ``clipsieve.moderation.ModerationHead(policy)``; with ``need_quality``,
-    ``clipsieve.quality.QualityHead()``. The moderation and quality modules provide these
-    classes; where one is not installed, filtering works from the fields the stored results
-    already have (and a rule on a field that no result has stops the run with an error).
-    Without a policy no moderation is computed, but moderation decisions already stored
-    with the results are still applied.
+    With a ``policy``, :class:`~clipsieve.moderation.ModerationHead`; with ``need_quality``,
+    :class:`~clipsieve.quality.QualityHead`. Without a policy no moderation is computed, but
+    moderation decisions already stored with the results are still applied.
 
     Args:
-        analyzer: the analyzer the heads will run in (unused by the lookup itself).
+        analyzer: the analyzer the heads will run in (its model id checks probe categories).
         policy: moderation policy name or file, or ``None``.
         need_quality: whether quality scores are needed (``--min-quality``, ``--dedupe``).
     """
+    from clipsieve.moderation import ModerationHead, load_policy
+    from clipsieve.quality import QualityHead
+
     heads: list[Any] = []
     if policy:
-        moderation_head = _optional("clipsieve.moderation", "ModerationHead")
-        if moderation_head is not None:
-            heads.append(moderation_head(policy))
+        loaded = load_policy(policy)
+        loaded.check_probes(analyzer.model_id)
+        heads.append(ModerationHead(loaded))
     if need_quality:
-        quality_head = _optional("clipsieve.quality", "QualityHead")
-        if quality_head is not None:
-            heads.append(quality_head())
+        heads.append(QualityHead())
     return heads
-
-
-def _optional(module: str, name: str) -> Any:
-    import importlib
-
-    try:
-        return getattr(importlib.import_module(module), name, None)
-    except ImportError:
-        return None
 
 
 # -- decisions --------------------------------------------------------------------------------
@@ -298,9 +285,12 @@ def _needs_heads(result: Mapping[str, Any], heads: Sequence[Any], policy: str | 
         if name and name not in result:
             return True
         if name == "moderation" and policy:
+            # stored decisions count only when made under this very policy (name and version)
             stored = (result.get("moderation") or {}).get("policy") or {}
-            want = getattr(getattr(head, "policy", None), "name", None) or Path(policy).stem
-            if isinstance(stored, Mapping) and stored.get("name") not in (want, policy):
+            want = head.policy
+            if not isinstance(stored, Mapping) or (
+                stored.get("name"), str(stored.get("version"))
+            ) != (want.name, str(want.version)):
                 return True
     return False
 

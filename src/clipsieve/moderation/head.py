@@ -21,7 +21,7 @@ The item's decision is the most severe of the image's, the caption's and the agr
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,6 +40,7 @@ from clipsieve.moderation.scoring import (
     moderate,
     moderate_texts,
 )
+from clipsieve.types import dataclass_dict
 
 if TYPE_CHECKING:
     from clipsieve.types import ItemResult
@@ -82,7 +83,7 @@ class CaptionModeration:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the caption result as plain JSON-serialisable types."""
-        return asdict(self)
+        return dataclass_dict(self)
 
 
 @dataclass
@@ -104,7 +105,7 @@ class ItemModeration(ModerationResult):
 
     def to_dict(self) -> dict[str, Any]:
         """Return ``{decision, categories, reasons, policy, model, thresholds, ...}``."""
-        data = asdict(self)
+        data = dataclass_dict(self)
         lead = {key: data.pop(key) for key in _LEADING_KEYS}
         return {**lead, **data}
 

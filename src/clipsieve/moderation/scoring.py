@@ -37,12 +37,13 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
 from clipsieve.moderation.policy import Policy
+from clipsieve.types import dataclass_dict
 
 __all__ = [
     "DECISIONS",
@@ -234,7 +235,7 @@ class ModerationResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as plain JSON-serialisable types."""
-        return asdict(self)
+        return dataclass_dict(self)
 
 
 def bank_cache_key(model_id: str, policy: Policy) -> str:

@@ -28,7 +28,7 @@ import json
 import math
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -57,7 +57,7 @@ __all__ = [
 ]
 
 #: One pair: a built-in pair name, or a ``(positive, negative)`` tuple of prompts.
-PromptSpec = Union[str, tuple[str, str]]
+PromptSpec = str | tuple[str, str]
 
 _SRC = QUALITY_CONFIG_PATH.name
 

@@ -532,7 +532,6 @@ def _fit_arrays(raw: np.ndarray, y10: np.ndarray, dim: int, kind: str, seed: int
                       intercept=np.array(float(est.intercept_)))
         return arrays, {"alpha": float(est.alpha_)}
     from sklearn.neural_network import MLPRegressor
-
     from threadpoolctl import threadpool_limits
 
     # small matrices: one BLAS thread is faster (and never oversubscribes the machine)
