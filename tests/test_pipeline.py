@@ -133,3 +133,16 @@ def test_logit_scale_read_without_loading_the_model(tiny_clip: Path) -> None:
     scale = an.logit_scale
     assert not an.model_loaded
     assert scale == an.backend.logit_scale  # one source of truth, bit for bit
+
+
+def test_device_and_precision_recorded_fresh_and_cached(
+    tiny_clip: Path, photos: dict[str, Path], tmp_path: Path
+) -> None:
+    db = tmp_path / "s.sqlite"
+    (fresh,) = Analyzer(model=str(tiny_clip), store=db, precision="float32").scan(
+        [photos["coffee"]])
+    assert (fresh.device, fresh.precision) == ("cpu", "float32")
+    (cached,) = Analyzer(model=str(tiny_clip), store=db, precision="bfloat16").scan(
+        [photos["coffee"]])
+    assert cached.cached and (cached.device, cached.precision) == ("cpu", "float32")
+    assert cached.to_dict()["precision"] == "float32"

@@ -261,9 +261,10 @@ class Analyzer:
 
     def _from_store(self, item: ItemResult, sha: str, prep: Preprocess) -> bool:
         assert self.store is not None
-        emb = self.store.get_embedding(sha, self.model_id, prep.version)
-        if emb is None:
+        row = self.store.get_embedding_row(sha, self.model_id, prep.version)
+        if row is None:
             return False
+        emb, item.device, item.precision = row
         info = self.store.get_image(sha)
         if info is None:
             return False
@@ -321,6 +322,7 @@ class Analyzer:
             per_item = (time.perf_counter() - t0) * 1000 / len(need)
             for p, e in zip(need, embs):
                 p.item.embedding = e
+                p.item.device, p.item.precision = backend.device, backend.precision
                 p.item.timing["encode_ms"] = per_item
                 p.pixels = None
                 if p.record is not None:
@@ -338,9 +340,11 @@ class Analyzer:
         if self.store is not None:
             records = [p.record for p in batch if p.record is not None]
             if records:
+                loaded = self.model_loaded
                 self.store.put_items(
                     records, model=self.model_id, prep=self.preprocess.version,
-                    precision=self.precision if self.model_loaded else None,
+                    precision=self.backend.precision if loaded else None,
+                    device=self.backend.device if loaded else None,
                 )
             self.store.put_results([it.to_dict() for it in items], model=self.model_id)
         return items

@@ -117,6 +117,12 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX journal_undo ON journal(undo_of);
         """,
     ),
+    (
+        3,
+        "embedding device",
+        # which device computed each embedding (precision was recorded from the start)
+        "ALTER TABLE embeddings ADD COLUMN device TEXT;",
+    ),
 ]
 
 
@@ -220,12 +226,20 @@ class Store:
         }
 
     def get_embedding(self, sha256: str, model: str, prep: str) -> np.ndarray | None:
+        row = self.get_embedding_row(sha256, model, prep)
+        return row[0] if row else None
+
+    def get_embedding_row(
+        self, sha256: str, model: str, prep: str
+    ) -> tuple[np.ndarray, str | None, str | None] | None:
+        """(vector, device, precision) of a stored embedding, or None."""
         with self._lock:
             row = self._db.execute(
-                "SELECT dim, vector FROM embeddings WHERE sha256=? AND model=? AND prep=?",
+                "SELECT dim, vector, device, precision FROM embeddings "
+                "WHERE sha256=? AND model=? AND prep=?",
                 (sha256, model, prep),
             ).fetchone()
-        return _vec(row[1], row[0]) if row else None
+        return (_vec(row[1], row[0]), row[2], row[3]) if row else None
 
     def get_embeddings(
         self, shas: Iterable[str], model: str, prep: str
@@ -252,6 +266,7 @@ class Store:
         model: str,
         prep: str,
         precision: str | None = None,
+        device: str | None = None,
     ) -> None:
         """Record decoded items in one transaction.
 
@@ -282,8 +297,9 @@ class Store:
                     emb = np.asarray(emb, dtype=np.float32)
                     db.execute(
                         "INSERT OR REPLACE INTO embeddings(sha256,model,prep,dim,vector,"
-                        "precision,created_at) VALUES (?,?,?,?,?,?,?)",
-                        (r["sha256"], model, prep, emb.shape[0], emb.tobytes(), precision, now),
+                        "precision,device,created_at) VALUES (?,?,?,?,?,?,?,?)",
+                        (r["sha256"], model, prep, emb.shape[0], emb.tobytes(), precision,
+                         device, now),
                     )
 
     # -- results ----------------------------------------------------------------------------

@@ -34,6 +34,8 @@ class ItemResult:
         width: pixel width after EXIF orientation, or ``None``.
         height: pixel height after EXIF orientation, or ``None``.
         model: the resolved model id the embedding came from.
+        device: the device that computed the embedding (``cpu``, ``cuda``…).
+        precision: the precision it was computed in (``float32``, ``bfloat16``, ``float16``).
         timing: milliseconds spent, e.g. ``{"decode_ms": .., "encode_ms": .., "total_ms": ..}``.
         cached: whether the embedding came from the store (no model work).
         embedding: the L2-normalised image embedding (not serialised by default).
@@ -49,6 +51,8 @@ class ItemResult:
     width: int | None = None
     height: int | None = None
     model: str | None = None
+    device: str | None = None
+    precision: str | None = None
     timing: dict[str, float] = field(default_factory=dict)
     cached: bool = False
     embedding: Any = field(default=None, repr=False)
@@ -72,6 +76,8 @@ class ItemResult:
             "width": self.width,
             "height": self.height,
             "model": self.model,
+            "device": self.device,
+            "precision": self.precision,
             "cached": self.cached,
             "timing": {k: round(v, 3) for k, v in self.timing.items()},
         }
