@@ -67,3 +67,31 @@ def test_bfloat16_close_to_float32(tiny_clip: Path) -> None:
     a = ClipBackend(str(tiny_clip), precision="float32").encode_pixels(px)
     b = ClipBackend(str(tiny_clip), precision="bfloat16").encode_pixels(px)
     assert (a * b).sum(1).min() > 0.98
+
+
+def test_siglip_checkpoint_loads_and_scans(tmp_path: Path, photos: dict) -> None:
+    """SigLIP: exact (h, w) resize without crop, max_length padding, embeddings as for CLIP."""
+    import torch
+    from transformers import AutoImageProcessor, AutoModel
+
+    from clipsieve import Analyzer
+    from clipsieve.testing import build_random_siglip
+
+    folder = build_random_siglip(tmp_path / "siglip")
+    an = Analyzer(model=str(folder), store=False, precision="float32", pixel_features=False)
+    assert an.preprocess.resize_hw == (32, 32) and an.preprocess.crop_hw is None
+    assert an.preprocess.mean == (0.5, 0.5, 0.5)
+    (res,) = an.scan([photos["chelsea"]])
+    assert res.ok and res.embedding.shape == (an.backend.dim,) == (32,)
+    t = an.embed_texts(["a cat", "a photo of a dog"])
+    assert np.allclose(np.linalg.norm(t, axis=1), 1, atol=1e-5)
+    # the same image through transformers' own SigLIP processor and model
+    from PIL import Image
+
+    proc = AutoImageProcessor.from_pretrained(str(folder))
+    net = AutoModel.from_pretrained(str(folder)).eval()
+    with torch.no_grad():
+        out = net.get_image_features(**proc(images=[Image.open(photos["chelsea"]).convert("RGB")],
+                                            return_tensors="pt"))
+    ref = torch.nn.functional.normalize(getattr(out, "pooler_output", out), dim=-1)[0].numpy()
+    assert float(res.embedding @ ref) > 0.99

@@ -128,3 +128,37 @@ def build_random_clip(folder: str | Path, arch: str = "tiny", seed: int = 0) -> 
         size={"shortest_edge": size}, crop_size={"height": size, "width": size}
     ).save_pretrained(str(folder))
     return folder
+
+
+def build_random_siglip(folder: str | Path, seed: int = 0) -> Path:
+    """Write a tiny randomly initialised SigLIP checkpoint (square resize, no crop, 0.5 mean/std).
+
+    It uses the byte-level BPE tokenizer of :func:`write_byte_bpe_tokenizer` (real SigLIP uses a
+    SentencePiece model, which cannot be written offline), so it exercises the SigLIP model and
+    preprocessing paths: ``max_length`` text padding and an exact (height, width) resize.
+    """
+    import torch
+    from transformers import AutoTokenizer, SiglipConfig, SiglipModel
+
+    try:
+        from transformers import SiglipImageProcessorPil as ImageProcessor  # transformers 5
+    except ImportError:  # pragma: no cover - transformers 4
+        from transformers import SiglipImageProcessor as ImageProcessor
+
+    folder = Path(folder)
+    vocab_size = write_byte_bpe_tokenizer(folder)
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    eos = tok.convert_tokens_to_ids("<|endoftext|>")
+    cfg = SiglipConfig(
+        text_config=dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
+                         num_attention_heads=2, num_hidden_layers=2, max_position_embeddings=16,
+                         pad_token_id=eos, eos_token_id=eos, bos_token_id=eos),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_attention_heads=2,
+                           num_hidden_layers=2, image_size=32, patch_size=8),
+    )
+    torch.manual_seed(seed)
+    model = SiglipModel(cfg)
+    model.eval()
+    model.save_pretrained(str(folder))
+    ImageProcessor(size={"height": 32, "width": 32}).save_pretrained(str(folder))
+    return folder

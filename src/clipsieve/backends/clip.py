@@ -283,7 +283,11 @@ class ClipBackend:
             net = net.half()
         self.net = net.to(self.device)
         self._autocast = self.precision == "bfloat16"
-        self.dim = int(getattr(net.config, "projection_dim", 0) or 0)
+        # CLIP projects to projection_dim; SigLIP's embeddings are the towers' hidden size
+        self.dim = int(
+            getattr(net.config, "projection_dim", 0)
+            or getattr(getattr(net.config, "vision_config", None), "hidden_size", 0)
+        )
         self._lock = threading.Lock()
         self._torch = torch
 
