@@ -146,3 +146,29 @@ def test_device_and_precision_recorded_fresh_and_cached(
         [photos["coffee"]])
     assert cached.cached and (cached.device, cached.precision) == ("cpu", "float32")
     assert cached.to_dict()["precision"] == "float32"
+
+
+def test_decoding_runs_ahead_by_a_bounded_window(
+    tiny_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory stays flat: never more than the window of decoded images waits for the model."""
+    from PIL import Image
+
+    for i in range(120):
+        Image.new("RGB", (40, 40), (i, 2 * i % 256, 90)).save(tmp_path / f"{i:03d}.png")
+    an = Analyzer(model=str(tiny_clip), store=False, batch_size=4, workers=2)
+    prepared = 0
+    real = an._prepare
+
+    def counting(path, prep):
+        nonlocal prepared
+        prepared += 1
+        return real(path, prep)
+
+    monkeypatch.setattr(an, "_prepare", counting)
+    lags = []
+    for yielded, _ in enumerate(an.scan([tmp_path]), start=1):
+        lags.append(prepared - yielded)
+    window = max(an.batch_size * 2, an.workers * 4)
+    assert yielded == 120
+    assert max(lags) <= window + an.batch_size
