@@ -150,3 +150,13 @@ def test_every_scan_result_has_quality_on_0_to_10(tiny_clip: Path, folder: Path)
         assert q["version"] and "sharpness" in q["components"]
     plain = run_cli("scan", str(folder), "--model", str(tiny_clip), "--no-store", "--no-quality")
     assert all("quality" not in json.loads(x) for x in plain.stdout.splitlines())
+
+
+def test_scan_table_format(tiny_clip: Path, folder: Path) -> None:
+    (folder / "zz-bad.jpg").write_text("nope")
+    proc = run_cli("scan", str(folder), "--model", str(tiny_clip), "--no-store",
+                   "--format", "table", "--labels", "cat,dog")
+    assert proc.returncode == EXIT_ITEMS_FAILED
+    assert "decision" in proc.stdout and "quality" in proc.stdout
+    assert "not_an_image" in proc.stdout and "allow" in proc.stdout
+    assert not proc.stdout.lstrip().startswith("{")

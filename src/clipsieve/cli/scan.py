@@ -14,7 +14,9 @@ from clipsieve.cli.common import Progress, make_analyzer, model_options, open_ou
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--out", "-o", type=click.Path(dir_okay=False, allow_dash=True),
-              help="Write JSONL here instead of stdout.")
+              help="Write the output here instead of stdout.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "table"]), default="jsonl",
+              show_default=True, help="One JSON object per file, or a table for people.")
 @click.option("--policy", "-p", default="default", show_default=True, metavar="NAME|FILE",
               help="Moderation policy (shipped name or .toml file); adds `moderation`.")
 @click.option("--no-moderation", is_flag=True, help="Skip moderation (no `moderation` field).")
@@ -31,7 +33,7 @@ from clipsieve.cli.common import Progress, make_analyzer, model_options, open_ou
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
 @label_options
 @model_options
-def scan(paths: tuple[str, ...], out: str | None, policy: str, no_moderation: bool,
+def scan(paths: tuple[str, ...], out: str | None, fmt: str, policy: str, no_moderation: bool,
          quality_head: str | None, no_quality: bool, caption: str | None,
          report_path: str | None, no_recursive: bool, embeddings: bool, quiet: bool,
          **kw: Any) -> None:
@@ -48,6 +50,7 @@ def scan(paths: tuple[str, ...], out: str | None, policy: str, no_moderation: bo
       clipsieve scan photos/ --out results.jsonl --report report.html
       clipsieve scan uploads/ --policy my-policy.toml
       clipsieve scan photos/ --labels "cat,dog,car" --no-moderation
+      clipsieve scan photos/ --format table
       CLIPSIEVE_MODEL=/models/clip-vit-b32 clipsieve scan a.jpg b.png
     """
     from clipsieve.media.discover import iter_files
@@ -71,13 +74,20 @@ def scan(paths: tuple[str, ...], out: str | None, policy: str, no_moderation: bo
     files = list(iter_files(paths, recursive=not no_recursive))
     progress = Progress(len(files), "scan", enabled=None if not quiet else False)
     kept: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
     try:
         with open_output(out) as fh:
             for item in analyzer.scan(files, heads=heads, recursive=not no_recursive):
-                write_jsonl(fh, item.to_dict(include_embedding=embeddings))
+                if fmt == "jsonl":
+                    write_jsonl(fh, item.to_dict(include_embedding=embeddings))
+                else:
+                    rows.append(item.to_dict())
                 if report_path:
                     kept.append(item.to_dict())
                 progress.advance(item)
+            progress.close()
+            if fmt == "table":
+                _print_table(fh, rows)
     finally:
         progress.close()
         analyzer.close()
@@ -90,3 +100,32 @@ def scan(paths: tuple[str, ...], out: str | None, policy: str, no_moderation: bo
         if report_path:
             click.echo(f"report: {report_path}", err=True)
     sys.exit(progress.exit_code())
+
+
+def _print_table(fh: Any, rows: list[dict[str, Any]]) -> None:
+    """path | moderation decision | quality score (technical / aesthetic) | top label | note."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from clipsieve.cli.moderate import DECISION_STYLE, make_console
+
+    table = Table(header_style="bold")
+    for name in ("path", "decision", "quality", "tech", "aesth", "top label", "note"):
+        table.add_column(name, overflow="fold", no_wrap=name in ("decision", "quality"))
+    for r in rows:
+        mod, q, labels = r.get("moderation") or {}, r.get("quality") or {}, r.get("labels") or {}
+        decision = "error" if r["status"] != "ok" else mod.get("decision", "-")
+        top = max(labels.items(), key=lambda kv: kv[1]) if labels else None
+        note = f"{r['error']['code']}: {r['error']['message']}" if r.get("error") else (
+            (mod.get("reasons") or [""])[0] if decision in ("review", "block") else "")
+
+        def num(v: Any) -> str:
+            return f"{v:.1f}" if isinstance(v, (int, float)) else "-"
+
+        table.add_row(
+            Text(r["path"]), Text(decision, style=DECISION_STYLE.get(decision, "")),
+            num(q.get("score")), num(q.get("technical")), num(q.get("aesthetic")),
+            Text(f"{top[0]} {top[1]:.2f}" if top else "-"), Text(note),
+        )
+    make_console(fh).print(table)
+    fh.flush()
