@@ -17,6 +17,10 @@ item's result instead.
 
 from __future__ import annotations
 
+import difflib
+import json
+from collections.abc import Iterable
+
 #: Documented process exit codes of the ``clipsieve`` command.
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -100,3 +104,12 @@ class DecodeError(ClipsieveError):
         self.message = message
         self.path = path
         super().__init__(f"{path}: {message}" if path else message)
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """Return ``'; did you mean "x"?'`` for the candidate closest to ``word``, or ``""``.
+
+    For the end of an "unknown name" message; the closest candidate is difflib's (cutoff 0.6).
+    """
+    matches = difflib.get_close_matches(word, list(candidates), n=1)
+    return f"; did you mean {json.dumps(matches[0])}?" if matches else ""

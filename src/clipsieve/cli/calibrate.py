@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import difflib
 import json
 import os
 import sys
@@ -14,7 +13,7 @@ from typing import Any
 import click
 
 from clipsieve.cli.common import Progress, make_analyzer, model_options
-from clipsieve.errors import EXIT_ITEMS_FAILED, EXIT_OK, ConfigError
+from clipsieve.errors import EXIT_ITEMS_FAILED, EXIT_OK, ConfigError, did_you_mean
 
 #: Cell values of a ``label`` column that mean "belongs to no category".
 NEGATIVE_LABELS = frozenset({"", "none", "safe"})
@@ -63,11 +62,6 @@ class LabelFile:
     errors: list[str] = field(default_factory=list)
 
 
-def _suggest(word: str, candidates: list[str]) -> str:
-    matches = difflib.get_close_matches(word.lower(), candidates, n=1, cutoff=0.6)
-    return f"; did you mean {json.dumps(matches[0])}?" if matches else ""
-
-
 def read_labels_csv(path: str, policy: Any) -> LabelFile:
     """Read a labels CSV for ``policy``.
 
@@ -97,7 +91,7 @@ def read_labels_csv(path: str, policy: Any) -> LabelFile:
     shown = ", ".join(json.dumps(h) for h in header)
     if "path" not in header:
         raise ConfigError(
-            f'{path}: no "path" column{_suggest("path", [h.lower() for h in header])}'
+            f'{path}: no "path" column{did_you_mean("path", [h.lower() for h in header])}'
             f" (columns: {shown})"
         )
     for name in set(header):
@@ -113,7 +107,8 @@ def read_labels_csv(path: str, policy: Any) -> LabelFile:
     unknown = [h for h in extra if h not in cats]
     if unknown:
         problems = "; ".join(
-            f"unknown category column {json.dumps(h)}{_suggest(h, cats)}" for h in unknown
+            f"unknown category column {json.dumps(h)}{did_you_mean(h.lower(), cats)}"
+            for h in unknown
         )
         raise ConfigError(
             f'{path}: {problems} (categories of policy "{policy.name}": {", ".join(cats)}; '
@@ -149,7 +144,7 @@ def read_labels_csv(path: str, policy: Any) -> LabelFile:
                 if v not in cats:
                     raise ConfigError(
                         f"{path}: line {line}: label {json.dumps(v)} is not a category of "
-                        f'policy "{policy.name}"{_suggest(v, cats)} '
+                        f'policy "{policy.name}"{did_you_mean(v.lower(), cats)} '
                         f"(use none, safe or an empty cell for benign items)"
                     )
             seen_labels.update(named)

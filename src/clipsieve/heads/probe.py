@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import csv
 import datetime
-import hashlib
 import io
 import json
 import os
-import zipfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +35,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from clipsieve.errors import ConfigError, HeadError
+from clipsieve.heads._files import (
+    WeightsFormat,
+    model_mismatch,
+    read_sidecar,
+    read_weights,
+    sidecar_path,
+    trained_on,
+    weights_path,
+    write_weights,
+)
+from clipsieve.heads._vectors import l2_normalize
 
 if TYPE_CHECKING:
     from clipsieve.pipeline import Analyzer
@@ -60,6 +69,18 @@ __all__ = [
 PROBE_FORMAT = "clipsieve-probe"
 #: Bump when the file layout changes; older readers refuse newer files.
 PROBE_FORMAT_VERSION = 1
+
+_PROBE_FILES = WeightsFormat(
+    name=PROBE_FORMAT,
+    version=PROBE_FORMAT_VERSION,
+    noun="probe",
+    short="probe",
+    file_noun="probe file",
+    read_noun="probe file",
+    not_weights="not a probe weights file (.npz written by clipsieve train-probe)",
+    sidecar_records="the model the probe was trained on, so the probe cannot be checked",
+    retrain="clipsieve train-probe DATA",
+)
 
 _NPZ_KEYS = ("coef", "intercept", "classes")
 
@@ -105,7 +126,7 @@ class Probe:
                 f"{self.path or 'probe'}: expects {self.dim}-dimensional embeddings of model "
                 f"'{self.model_id}', got shape {x.shape}"
             )
-        x = _l2_normalize(x)
+        x = l2_normalize(x)
         scores = x @ self.coef.astype(np.float64).T + self.intercept.astype(np.float64)
         if len(self.classes) == 2 and scores.shape[1] == 1:
             p1 = 1.0 / (1.0 + np.exp(-scores[:, 0]))
@@ -137,67 +158,23 @@ class Probe:
         Returns:
             ``(weights path, sidecar path)``.
         """
-        npz = Path(path)
-        if npz.suffix.lower() != ".npz":
-            npz = npz.with_name(npz.name + ".npz")
-        npz.parent.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        np.savez(
-            buf,
-            coef=self.coef.astype(np.float32),
-            intercept=self.intercept.astype(np.float32),
-            classes=np.array(self.classes, dtype=np.str_),
-        )
-        data = buf.getvalue()
-        npz.write_bytes(data)
-        info = dict(self.info)
-        info.update(
-            format=PROBE_FORMAT,
-            format_version=PROBE_FORMAT_VERSION,
-            model=self.model_id,
-            labels=list(self.classes),
-            weights=npz.name,
-            weights_sha256=hashlib.sha256(data).hexdigest(),
-        )
-        side = sidecar_path(npz)
-        side.write_text(json.dumps(_ordered(info), indent=2, ensure_ascii=False) + "\n",
-                        encoding="utf-8")
+        arrays = {
+            "coef": self.coef.astype(np.float32),
+            "intercept": self.intercept.astype(np.float32),
+            "classes": np.array(self.classes, dtype=np.str_),
+        }
+        fields = {"model": self.model_id, "labels": list(self.classes)}
+        npz, side, info = write_weights(path, arrays, self.info, _PROBE_FILES, fields, _ORDER)
         object.__setattr__(self, "path", str(npz))
         object.__setattr__(self, "info", info)
         return npz, side
 
 
-def sidecar_path(path: str | os.PathLike[str]) -> Path:
-    """The ``.json`` sidecar of a probe's ``.npz`` (``probe.npz`` → ``probe.json``)."""
-    return Path(path).with_suffix(".json")
-
-
-def _weights_path(path: str | os.PathLike[str]) -> Path:
-    p = Path(path)
-    return p.with_suffix(".npz") if p.suffix.lower() == ".json" else p
-
-
 def _read_npz(npz: Path) -> tuple[bytes, dict[str, np.ndarray]]:
-    src = str(npz)
-    try:
-        data = npz.read_bytes()
-    except FileNotFoundError:
-        raise HeadError(f"{src}: no such probe file") from None
-    except IsADirectoryError:
-        raise HeadError(f"{src}: is a folder, not a probe file") from None
-    except OSError as exc:
-        raise HeadError(f"{src}: cannot read probe file: {exc.strerror}") from None
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise HeadError(
-            f"{src}: not a probe weights file (.npz written by clipsieve train-probe): "
-            f"{type(exc).__name__}: {exc}"
-        ) from None
+    data, arrays = read_weights(npz, _PROBE_FILES)
     missing = [k for k in _NPZ_KEYS if k not in arrays]
     if missing:
-        raise HeadError(f"{src}: not a probe weights file: lacks {', '.join(missing)}")
+        raise HeadError(f"{npz}: not a probe weights file: lacks {', '.join(missing)}")
     return data, arrays
 
 
@@ -207,7 +184,7 @@ def read_probe_classes(path: str | os.PathLike[str]) -> tuple[str, ...]:
     Raises:
         HeadError: missing or invalid file.
     """
-    _, arrays = _read_npz(_weights_path(path))
+    _, arrays = _read_npz(weights_path(path))
     return tuple(str(c) for c in arrays["classes"].tolist())
 
 
@@ -223,38 +200,11 @@ def load_probe(path: str | os.PathLike[str], model_id: str | None = None) -> Pro
         HeadError: missing or invalid files, a sidecar that does not describe these weights, or
             a probe trained on another model (the message names both model ids).
     """
-    npz = _weights_path(path)
+    npz = weights_path(path)
     src = str(npz)
     data, arrays = _read_npz(npz)
-    side = sidecar_path(npz)
-    try:
-        info = json.loads(side.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise HeadError(
-            f"{src}: its sidecar {side} is missing; the sidecar records the model the probe was "
-            "trained on, so the probe cannot be checked (keep both files together)"
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HeadError(f"{side}: unreadable probe sidecar: {exc}") from None
-    if not isinstance(info, dict) or info.get("format") != PROBE_FORMAT:
-        raise HeadError(
-            f"{side}: not a clipsieve probe sidecar (no \"format\": \"{PROBE_FORMAT}\")"
-        )
-    version = info.get("format_version")
-    if not isinstance(version, int) or version > PROBE_FORMAT_VERSION:
-        raise HeadError(
-            f"{side}: probe format version {version!r} is newer than this clipsieve reads "
-            f"({PROBE_FORMAT_VERSION}); upgrade clipsieve"
-        )
-    digest = hashlib.sha256(data).hexdigest()
-    if info.get("weights_sha256") not in (None, digest):
-        raise HeadError(
-            f"{side}: describes other weights than {src} (SHA-256 differs); keep the .npz and "
-            "the .json written together, or retrain"
-        )
-    trained_on = info.get("model")
-    if not isinstance(trained_on, str) or not trained_on:
-        raise HeadError(f"{side}: lacks the model id the probe was trained on")
+    side, info = read_sidecar(npz, data, _PROBE_FILES)
+    trained = trained_on(info, side, _PROBE_FILES)
     classes = tuple(str(c) for c in arrays["classes"].tolist())
     coef = np.asarray(arrays["coef"], dtype=np.float32)
     intercept = np.asarray(arrays["intercept"], dtype=np.float32).reshape(-1)
@@ -264,13 +214,9 @@ def load_probe(path: str | os.PathLike[str], model_id: str | None = None) -> Pro
             f"{src}: inconsistent probe: {len(classes)} classes, coef {coef.shape}, "
             f"intercept {intercept.shape}"
         )
-    if model_id is not None and trained_on != model_id:
-        raise HeadError(
-            f"{src}: probe was trained on model '{trained_on}', refusing to use it with model "
-            f"'{model_id}' (embeddings of different models are not comparable); retrain it "
-            f"with: clipsieve train-probe DATA --model {model_id}"
-        )
-    return Probe(classes, coef, intercept, trained_on, info, src)
+    if model_id is not None and trained != model_id:
+        raise model_mismatch(src, _PROBE_FILES, trained, model_id)
+    return Probe(classes, coef, intercept, trained, info, src)
 
 
 _CACHE: dict[tuple[str, int, int, str | None], Probe] = {}
@@ -278,7 +224,7 @@ _CACHE: dict[tuple[str, int, int, str | None], Probe] = {}
 
 def load_probe_cached(path: str | os.PathLike[str], model_id: str | None = None) -> Probe:
     """:func:`load_probe`, memoised on (real path, size, mtime, model id)."""
-    npz = _weights_path(path)
+    npz = weights_path(path)
     try:
         st = npz.stat()
     except OSError:
@@ -349,7 +295,7 @@ def cross_validate_probe(
     if folds < 2:
         raise ConfigError(f"folds must be at least 2, got {folds}")
     counts = _check_examples(labels)
-    x = _l2_normalize(np.asarray(embeddings, dtype=np.float64))
+    x = l2_normalize(np.asarray(embeddings, dtype=np.float64))
     y = np.asarray(labels)
     k = min(folds, min(counts.values()))
     accs = []
@@ -405,7 +351,7 @@ def train_probe(
     if x.ndim != 2 or x.shape[0] != len(labels):
         raise ConfigError(f"{len(labels)} labels for embeddings of shape {x.shape}")
     metrics = cross_validate_probe(x, labels, folds=folds, C=C, seed=seed, max_iter=max_iter)
-    x = _l2_normalize(x)
+    x = l2_normalize(x)
     y = np.asarray(labels)
     clf = _fit(x, y, C, max_iter)
     metrics["train_accuracy"] = float((clf.predict(x) == y).mean())
@@ -600,10 +546,8 @@ class ProbeHead:
             assert self._path is not None
             self._probe = load_probe(self._path, model_id)
         elif self._probe.model_id != model_id:
-            raise HeadError(
-                f"{self._probe.path or 'probe'}: probe was trained on model "
-                f"'{self._probe.model_id}', refusing to use it with model '{model_id}'"
-            )
+            raise model_mismatch(self._probe.path or "probe", _PROBE_FILES,
+                                 self._probe.model_id, model_id, advice=False)
         return self._probe
 
     def apply(self, items: list[ItemResult], embeddings: np.ndarray, analyzer: Analyzer) -> None:
@@ -614,19 +558,6 @@ class ProbeHead:
             item.extra[self.field] = {c: float(p) for c, p in zip(probe.classes, row, strict=True)}
 
 
-def _l2_normalize(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    if np.any(norms == 0):
-        raise ValueError("cannot L2-normalise a zero vector")
-    return x / norms
-
-
 _ORDER = ("format", "format_version", "model", "preprocess_version", "labels", "n_per_class",
           "n_examples", "embedding_dim", "metrics", "params", "sklearn_version",
           "clipsieve_version", "created", "data", "skipped_files", "weights", "weights_sha256")
-
-
-def _ordered(info: dict[str, Any]) -> dict[str, Any]:
-    out = {k: info[k] for k in _ORDER if k in info}
-    out.update({k: v for k, v in info.items() if k not in out})
-    return out

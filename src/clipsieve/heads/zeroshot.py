@@ -41,7 +41,6 @@ Template sets ship in ``clipsieve/data/templates.toml`` (:func:`list_template_se
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import sys
@@ -52,7 +51,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from clipsieve.errors import ConfigError, HeadError
+from clipsieve.errors import ConfigError, HeadError, did_you_mean
+from clipsieve.heads._files import read_bytes
+from clipsieve.heads._vectors import embed_prompts, l2_normalize
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -123,7 +124,7 @@ def load_templates(name: str = DEFAULT_TEMPLATE_SET) -> tuple[str, ...]:
     sets = _template_sets()
     if name not in sets:
         raise ConfigError(
-            f"unknown template set {json.dumps(name)}{_suggest(name, sets)} "
+            f"unknown template set {json.dumps(name)}{did_you_mean(name, sets)} "
             f"(built-in sets: {', '.join(sorted(sets))})"
         )
     return check_templates(sets[name]["templates"], source=f"templates.toml: sets.{name}")
@@ -201,14 +202,7 @@ def load_labels(path: str | os.PathLike[str]) -> LabelSpec:
             names the file and the line or key.
     """
     source = os.fspath(path)
-    try:
-        raw = Path(source).read_bytes()
-    except FileNotFoundError:
-        raise HeadError(f"{source}: no such labels file") from None
-    except IsADirectoryError:
-        raise HeadError(f"{source}: is a folder, not a labels file") from None
-    except OSError as exc:
-        raise HeadError(f"{source}: cannot read labels file: {exc.strerror}") from None
+    raw = read_bytes(source, "labels file")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -262,7 +256,7 @@ def _labels_from_toml(text: str, source: str) -> LabelSpec:
     for key in data:
         if key not in ("labels", "templates"):
             raise HeadError(
-                f"{source}: {key}: unknown key{_suggest(key, ('labels', 'templates'))} "
+                f"{source}: {key}: unknown key{did_you_mean(key, ('labels', 'templates'))} "
                 "(expected: labels, templates)"
             )
     table = data.get("labels")
@@ -374,16 +368,10 @@ def build_zero_shot_classifier(
     groups = [list(p) for p in prompts.values()]
     flat = [p for group in groups for p in group]
     unique = list(dict.fromkeys(flat))
-    emb = np.asarray(encoder.embed_texts(unique), dtype=np.float64)
-    if emb.ndim != 2 or emb.shape[0] != len(unique):
-        raise ValueError(
-            f"embed_texts returned shape {emb.shape} for {len(unique)} prompts; "
-            f"expected ({len(unique)}, D)"
-        )
-    emb = _l2_normalize(emb)
+    emb = embed_prompts(encoder, unique)
     row = {p: i for i, p in enumerate(unique)}
     means = np.stack([emb[[row[p] for p in group]].mean(axis=0) for group in groups])
-    return _l2_normalize(means)
+    return l2_normalize(means)
 
 
 def zero_shot_probabilities(
@@ -406,7 +394,7 @@ def zero_shot_probabilities(
         )
     if not (np.isfinite(logit_scale) and logit_scale > 0):
         raise ValueError(f"logit_scale must be a positive number, got {logit_scale}")
-    logits = float(logit_scale) * (_l2_normalize(x) @ classifier.T)
+    logits = float(logit_scale) * (l2_normalize(x) @ classifier.T)
     logits -= logits.max(axis=1, keepdims=True)
     p = np.exp(logits)
     return p / p.sum(axis=1, keepdims=True)
@@ -458,18 +446,6 @@ class LabelsHead:
         probs = self.probabilities(embeddings, analyzer, analyzer.logit_scale)
         for item, row in zip(items, probs, strict=True):
             item.labels = {label: float(p) for label, p in zip(self.labels, row, strict=True)}
-
-
-def _l2_normalize(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    if np.any(norms == 0):
-        raise ValueError("cannot L2-normalise a zero vector")
-    return x / norms
-
-
-def _suggest(word: str, candidates: Any) -> str:
-    matches = difflib.get_close_matches(word, list(candidates), n=1)
-    return f"; did you mean {json.dumps(matches[0])}?" if matches else ""
 
 
 def _describe(value: Any) -> str:

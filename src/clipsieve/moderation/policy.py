@@ -55,7 +55,6 @@ Errors are :class:`~clipsieve.errors.PolicyError` with messages of the form
 from __future__ import annotations
 
 import datetime
-import difflib
 import hashlib
 import json
 import os
@@ -66,7 +65,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-from clipsieve.errors import HeadError, PolicyError
+from clipsieve.errors import HeadError, PolicyError, did_you_mean
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -286,13 +285,13 @@ class Policy:
             if category not in self.categories:
                 raise PolicyError(
                     f"{self.source}: categories.{category}: unknown category"
-                    f"{_suggest(category, self.categories)}"
+                    f"{did_you_mean(category, self.categories)}"
                 )
             for key, value in values.items():
                 if key not in ("review", "block"):
                     raise PolicyError(
                         f"{self.source}: categories.{category}.{key}: not a threshold"
-                        f"{_suggest(key, ('review', 'block'))}"
+                        f"{did_you_mean(key, ('review', 'block'))}"
                     )
                 data["categories"][category][key] = value
         return policy_from_dict(data, source=self.source)
@@ -389,7 +388,7 @@ def load_policy(name_or_path: str | os.PathLike[str]) -> Policy:
         shipped = list_policies()
         if text_arg not in shipped:
             raise PolicyError(
-                f"unknown policy {json.dumps(text_arg)}{_suggest(text_arg, shipped)}"
+                f"unknown policy {json.dumps(text_arg)}{did_you_mean(text_arg, shipped)}"
                 f" (shipped policies: {', '.join(shipped)}; or give a path to a .toml file)"
             )
         path, source = POLICY_DIR / f"{text_arg}.toml", f"{text_arg}.toml"
@@ -498,7 +497,7 @@ def policy_from_dict(
                 v.fail(
                     f"{path}.class",
                     f"unknown neutral class {json.dumps(neutral_class)}"
-                    f"{_suggest(neutral_class, neutral)}",
+                    f"{did_you_mean(neutral_class, neutral)}",
                 )
         else:
             if sname in categories or sname in neutral:
@@ -512,7 +511,7 @@ def policy_from_dict(
                 v.fail(
                     f"{path}.targets[{i}]",
                     f"unknown category or group {json.dumps(target)}"
-                    f"{_suggest(target, [*categories, *sorted(groups)])}",
+                    f"{did_you_mean(target, [*categories, *sorted(groups)])}",
                 )
         if ("factor" in entry) == ("delta" in entry):
             v.fail(path, "needs exactly one of factor or delta")
@@ -556,7 +555,9 @@ class _Validator:
         allowed = tuple(allowed)
         for key in table:
             if key not in allowed:
-                hint = _suggest(key, allowed) or f" (expected one of: {', '.join(sorted(allowed))})"
+                hint = did_you_mean(key, allowed) or (
+                    f" (expected one of: {', '.join(sorted(allowed))})"
+                )
                 self.fail(f"{path}.{key}" if path else key, f"unknown key{hint}")
 
     def name_rule(self, name: str, path: str) -> None:
@@ -625,7 +626,7 @@ class _Validator:
         if wanted not in classes:
             self.fail(
                 f"{path}.probe_class",
-                f"the probe has no class {json.dumps(wanted)}{_suggest(wanted, classes)} "
+                f"the probe has no class {json.dumps(wanted)}{did_you_mean(wanted, classes)} "
                 f"(classes: {', '.join(json.dumps(c) for c in classes)})",
             )
         return str(file), wanted
@@ -661,12 +662,6 @@ class _Validator:
             if not isinstance(entry, dict):
                 self.fail(f"{section}.{name}", f"must be a table, got {_describe(entry)}")
         return value
-
-
-def _suggest(word: str, candidates: Iterable[str]) -> str:
-    """Return ``'; did you mean "x"?'`` for the closest candidate, or ``""``."""
-    matches = difflib.get_close_matches(word, list(candidates), n=1)
-    return f"; did you mean {json.dumps(matches[0])}?" if matches else ""
 
 
 def _describe(value: Any) -> str:

@@ -42,6 +42,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from clipsieve.heads._vectors import embed_prompts, l2_normalize
 from clipsieve.moderation.policy import Policy
 from clipsieve.types import dataclass_dict
 
@@ -262,16 +263,10 @@ def build_class_embeddings(encoder: TextEncoder, policy: Policy) -> ClassBank:
     rows = policy.prompt_classes()
     prompts = [prompt for _, _, class_prompts in rows for prompt in class_prompts]
     owner = np.repeat(np.arange(len(rows)), [len(class_prompts) for _, _, class_prompts in rows])
-    emb = np.asarray(encoder.embed_texts(prompts), dtype=np.float64)
-    if emb.ndim != 2 or emb.shape[0] != len(prompts):
-        raise ValueError(
-            f"embed_texts returned shape {emb.shape} for {len(prompts)} prompts; "
-            f"expected ({len(prompts)}, D)"
-        )
-    emb = _l2_normalize(emb)
+    emb = embed_prompts(encoder, prompts)
     sums = np.zeros((len(rows), emb.shape[1]))
     np.add.at(sums, owner, emb)
-    classes = _l2_normalize(sums / np.bincount(owner)[:, None])
+    classes = l2_normalize(sums / np.bincount(owner)[:, None])
     return ClassBank(
         model_id=encoder.model_id,
         policy_name=policy.name,
@@ -371,7 +366,7 @@ def clip_score(image_emb: np.ndarray, text_emb: np.ndarray) -> float | np.ndarra
             f"clip_score needs two (D,) or (N, D) arrays of one shape, got "
             f"{image.shape} and {text.shape}"
         )
-    cos = np.sum(_l2_normalize(image) * _l2_normalize(text), axis=-1)
+    cos = np.sum(l2_normalize(image) * l2_normalize(text), axis=-1)
     score = 100.0 * np.maximum(cos, 0.0)
     return float(score) if image.ndim == 1 else score
 
@@ -398,7 +393,7 @@ def _moderate(
         raise ValueError(f"expected embeddings of shape (N, {bank.dim}), got {x.shape}")
     if not (math.isfinite(logit_scale) and logit_scale > 0):
         raise ValueError(f"logit_scale must be a positive number, got {logit_scale}")
-    x = _l2_normalize(x)
+    x = l2_normalize(x)
     cos = x @ bank.embeddings.astype(np.float64).T
     prompt_cos = x @ bank.prompt_embeddings.astype(np.float64).T
 
@@ -555,13 +550,6 @@ def _decide(score: float, review: float, block: float) -> str:
 def _softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return shifted / shifted.sum(axis=-1, keepdims=True)
-
-
-def _l2_normalize(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    if np.any(norms == 0):
-        raise ValueError("cannot L2-normalise a zero vector")
-    return x / norms
 
 
 def _cache_key(model_id: str, name: str, version: str, prompt_hash: str) -> str:

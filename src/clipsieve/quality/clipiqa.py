@@ -23,7 +23,6 @@ row by row, so an image's scores do not depend on the other images of its batch.
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import sys
@@ -32,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from clipsieve.errors import ConfigError
+from clipsieve.errors import ConfigError, did_you_mean
 from clipsieve.quality.technical import QUALITY_CONFIG_PATH
 
 if sys.version_info >= (3, 11):
@@ -102,7 +101,7 @@ def weights_table(table: Any, where: str, names: Iterable[str] | None = None) ->
     out: dict[str, float] = {}
     for key, value in table.items():
         if allowed is not None and key not in allowed:
-            raise ConfigError(f"{_SRC}: {where}.{key}: unknown name{_did_you_mean(key, allowed)}")
+            raise ConfigError(f"{_SRC}: {where}.{key}: unknown name{did_you_mean(key, allowed)}")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
             math.isfinite(value) and value >= 0
         ):
@@ -150,11 +149,6 @@ def list_pairs() -> list[str]:
     return list(_PAIRS)
 
 
-def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    matches = difflib.get_close_matches(word, list(candidates), n=1)
-    return f"; did you mean {json.dumps(matches[0])}?" if matches else ""
-
-
 def format_prompts(
     prompts: PromptSpec | Sequence[PromptSpec] | Mapping[str, tuple[str, str]] = ("quality",),
 ) -> tuple[list[str], list[str]]:
@@ -192,7 +186,7 @@ def format_prompts(
         if name is None and isinstance(p, str):
             if p not in _PAIRS:
                 raise ConfigError(
-                    f"unknown CLIP-IQA pair {json.dumps(p)}{_did_you_mean(p, _PAIRS)} "
+                    f"unknown CLIP-IQA pair {json.dumps(p)}{did_you_mean(p, _PAIRS)} "
                     f"(built-in: {', '.join(_PAIRS)}; or give a (positive, negative) tuple)"
                 )
             names.append(p)

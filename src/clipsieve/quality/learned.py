@@ -33,7 +33,6 @@ import csv
 import datetime
 import hashlib
 import io
-import json
 import math
 import os
 import warnings
@@ -45,6 +44,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from clipsieve.errors import ConfigError, HeadError
+from clipsieve.heads._files import (
+    WeightsFormat,
+    model_mismatch,
+    read_sidecar,
+    read_weights,
+    trained_on,
+    weights_path,
+    write_weights,
+)
 from clipsieve.quality.technical import COMPONENTS, TECHNICAL_VERSION, technical_scores
 
 if TYPE_CHECKING:
@@ -87,6 +95,18 @@ MLP_MAX_ITER = 300
 #: Fewest usable ratings to train on.
 MIN_RATINGS = 5
 
+_HEAD_FILES = WeightsFormat(
+    name=QUALITY_HEAD_FORMAT,
+    version=QUALITY_HEAD_FORMAT_VERSION,
+    noun="quality head",
+    short="head",
+    file_noun="quality head file",
+    read_noun="quality head",
+    not_weights=("not a quality head (.npz written by clipsieve train-quality, or a LAION "
+                 "aesthetic .pth)"),
+    sidecar_records="the model the head was trained on and its rating scale",
+    retrain="clipsieve train-quality RATINGS.csv",
+)
 _LAION_LAYERS = (0, 2, 4, 6, 7)
 _ROW_BLOCK = 32
 
@@ -184,12 +204,8 @@ class LearnedHead:
             HeadError: naming both model ids.
         """
         if self.model_id is not None and self.model_id != model_id:
-            raise HeadError(
-                f"{self.path or 'quality head'}: quality head was trained on model "
-                f"'{self.model_id}', refusing to use it with model '{model_id}' (embeddings of "
-                f"different models are not comparable); retrain it with: clipsieve "
-                f"train-quality RATINGS.csv --model {model_id}"
-            )
+            raise model_mismatch(self.path or "quality head", _HEAD_FILES, self.model_id,
+                                 model_id)
 
     def _check_dim(self, dim: int, model_id: str | None) -> None:
         if dim == self.embedding_dim:
@@ -258,28 +274,10 @@ class LearnedHead:
         """
         if self.kind == "laion":
             raise HeadError("a LAION aesthetic head is read from its .pth file, not saved")
-        npz = Path(path)
-        if npz.suffix.lower() != ".npz":
-            npz = npz.with_name(npz.name + ".npz")
-        npz.parent.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        np.savez(buf, **{k: np.asarray(v, dtype=np.float64) for k, v in self.arrays.items()})
-        data = buf.getvalue()
-        npz.write_bytes(data)
-        info = dict(self.info)
-        info.update(
-            format=QUALITY_HEAD_FORMAT,
-            format_version=QUALITY_HEAD_FORMAT_VERSION,
-            kind=self.kind,
-            model=self.model_id,
-            weights=npz.name,
-            weights_sha256=hashlib.sha256(data).hexdigest(),
-        )
+        arrays = {k: np.asarray(v, dtype=np.float64) for k, v in self.arrays.items()}
+        fields = {"kind": self.kind, "model": self.model_id}
         lead = ("format", "format_version", "kind", "model", "preprocess_version")
-        ordered = {k: info[k] for k in lead if k in info}
-        ordered.update((k, v) for k, v in info.items() if k not in ordered)
-        side = npz.with_suffix(".json")
-        side.write_text(json.dumps(ordered, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        npz, side, ordered = write_weights(path, arrays, self.info, _HEAD_FILES, fields, lead)
         self.path = str(npz)
         self.info = ordered
         return npz, side
@@ -305,59 +303,17 @@ def load_quality_head(path: str | os.PathLike[str], model_id: str | None = None)
     p = Path(path)
     if p.suffix.lower() in (".pth", ".pt", ".ckpt", ".bin"):
         return load_laion_aesthetic(p)
-    npz = p.with_suffix(".npz") if p.suffix.lower() == ".json" else p
+    npz = weights_path(p)
     src = str(npz)
-    try:
-        data = npz.read_bytes()
-    except FileNotFoundError:
-        raise HeadError(f"{src}: no such quality head file") from None
-    except IsADirectoryError:
-        raise HeadError(f"{src}: is a folder, not a quality head file") from None
-    except OSError as exc:
-        raise HeadError(f"{src}: cannot read quality head: {exc.strerror}") from None
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            arrays = {k: np.asarray(z[k], dtype=np.float64) for k in z.files}
-    except Exception as exc:
-        raise HeadError(
-            f"{src}: not a quality head (.npz written by clipsieve train-quality, or a LAION "
-            f"aesthetic .pth): {type(exc).__name__}: {exc}"
-        ) from None
-    side = npz.with_suffix(".json")
-    try:
-        info = json.loads(side.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise HeadError(
-            f"{src}: its sidecar {side} is missing; the sidecar records the model the head was "
-            "trained on and its rating scale (keep both files together)"
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HeadError(f"{side}: unreadable quality head sidecar: {exc}") from None
-    if not isinstance(info, dict) or info.get("format") != QUALITY_HEAD_FORMAT:
-        raise HeadError(
-            f"{side}: not a clipsieve quality head sidecar (no \"format\": "
-            f"\"{QUALITY_HEAD_FORMAT}\")"
-        )
-    version = info.get("format_version")
-    if not isinstance(version, int) or version > QUALITY_HEAD_FORMAT_VERSION:
-        raise HeadError(
-            f"{side}: quality head format version {version!r} is newer than this clipsieve "
-            f"reads ({QUALITY_HEAD_FORMAT_VERSION}); upgrade clipsieve"
-        )
-    if info.get("weights_sha256") not in (None, hashlib.sha256(data).hexdigest()):
-        raise HeadError(
-            f"{side}: describes other weights than {src} (SHA-256 differs); keep the .npz and "
-            "the .json written together, or retrain"
-        )
+    data, arrays = read_weights(npz, _HEAD_FILES, np.float64)
+    side, info = read_sidecar(npz, data, _HEAD_FILES)
     kind = info.get("kind")
     if kind not in _NPZ_KEYS:
         raise HeadError(f"{side}: unknown head kind {kind!r} (expected ridge or mlp)")
     missing = [k for k in _NPZ_KEYS[kind] if k not in arrays]
     if missing:
         raise HeadError(f"{src}: not a {kind} quality head: lacks {', '.join(missing)}")
-    trained_on = info.get("model")
-    if not isinstance(trained_on, str) or not trained_on:
-        raise HeadError(f"{side}: lacks the model id the head was trained on")
+    trained = trained_on(info, side, _HEAD_FILES)
     dim = info.get("embedding_dim")
     width = int(dim) + len(TECHNICAL_FEATURES) if isinstance(dim, int) else -1
     if arrays["mean"].shape != (width,) or arrays["scale"].shape != (width,):
@@ -379,7 +335,7 @@ def load_quality_head(path: str | os.PathLike[str], model_id: str | None = None)
             f"{TECHNICAL_VERSION!r}; predictions may drift a little (retrain to refresh)",
             stacklevel=2,
         )
-    head = LearnedHead(kind, arrays, trained_on, info, src)
+    head = LearnedHead(kind, arrays, trained, info, src)
     if model_id is not None:
         head.check_model(model_id)
     return head
