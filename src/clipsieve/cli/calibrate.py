@@ -281,7 +281,7 @@ def calibrate(labels_csv: str, policy: str, target_precision: float | None,
     from rich.table import Table
     from rich.text import Text
 
-    from clipsieve.cli.moderate import make_console
+    from clipsieve.cli.common import make_console
 
     con = make_console(sys.stdout)
     target_name = "precision" if target_precision is not None else "recall"

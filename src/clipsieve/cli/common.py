@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,25 @@ from clipsieve.errors import (
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+def store_option(*, show_envvar: bool = True) -> Callable[[F], F]:
+    """The ``--store`` option (``store_path``; CLIPSIEVE_STORE)."""
+    return click.option("--store", "store_path", envvar="CLIPSIEVE_STORE",
+                        show_envvar=show_envvar, type=click.Path(dir_okay=False),
+                        help="SQLite store file [default: user cache dir/clipsieve/store.sqlite].")
+
+
+def open_existing_store(path: str | None) -> Any:
+    """The store at ``path`` (default: the user store); an error if it does not exist."""
+    from clipsieve.errors import StoreError
+    from clipsieve.store import Store
+
+    p = str(path) if path else str(settings.default_store_path())
+    if p != ":memory:" and not os.path.exists(p):
+        raise StoreError(f"no store at {p} (pass --store or set CLIPSIEVE_STORE)")
+    return Store(p)
 
 
 def model_options(f: F) -> F:
@@ -34,9 +54,7 @@ def model_options(f: F) -> F:
                      show_default=True,
                      type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
                      help="auto = float16 on CUDA, bfloat16 on CPUs with native bf16, else float32."),
-        click.option("--store", "store_path", envvar="CLIPSIEVE_STORE",
-                     type=click.Path(dir_okay=False),
-                     help="SQLite store file [default: user cache dir/clipsieve/store.sqlite]."),
+        store_option(show_envvar=False),
         click.option("--no-store", is_flag=True,
                      help="Keep nothing: no store read or written."),
         click.option("--batch-size", default=settings.DEFAULT_BATCH_SIZE, show_default=True,
@@ -51,8 +69,11 @@ def model_options(f: F) -> F:
     return f
 
 
-def make_analyzer(kw: dict[str, Any]) -> Any:
-    """Build an Analyzer from the options of :func:`model_options` (popped from ``kw``)."""
+def make_analyzer(kw: dict[str, Any], **options: Any) -> Any:
+    """Build an Analyzer from the options of :func:`model_options` (popped from ``kw``).
+
+    ``options`` are more Analyzer arguments (e.g. ``pixel_features=False``).
+    """
     from clipsieve.media.decode import DecodeLimits
     from clipsieve.pipeline import Analyzer
 
@@ -66,7 +87,53 @@ def make_analyzer(kw: dict[str, Any]) -> Any:
         batch_size=kw.pop("batch_size"),
         workers=kw.pop("workers"),
         limits=DecodeLimits(max_pixels=kw.pop("max_pixels")),
+        **options,
     )
+
+
+def train_with_progress(
+    kw: dict[str, Any],
+    quiet: bool,
+    count: Callable[[], int],
+    train: Callable[[Any, Callable[[Any], None]], tuple[T, list[Any]]],
+) -> tuple[T, list[Any], Progress]:
+    """Run a training command's embedding and fitting, with an "embed" progress bar.
+
+    Args:
+        kw: the options of :func:`model_options` (the Analyzer is built from them).
+        quiet: no progress bar.
+        count: reads the training data and returns how many images it lists (called before
+            the model loads, so bad data fails fast).
+        train: ``train(analyzer, on_item)`` returns the trained object and the items that
+            could not be read.
+
+    Returns:
+        The trained object, the unreadable items (listed on stderr) and the progress counter.
+    """
+    analyzer = make_analyzer(kw)
+    try:
+        n = count()  # fail fast on bad data, before loading anything
+        progress = Progress(n, "embed", enabled=None if not quiet else False)
+        try:
+            result, failed = train(analyzer, progress.advance)
+        finally:
+            progress.close()
+    finally:
+        analyzer.close()
+    if failed:
+        click.echo(f"skipped {len(failed)} file(s) that could not be read:", err=True)
+        for item in failed:
+            click.echo(f"  {item.path}: {item.error.code}: {item.error.message}", err=True)
+    return result, failed, progress
+
+
+def make_console(fh: IO[str]) -> Any:
+    """A Rich console writing to ``fh``: colours on a terminal, plain 120-column text elsewhere."""
+    from rich.console import Console
+
+    tty = fh.isatty()
+    width = None if tty or "COLUMNS" in os.environ else 120
+    return Console(file=fh, width=width, highlight=False, soft_wrap=False)
 
 
 @contextlib.contextmanager

@@ -18,20 +18,7 @@ def _analyzer(kw: dict[str, Any]) -> Any:
     try:
         import clipsieve.quality.technical  # noqa: F401
     except ImportError:
-        from clipsieve.media.decode import DecodeLimits
-        from clipsieve.pipeline import Analyzer
-
-        store: Any = False if kw.pop("no_store") else kw.pop("store_path", None)
-        return Analyzer(
-            model=kw.pop("model"),
-            device=kw.pop("device"),
-            precision=kw.pop("precision"),
-            store=store,
-            batch_size=kw.pop("batch_size"),
-            workers=kw.pop("workers"),
-            limits=DecodeLimits(max_pixels=kw.pop("max_pixels")),
-            pixel_features=False,
-        )
+        return make_analyzer(kw, pixel_features=False)
     return make_analyzer(kw)
 
 

@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import IO, Any
 
 import click
 
-from clipsieve.cli.common import Progress, make_analyzer, model_options, open_output, write_jsonl
+from clipsieve.cli.common import (
+    Progress,
+    make_analyzer,
+    make_console,
+    model_options,
+    open_output,
+    write_jsonl,
+)
 
 #: Colour of each decision in the table (terminals only).
 DECISION_STYLE = {"allow": "green", "review": "yellow", "block": "bold red", "error": "magenta"}
-
-
-def make_console(fh: IO[str]) -> Any:
-    """A Rich console writing to ``fh``: colours on a terminal, plain 120-column text elsewhere."""
-    from rich.console import Console
-
-    tty = fh.isatty()
-    width = None if tty or "COLUMNS" in os.environ else 120
-    return Console(file=fh, width=width, highlight=False, soft_wrap=False)
 
 
 def top_categories(categories: dict[str, float], n: int = 3) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from clipsieve.cli.common import Progress, make_analyzer, model_options
+from clipsieve.cli.common import model_options, train_with_progress
 
 
 @click.command("train-probe")
@@ -39,22 +39,12 @@ def train_probe(data: str, out: str, folds: int, c: float, quiet: bool, **kw: An
     """
     from clipsieve.heads.probe import read_dataset, train_probe_from_data
 
-    analyzer = make_analyzer(kw)
-    try:
-        n = len(read_dataset(data))  # fail fast on bad data, before loading anything
-        progress = Progress(n, "embed", enabled=None if not quiet else False)
-        try:
-            probe, failed = train_probe_from_data(
-                analyzer, data, C=c, folds=folds, on_item=progress.advance
-            )
-        finally:
-            progress.close()
-    finally:
-        analyzer.close()
-    if failed:
-        click.echo(f"skipped {len(failed)} file(s) that could not be read:", err=True)
-        for item in failed:
-            click.echo(f"  {item.path}: {item.error.code}: {item.error.message}", err=True)
+    probe, failed, progress = train_with_progress(
+        kw, quiet, lambda: len(read_dataset(data)),
+        lambda analyzer, on_item: train_probe_from_data(
+            analyzer, data, C=c, folds=folds, on_item=on_item
+        ),
+    )
     info = probe.info
     m = info["metrics"]
     counts = ", ".join(f"{label} ({k})" for label, k in info["n_per_class"].items())

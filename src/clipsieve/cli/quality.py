@@ -8,7 +8,14 @@ from typing import Any
 
 import click
 
-from clipsieve.cli.common import Progress, make_analyzer, model_options, open_output, write_jsonl
+from clipsieve.cli.common import (
+    Progress,
+    make_analyzer,
+    model_options,
+    open_output,
+    train_with_progress,
+    write_jsonl,
+)
 
 #: Components shown in the table (besides score, technical and aesthetic).
 _TABLE_COMPONENTS = (("sharpness", "sharp"), ("noise", "noise"), ("exposure", "exposure"),
@@ -145,22 +152,12 @@ def train_quality(ratings: str, out: str, kind: str, folds: int, quiet: bool,
     """
     from clipsieve.quality.learned import read_ratings, train_quality_head_from_csv
 
-    analyzer = make_analyzer(kw)
-    try:
-        n = len(read_ratings(ratings))  # fail fast on a bad CSV, before loading anything
-        progress = Progress(n, "embed", enabled=None if not quiet else False)
-        try:
-            head, failed = train_quality_head_from_csv(
-                analyzer, ratings, kind=kind, folds=folds, on_item=progress.advance
-            )
-        finally:
-            progress.close()
-    finally:
-        analyzer.close()
-    if failed:
-        click.echo(f"skipped {len(failed)} file(s) that could not be read:", err=True)
-        for item in failed:
-            click.echo(f"  {item.path}: {item.error.code}: {item.error.message}", err=True)
+    head, failed, progress = train_with_progress(
+        kw, quiet, lambda: len(read_ratings(ratings)),
+        lambda analyzer, on_item: train_quality_head_from_csv(
+            analyzer, ratings, kind=kind, folds=folds, on_item=on_item
+        ),
+    )
     info = head.info
     m = info["metrics"]
     sc = info["scale"]

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from clipsieve.cli.undo import open_existing_store
+from clipsieve.cli.common import open_existing_store, store_option
 
 
 def _store_options(f: Any) -> Any:
@@ -19,15 +19,7 @@ def _store_options(f: Any) -> Any:
         show_envvar=True,
         help="Only results of this model (id or local folder) [default: all].",
     )(f)
-    f = click.option(
-        "--store",
-        "store_path",
-        envvar="CLIPSIEVE_STORE",
-        show_envvar=True,
-        type=click.Path(dir_okay=False),
-        help="SQLite store file [default: user cache dir/clipsieve/store.sqlite].",
-    )(f)
-    return f
+    return store_option()(f)
 
 
 def _under(path: str, prefixes: list[str]) -> bool:

@@ -2,38 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-from typing import Any
 
 import click
 
-from clipsieve import settings
-
-
-def open_existing_store(path: str | None) -> Any:
-    """The store at ``path`` (default: the user store); an error if it does not exist."""
-    from clipsieve.errors import StoreError
-    from clipsieve.store import Store
-
-    p = str(path) if path else str(settings.default_store_path())
-    if p != ":memory:" and not os.path.exists(p):
-        raise StoreError(f"no store at {p} (pass --store or set CLIPSIEVE_STORE)")
-    return Store(p)
+from clipsieve.cli.common import open_existing_store, store_option
 
 
 @click.command()
 @click.argument("run_id", required=False)
 @click.option("--list", "list_runs", is_flag=True, help="List recent runs instead.")
-@click.option(
-    "--store",
-    "store_path",
-    envvar="CLIPSIEVE_STORE",
-    show_envvar=True,
-    type=click.Path(dir_okay=False),
-    help="SQLite store file [default: user cache dir/clipsieve/store.sqlite].",
-)
+@store_option()
 def undo(run_id: str | None, list_runs: bool, store_path: str | None) -> None:
     """Reverse a filter run: move its files back, or delete the copies or links it made.
 
