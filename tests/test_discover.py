@@ -14,7 +14,7 @@ def test_recursive_sorted_and_filtered(tmp_path: Path) -> None:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"x")
     got = [os.path.relpath(p, tmp_path) for p in iter_files([tmp_path])]
-    assert got == ["a.PNG", "b.jpg", "a_dir/x.gif", "sub/z.webp", "sub/deeper/c.jpeg"]
+    assert got == ["a.PNG", "a_dir/x.gif", "b.jpg", "sub/deeper/c.jpeg", "sub/z.webp"]
     flat = [os.path.relpath(p, tmp_path) for p in iter_files([tmp_path], recursive=False)]
     assert flat == ["a.PNG", "b.jpg"]
 

@@ -22,6 +22,9 @@ def iter_files(
 ) -> Iterator[str]:
     """Yield the files named by ``paths``, walking folders in sorted order.
 
+    Within a folder, files and sub-folders are taken in name order together, so the files
+    come out sorted by their full paths (``a/x.jpg`` before ``b.jpg``).
+
     A path that names a file is yielded as given, whatever its extension (so that a wrongly
     named file becomes a per-item error rather than silently vanishing). A missing path is
     yielded too, and fails later with ``io_error``. Inside folders only files whose
@@ -62,16 +65,13 @@ def _walk(
             entries = sorted(it, key=lambda e: e.name)
     except OSError:
         return
-    subdirs = []
-    for entry in entries:
+    for entry in entries:  # files and folders interleaved: the order of the full paths
         try:
             is_dir = entry.is_dir(follow_symlinks=True)
         except OSError:
             continue
         if is_dir:
-            subdirs.append(entry.path)
+            if recursive:
+                yield from _walk(entry.path, extensions, recursive, seen_dirs)
         elif os.path.splitext(entry.name)[1].lower() in extensions:
             yield entry.path
-    if recursive:
-        for sub in subdirs:
-            yield from _walk(sub, extensions, recursive, seen_dirs)
