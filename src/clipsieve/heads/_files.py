@@ -8,18 +8,19 @@ its error messages use, so that every kind reads and writes the pair with the sa
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from clipsieve.errors import HeadError
+from clipsieve.errors import ConfigError, HeadError
 
 
 @dataclass(frozen=True)
@@ -195,3 +196,27 @@ def write_weights(
     side = sidecar_path(npz)
     side.write_text(json.dumps(ordered, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return npz, side, ordered
+
+
+def csv_pairs(src: str, columns: str) -> Iterator[tuple[int, str, str]]:
+    """``(line number, first cell, second cell)`` of each row of a two-column training CSV.
+
+    The file is UTF-8 (a BOM is skipped); blank rows are skipped and cells stripped.
+
+    Args:
+        src: the CSV file.
+        columns: the expected columns, for messages (``"path,label"``).
+
+    Raises:
+        ConfigError: an unreadable file, or a row of another width (naming ``file:line``).
+    """
+    try:
+        text = Path(src).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{src}: cannot read as a UTF-8 CSV file: {exc}") from None
+    for lineno, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) != 2:
+            raise ConfigError(f"{src}:{lineno}: expected 2 columns ({columns}), got {len(row)}")
+        yield lineno, row[0].strip(), row[1].strip()

@@ -21,9 +21,7 @@ CSV file's folder).
 
 from __future__ import annotations
 
-import csv
 import datetime
-import io
 import json
 import os
 from collections import Counter
@@ -37,6 +35,7 @@ import numpy as np
 from clipsieve.errors import ConfigError, HeadError
 from clipsieve.heads._files import (
     WeightsFormat,
+    csv_pairs,
     model_mismatch,
     read_sidecar,
     read_weights,
@@ -417,20 +416,9 @@ def read_dataset(data: str | os.PathLike[str]) -> list[tuple[str, str]]:
         return rows
     if not os.path.exists(src):
         raise ConfigError(f"{src}: no such folder or CSV file")
-    try:
-        text = Path(src).read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{src}: cannot read as a UTF-8 CSV file: {exc}") from None
     base = Path(src).resolve().parent
     out: dict[str, tuple[str, str, int]] = {}
-    for lineno, row in enumerate(csv.reader(io.StringIO(text)), start=1):
-        if not row or all(not c.strip() for c in row):
-            continue
-        if len(row) != 2:
-            raise ConfigError(
-                f"{src}:{lineno}: expected 2 columns (path,label), got {len(row)}"
-            )
-        path, label = row[0].strip(), row[1].strip()
+    for lineno, path, label in csv_pairs(src, "path,label"):
         if lineno == 1 and (path.lower(), label.lower()) == ("path", "label"):
             continue
         if not path or not label:

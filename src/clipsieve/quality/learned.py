@@ -29,7 +29,6 @@ giving roughly 1–10. Its input dimension must equal the model's embedding dime
 
 from __future__ import annotations
 
-import csv
 import datetime
 import hashlib
 import io
@@ -46,6 +45,7 @@ import numpy as np
 from clipsieve.errors import ConfigError, HeadError
 from clipsieve.heads._files import (
     WeightsFormat,
+    csv_pairs,
     model_mismatch,
     read_sidecar,
     read_weights,
@@ -420,18 +420,9 @@ def read_ratings(ratings: str | os.PathLike[str]) -> list[tuple[str, float]]:
     src = os.fspath(ratings)
     if not os.path.isfile(src):
         raise ConfigError(f"{src}: no such ratings CSV file")
-    try:
-        text = Path(src).read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{src}: cannot read as a UTF-8 CSV file: {exc}") from None
     base = Path(src).resolve().parent
     out: dict[str, tuple[str, float, int]] = {}
-    for lineno, row in enumerate(csv.reader(io.StringIO(text)), start=1):
-        if not row or all(not c.strip() for c in row):
-            continue
-        if len(row) != 2:
-            raise ConfigError(f"{src}:{lineno}: expected 2 columns (path,score), got {len(row)}")
-        path, raw = row[0].strip(), row[1].strip()
+    for lineno, path, raw in csv_pairs(src, "path,score"):
         try:
             score = float(raw)
         except ValueError:
