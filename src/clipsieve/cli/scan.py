@@ -107,7 +107,8 @@ def _print_table(fh: Any, rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from clipsieve.cli.moderate import DECISION_STYLE, make_console
+    from clipsieve.cli.common import make_console
+    from clipsieve.cli.moderate import DECISION_STYLE
 
     table = Table(header_style="bold")
     for name in ("path", "decision", "quality", "tech", "aesth", "top label", "note"):
