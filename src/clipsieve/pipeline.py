@@ -101,16 +101,18 @@ class Analyzer:
             self.store: Store | None = None
         elif isinstance(store, Store):
             self.store = store
+        elif store is None or store is True:
+            self.store = Store(settings.default_store_path())
         else:
-            self.store = Store(store if store not in (None, True) else settings.default_store_path())
+            self.store = Store(store)
         self._preprocess: Preprocess | None = None
         self._backend: Any = None
         self._text_cache: dict[str, np.ndarray] = {}
         self._logit_scale: float | None = None
+        self._pixel_features: PixelFeatures | None = None
+        self.features_version: str | None = None
         if pixel_features:
             self._pixel_features, self.features_version = _default_pixel_features()
-        else:
-            self._pixel_features, self.features_version = None, None
 
     # -- lazily loaded parts ----------------------------------------------------------------
     @property
@@ -318,7 +320,7 @@ class Analyzer:
         if need:
             backend = self.backend  # load outside the timed region
             t0 = time.perf_counter()
-            embs = backend.encode_pixels(np.stack([p.pixels for p in need]))
+            embs = backend.encode_pixels(np.stack([p.pixels for p in need if p.pixels is not None]))
             per_item = (time.perf_counter() - t0) * 1000 / len(need)
             for p, e in zip(need, embs):
                 p.item.embedding = e

@@ -105,7 +105,7 @@ def build_random_clip(folder: str | Path, arch: str = "tiny", seed: int = 0) -> 
     try:
         from transformers import CLIPImageProcessorPil as ImageProcessor  # transformers 5
     except ImportError:  # pragma: no cover - transformers 4
-        from transformers import CLIPImageProcessor as ImageProcessor
+        from transformers import CLIPImageProcessor as ImageProcessor  # type: ignore[assignment]
 
     spec = ARCHS[arch]
     folder = Path(folder)
@@ -143,7 +143,7 @@ def build_random_siglip(folder: str | Path, seed: int = 0) -> Path:
     try:
         from transformers import SiglipImageProcessorPil as ImageProcessor  # transformers 5
     except ImportError:  # pragma: no cover - transformers 4
-        from transformers import SiglipImageProcessor as ImageProcessor
+        from transformers import SiglipImageProcessor as ImageProcessor  # type: ignore[assignment]
 
     folder = Path(folder)
     vocab_size = write_byte_bpe_tokenizer(folder)

@@ -185,7 +185,7 @@ def write_weights(
         npz = npz.with_name(npz.name + ".npz")
     npz.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]
     data = buf.getvalue()
     npz.write_bytes(data)
     full = dict(info)

@@ -23,11 +23,11 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from clipsieve.errors import DecodeError
 
 try:  # HEIC/HEIF (and AVIF on older Pillow) through pillow-heif
-    import pillow_heif
+    from pillow_heif import register_heif_opener
 
-    pillow_heif.register_heif_opener()
-except ImportError:  # pragma: no cover - optional at runtime
-    pillow_heif = None
+    register_heif_opener()
+except ImportError:  # pragma: no cover - a dependency, but decoding works without it
+    pass
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 # clipsieve applies its own (configurable) pixel limit before decoding; Pillow's global guard
@@ -158,12 +158,13 @@ def decode_image(
     except MemoryError:
         raise DecodeError("too_large", "out of memory while decoding", path) from None
 
+    oriented: Image.Image = im
     if orientation not in (None, 1):
-        im = ImageOps.exif_transpose(im)
+        oriented = ImageOps.exif_transpose(im)
     try:
-        rgb = to_rgb(im)
+        rgb = to_rgb(oriented)
     except (ValueError, OSError) as exc:
-        raise DecodeError("unsupported", f"cannot convert mode {im.mode}: {exc}", path) from None
+        raise DecodeError("unsupported", f"cannot convert mode {oriented.mode}: {exc}", path) from None
     if min_side and fmt != "JPEG":
         rgb = _reduce_like_draft(rgb, min_side)
     return Decoded(image=rgb, width=width, height=height, format=fmt, jpeg_quant=jpeg_quant)
