@@ -8,6 +8,7 @@ processor (cosine ≥ 0.99 between embeddings on real photos).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -17,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 #: Bump when the preprocessing code changes in a way that changes pixels.
-PREPROCESS_CODE_VERSION = 1
+PREPROCESS_CODE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,12 @@ class Preprocess:
         return "p" + hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def resize(self, img: Image.Image) -> Image.Image:
-        """Resize (and centre-crop) an RGB image; returns an RGB image of :attr:`output_hw`."""
+        """Resize (and centre-crop) an RGB image; returns an RGB image of :attr:`output_hw`.
+
+        With a centre crop, only the region that survives the crop is resampled (Pillow's
+        ``box``): the same filter, scale and pixel centres as resizing the whole image and
+        cropping afterwards, for a fraction of the work.
+        """
         w, h = img.size
         if self.shortest_edge:
             s = self.shortest_edge
@@ -113,23 +119,43 @@ class Preprocess:
             new_h, new_w = self.resize_hw
         else:
             new_w, new_h = w, h
-        if (new_w, new_h) != (w, h):
-            img = img.resize((new_w, new_h), resample=Image.Resampling(self.resample))
-        if self.crop_hw:
-            ch, cw = self.crop_hw
-            if new_h < ch or new_w < cw:  # pad like transformers' center_crop does
-                canvas = Image.new("RGB", (max(cw, new_w), max(ch, new_h)))
-                canvas.paste(img, ((canvas.width - new_w) // 2, (canvas.height - new_h) // 2))
-                img, new_w, new_h = canvas, canvas.width, canvas.height
-            top, left = (new_h - ch) // 2, (new_w - cw) // 2
-            img = img.crop((left, top, left + cw, top + ch))
-        return img
+        resample = Image.Resampling(self.resample)
+        if not self.crop_hw:
+            return img if (new_w, new_h) == (w, h) else img.resize((new_w, new_h), resample)
+        ch, cw = self.crop_hw
+        if new_h < ch or new_w < cw:  # pad like transformers' center_crop does
+            if (new_w, new_h) != (w, h):
+                img = img.resize((new_w, new_h), resample=resample)
+            canvas = Image.new("RGB", (max(cw, new_w), max(ch, new_h)))
+            canvas.paste(img, ((canvas.width - new_w) // 2, (canvas.height - new_h) // 2))
+            img, new_w, new_h, w, h = canvas, canvas.width, canvas.height, canvas.width, canvas.height
+        top, left = (new_h - ch) // 2, (new_w - cw) // 2
+        if (new_w, new_h) == (w, h):
+            return img.crop((left, top, left + cw, top + ch))
+        sx, sy = w / new_w, h / new_h
+        box = (left * sx, top * sy, (left + cw) * sx, (top + ch) * sy)
+        return img.resize((cw, ch), resample=resample, box=box)
 
     def __call__(self, img: Image.Image) -> np.ndarray:
-        """RGB image → normalised float32 array of shape (3, H, W)."""
-        arr = np.asarray(self.resize(img), dtype=np.float32)
-        scale = np.float32(self.rescale)
-        mean = np.asarray(self.mean, dtype=np.float32) / scale
-        inv = scale / np.asarray(self.std, dtype=np.float32)
-        out = (arr - mean) * inv
-        return np.ascontiguousarray(out.transpose(2, 0, 1))
+        """RGB image → normalised float32 array of shape (3, H, W).
+
+        Rescale and normalise go through a 256-entry table per channel, computed as
+        ``(v * rescale - mean) / std`` like the transformers processor, and written straight
+        into channel-first order: one pass instead of three over the pixels.
+        """
+        arr = np.asarray(self.resize(img))
+        lut = _lookup_table(self.rescale, self.mean, self.std)
+        out = np.empty((3, arr.shape[0], arr.shape[1]), dtype=np.float32)
+        for c in range(3):
+            np.take(lut[c], arr[:, :, c], out=out[c])
+        return out
+
+
+@functools.lru_cache(maxsize=16)
+def _lookup_table(
+    rescale: float, mean: tuple[float, ...], std: tuple[float, ...]
+) -> np.ndarray:
+    values = np.arange(256, dtype=np.float32)[None, :] * np.float32(rescale)
+    m = np.asarray(mean, dtype=np.float32)[:, None]
+    s = np.asarray(std, dtype=np.float32)[:, None]
+    return (values - m) / s
