@@ -992,3 +992,24 @@ def test_real_scan_then_filter_uses_the_store(tiny_clip: Path, tmp_path: Path) -
     assert got["dup.png"].reasons[0] == f"duplicate of {src / '0.png'}"
     assert (tmp_path / "acc" / "0.png").is_file() and (tmp_path / "rej" / "dup.png").is_file()
     an.close()
+
+
+def test_dedupe_rescans_results_whose_embedding_is_from_another_preprocessing(
+    tiny_clip: Path, photos: dict[str, Path], tmp_path: Path
+) -> None:
+    """Stored results whose embedding was made under an older preprocessing version are not
+    silently left out of near-duplicate grouping: the files are embedded again."""
+    from clipsieve import Analyzer
+
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.open(photos["astronaut"]).save(src / "a.jpg", quality=95)
+    Image.open(photos["astronaut"]).save(src / "b.jpg", quality=80)
+    db = tmp_path / "s.sqlite"
+    an = Analyzer(model=str(tiny_clip), store=db)
+    list(an.scan([src], heads=default_heads(an, need_quality=True)))  # results are complete
+    an.store.execute("UPDATE embeddings SET prep='p-old'")  # as after an upgrade
+    run = filter_collection([src], analyzer=Analyzer(model=str(tiny_clip), store=db),
+                            action="none", dedupe=0.95)
+    reasons = {Path(d.path).name: d.reasons for d in run.decisions}
+    assert any("duplicate of" in r for r in reasons["b.jpg"] + reasons["a.jpg"])

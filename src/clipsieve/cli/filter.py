@@ -7,19 +7,7 @@ from typing import Any
 
 import click
 
-from clipsieve.cli.common import Progress, model_options
-
-
-def _analyzer(kw: dict[str, Any]) -> Any:
-    """An Analyzer from the shared options; no pixel statistics when the quality module is
-    not installed (they are only inputs to its heads)."""
-    from clipsieve.cli.common import make_analyzer
-
-    try:
-        import clipsieve.quality.technical  # noqa: F401
-    except ImportError:
-        return make_analyzer(kw, pixel_features=False)
-    return make_analyzer(kw)
+from clipsieve.cli.common import Progress, make_analyzer, model_options
 
 
 @click.command("filter")
@@ -130,7 +118,7 @@ def filter_cmd(
     from clipsieve.filtering import filter_collection, write_manifest
 
     store_arg = kw.get("store_path")
-    analyzer = _analyzer(kw)
+    analyzer = make_analyzer(kw)
     enabled = None if not quiet else False
     scan_progress: Progress | None = None
     act_progress: Progress | None = None

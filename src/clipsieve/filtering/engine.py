@@ -302,8 +302,13 @@ def collect_results(
     *,
     policy: str | None = None,
     on_scanned: Callable[[Any], None] | None = None,
+    need_embeddings: bool = False,
 ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
     """Result dicts for ``entries`` (stored when fresh, else scanned) and fresh embeddings.
+
+    With ``need_embeddings`` (near-duplicate grouping), a stored result counts as fresh only
+    when its embedding is stored for the analyzer's current model and preprocessing version;
+    otherwise the file is scanned again, so no file silently drops out of the grouping.
 
     Returns:
         ``(results, embeddings)``: one result dict per entry, in order, and
@@ -312,8 +317,13 @@ def collect_results(
     store: Store | None = analyzer.store
     results: list[dict[str, Any] | None] = [None] * len(entries)
     to_scan: dict[str, int] = {}
+    prep = analyzer.preprocess.version if need_embeddings and store is not None else None
     for i, e in enumerate(entries):
         res = _fresh_result(store, analyzer.model_id, e.path) if store is not None else None
+        if res is not None and prep is not None and res.get("status") == "ok":
+            assert store is not None
+            if store.get_embedding(res.get("sha256") or "", analyzer.model_id, prep) is None:
+                res = None
         if res is not None and not _needs_heads(res, heads, policy):
             results[i] = res
         else:
@@ -586,7 +596,8 @@ def filter_collection(
             analyzer, policy=policy, need_quality=min_quality is not None or dedupe is not None
         )
         results, embeddings = collect_results(
-            analyzer, entries, heads, policy=policy, on_scanned=on_scanned
+            analyzer, entries, heads, policy=policy, on_scanned=on_scanned,
+            need_embeddings=dedupe is not None,
         )
         lacking = missing_everywhere(rules, results)
         if lacking:
