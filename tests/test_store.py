@@ -51,3 +51,19 @@ def test_unopenable_store_is_a_store_error(tmp_path: Path) -> None:
     (tmp_path / "dir.sqlite").mkdir()
     with pytest.raises(StoreError, match="cannot open store"):
         Store(tmp_path / "dir.sqlite")
+
+
+def test_results_keep_head_fields_of_earlier_commands_for_the_same_content(tmp_path: Path) -> None:
+    s = Store(tmp_path / "s.sqlite")
+    base = {"path": "a.jpg", "status": "ok", "sha256": "h1", "timing": {}}
+    s.put_results([{**base, "moderation": {"decision": "allow"}}], model="m")
+    s.put_results([{**base, "quality": {"score": 7.0}}], model="m")
+    got = s.get_result("a.jpg", "m")
+    assert got["moderation"] == {"decision": "allow"} and got["quality"] == {"score": 7.0}
+    s.put_results([{**base, "quality": {"score": 3.0}}], model="m")  # recomputed: replaced
+    assert s.get_result("a.jpg", "m")["quality"] == {"score": 3.0}
+    s.put_results([{**base, "sha256": "h2"}], model="m")  # the file changed: nothing carried
+    assert "moderation" not in s.get_result("a.jpg", "m")
+    s.put_results([{**base, "sha256": "h2", "status": "error",
+                    "error": {"code": "truncated", "message": "x"}}], model="m")
+    assert "quality" not in s.get_result("a.jpg", "m")

@@ -126,6 +126,13 @@ MIGRATIONS: list[tuple[int, str, str]] = [
 ]
 
 
+#: Result fields that describe the scan itself; every other field is a head's output.
+BASE_FIELDS = frozenset({
+    "path", "status", "error", "sha256", "width", "height", "model", "device", "precision",
+    "cached", "timing", "embedding",
+})
+
+
 class Store:
     """One SQLite file. Thread-safe: one connection guarded by a lock.
 
@@ -304,10 +311,27 @@ class Store:
 
     # -- results ----------------------------------------------------------------------------
     def put_results(self, results: Iterable[dict[str, Any]], *, model: str) -> None:
-        """Record per-item result dicts (the JSON schema of :class:`ItemResult`)."""
+        """Record per-item result dicts (the JSON schema of :class:`ItemResult`).
+
+        Head fields (``moderation``, ``quality``, ``labels``…) that the stored result of the
+        same file content has and the new one lacks are kept: ``clipsieve moderate`` then
+        ``clipsieve quality`` leaves a result with both. A field computed again replaces the
+        old one; each carries what it was based on (policy, version, model).
+        """
         now = time.time()
         with self.transaction() as db:
             for d in results:
+                if d.get("status") == "ok" and d.get("sha256"):
+                    row = db.execute(
+                        "SELECT result FROM results WHERE path=? AND model=? AND sha256=? "
+                        "AND status='ok'",
+                        (d["path"], model, d["sha256"]),
+                    ).fetchone()
+                    if row:
+                        old = json.loads(row[0])
+                        kept = {k: v for k, v in old.items() if k not in d and k not in BASE_FIELDS}
+                        if kept:
+                            d = {**d, **kept}
                 err = d.get("error") or {}
                 db.execute(
                     "INSERT OR REPLACE INTO results(path,model,sha256,status,error_code,"

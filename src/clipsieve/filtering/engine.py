@@ -317,7 +317,7 @@ def collect_results(
     store: Store | None = analyzer.store
     results: list[dict[str, Any] | None] = [None] * len(entries)
     to_scan: dict[str, int] = {}
-    prep = analyzer.preprocess.version if need_embeddings and store is not None else None
+    prep = _prep_version(analyzer) if need_embeddings and store is not None else None
     for i, e in enumerate(entries):
         res = _fresh_result(store, analyzer.model_id, e.path) if store is not None else None
         if res is not None and prep is not None and res.get("status") == "ok":
@@ -347,6 +347,15 @@ def collect_results(
                 "error": {"code": "io_error", "message": "not scanned"},
             }
     return results, embeddings  # type: ignore[return-value]
+
+
+def _prep_version(analyzer: Any) -> str | None:
+    """The analyzer's preprocessing version, or None when its model config cannot be read
+    (then embeddings of any preprocessing version are used)."""
+    try:
+        return str(analyzer.preprocess.version)
+    except Exception:  # noqa: BLE001 - e.g. the checkpoint is not on this machine
+        return None
 
 
 def load_embeddings(
@@ -606,11 +615,9 @@ def filter_collection(
             need = [
                 r["sha256"] for r in results if r.get("sha256") and r["sha256"] not in embeddings
             ]
-            try:
-                prep: str | None = analyzer.preprocess.version
-            except Exception:  # noqa: BLE001 - no model config offline: any stored prep
-                prep = None
-            embeddings.update(load_embeddings(store, need, analyzer.model_id, prep))
+            embeddings.update(
+                load_embeddings(store, need, analyzer.model_id, _prep_version(analyzer))
+            )
         decisions = decide(entries, results, rules, dedupe=dedupe, embeddings=embeddings)
         del embeddings
         run = FilterRun(None, action, dry_run, decisions, recovered, pending)
