@@ -38,10 +38,14 @@ CORE_COLUMNS: tuple[str, ...] = (
     "width",
     "height",
     "model",
+    "device",
+    "precision",
     "cached",
 )
 _GROUP_ORDER = ("quality", "moderation", "labels", "filter", "timing")
-_STRING_COLUMNS = {"path", "status", "error.code", "error.message", "sha256", "model"}
+_STRING_COLUMNS = {
+    "path", "status", "error.code", "error.message", "sha256", "model", "device", "precision",
+}
 
 
 def as_dict(result: Any) -> dict[str, Any]:
