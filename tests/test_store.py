@@ -41,10 +41,29 @@ def test_text_embeddings_and_results_roundtrip(tmp_path: Path) -> None:
     s = Store(tmp_path / "s.sqlite")
     s.put_text_embeddings("m", {"a cat": np.ones(3, np.float32)})
     assert list(s.get_text_embeddings("m", ["a cat", "a dog"])) == ["a cat"]
-    s.put_results([{"path": "b", "status": "ok"}, {"path": "a", "status": "error",
+    b, a = str(tmp_path / "b"), str(tmp_path / "a")
+    s.put_results([{"path": b, "status": "ok"}, {"path": a, "status": "error",
                     "error": {"code": "truncated", "message": "x"}}], model="m")
-    assert [r["path"] for r in s.iter_results("m")] == ["a", "b"]
-    assert s.execute("SELECT error_code FROM results WHERE path='a'") == [("truncated",)]
+    assert [r["path"] for r in s.iter_results("m")] == [a, b]
+    assert s.execute("SELECT error_code FROM results WHERE path=?", (a,)) == [("truncated",)]
+
+
+def test_files_and_results_are_named_by_absolute_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`a.jpg` typed in two folders is two files, never one cached under the other's name."""
+    s = Store(tmp_path / "s.sqlite")
+    for folder, sha in (("x3", "h3"), ("x4", "h4")):
+        (tmp_path / folder).mkdir()
+        monkeypatch.chdir(tmp_path / folder)
+        s.put_items([{"path": "a.jpg", "size": 5, "mtime_ns": 9, "sha256": sha}],
+                    model="m", prep="p")
+        s.put_results([{"path": "a.jpg", "status": "ok", "sha256": sha}], model="m")
+    monkeypatch.chdir(tmp_path / "x3")
+    assert s.lookup_file("a.jpg", 5, 9) == "h3"
+    assert s.get_result("a.jpg", "m")["path"] == str(tmp_path / "x3" / "a.jpg")
+    assert s.lookup_file(str(tmp_path / "x4" / "a.jpg"), 5, 9) == "h4"
+    assert len(list(s.iter_results("m"))) == 2
 
 
 def test_unopenable_store_is_a_store_error(tmp_path: Path) -> None:

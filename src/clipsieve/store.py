@@ -1,5 +1,7 @@
 """The SQLite store: embeddings, per-item results and errors, text embeddings.
 
+Files are named by their absolute path (:func:`path_key`); stored results carry that path.
+
 Embeddings are keyed by (content sha256, resolved model id, preprocessing version), so a
 renamed or copied file is never encoded twice and a change of checkpoint or preprocessing can
 never return a stale vector. The ``files`` table remembers each path's size, mtime and hash so
@@ -11,6 +13,7 @@ a scan writes.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -210,7 +213,7 @@ class Store:
         with self._lock:
             row = self._db.execute(
                 "SELECT sha256 FROM files WHERE path=? AND size=? AND mtime_ns=?",
-                (path, size, mtime_ns),
+                (path_key(path), size, mtime_ns),
             ).fetchone()
         return row[0] if row else None
 
@@ -287,7 +290,7 @@ class Store:
                     db.execute(
                         "INSERT OR REPLACE INTO files(path,size,mtime_ns,sha256,seen_at) "
                         "VALUES (?,?,?,?,?)",
-                        (r["path"], r["size"], r["mtime_ns"], r["sha256"], now),
+                        (path_key(r["path"]), r["size"], r["mtime_ns"], r["sha256"], now),
                     )
                 if r.get("width") is not None:
                     db.execute(
@@ -321,6 +324,7 @@ class Store:
         now = time.time()
         with self.transaction() as db:
             for d in results:
+                d = {**d, "path": path_key(d["path"])}
                 if d.get("status") == "ok" and d.get("sha256"):
                     row = db.execute(
                         "SELECT result FROM results WHERE path=? AND model=? AND sha256=? "
@@ -357,7 +361,7 @@ class Store:
     def get_result(self, path: str, model: str) -> dict[str, Any] | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT result FROM results WHERE path=? AND model=?", (path, model)
+                "SELECT result FROM results WHERE path=? AND model=?", (path_key(path), model)
             ).fetchone()
         return json.loads(row[0]) if row else None
 
@@ -410,6 +414,12 @@ class _Transaction:
             self.store._db.execute("ROLLBACK" if exc_type else "COMMIT")
         finally:
             self.store._lock.release()
+
+
+def path_key(path: str | os.PathLike[str]) -> str:
+    """How the store names a file: its absolute path, so that ``a.jpg`` typed in two
+    folders are two files, and a file scanned from anywhere is found again."""
+    return os.path.abspath(os.fspath(path))
 
 
 def _dumps(obj: Any) -> str:
