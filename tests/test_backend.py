@@ -95,3 +95,16 @@ def test_siglip_checkpoint_loads_and_scans(tmp_path: Path, photos: dict) -> None
                                             return_tensors="pt"))
     ref = torch.nn.functional.normalize(getattr(out, "pooler_output", out), dim=-1)[0].numpy()
     assert float(res.embedding @ ref) > 0.99
+
+
+@pytest.mark.parametrize("device", ["bogus", "mps", "cuda:x"])
+def test_bad_or_absent_devices_are_config_errors(device: str) -> None:
+    import torch
+
+    from clipsieve.backends.clip import pick_device
+
+    if device == "mps" and torch.backends.mps.is_available():  # pragma: no cover - macOS
+        pytest.skip("this machine has MPS")
+    with pytest.raises(ConfigError, match="--device"):
+        pick_device(device)
+    assert pick_device("cpu") == "cpu"

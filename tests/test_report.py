@@ -283,3 +283,14 @@ def test_cli_report_and_export_from_the_store(tmp_path: Path) -> None:
         text=True,
     )
     assert p.returncode == 3 and "no store at" in p.stderr
+
+
+def test_export_format_from_the_file_name_or_a_clear_error() -> None:
+    from clipsieve.errors import ConfigError
+    from clipsieve.report.exports import infer_format
+
+    assert infer_format("r.csv") == "csv" and infer_format("r.JSONL") == "jsonl"
+    assert infer_format("r.parquet") == "parquet" and infer_format("-") == "jsonl"
+    assert infer_format("r.xlsx", "csv") == "csv"
+    with pytest.raises(ConfigError, match="--format"):
+        infer_format("r.xlsx")

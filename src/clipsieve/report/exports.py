@@ -126,10 +126,16 @@ def infer_format(path: str | os.PathLike[str] | None, fmt: str | None = None) ->
             raise ConfigError(f"unknown export format {fmt!r} (choose {', '.join(FORMATS)})")
         return fmt
     name = os.fspath(path or "").lower()
-    for ext, f in ((".csv", "csv"), (".parquet", "parquet"), (".pq", "parquet")):
+    for ext, f in ((".csv", "csv"), (".parquet", "parquet"), (".pq", "parquet"),
+                   (".jsonl", "jsonl"), (".json", "jsonl"), (".ndjson", "jsonl")):
         if name.endswith(ext):
             return f
-    return "jsonl"
+    if name in ("", "-"):
+        return "jsonl"
+    raise ConfigError(
+        f"cannot tell the export format from the file name {os.fspath(path)!r}: name it "
+        ".jsonl, .csv or .parquet, or pass --format"
+    )
 
 
 def _cell(v: Any) -> str:
