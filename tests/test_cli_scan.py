@@ -160,3 +160,10 @@ def test_scan_table_format(tiny_clip: Path, folder: Path) -> None:
     assert "decision" in proc.stdout and "quality" in proc.stdout
     assert "not_an_image" in proc.stdout and "allow" in proc.stdout
     assert not proc.stdout.lstrip().startswith("{")
+
+
+def test_empty_folder_warns(tiny_clip: Path, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    proc = run_cli("scan", str(tmp_path / "empty"), "--model", str(tiny_clip), "--no-store")
+    assert proc.returncode == 0 and proc.stdout == ""
+    assert "warning: no image files found under" in proc.stderr

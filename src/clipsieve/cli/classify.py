@@ -12,7 +12,14 @@ from typing import IO, Any, TypeVar
 
 import click
 
-from clipsieve.cli.common import Progress, make_analyzer, model_options, open_output, write_jsonl
+from clipsieve.cli.common import (
+    Progress,
+    find_files,
+    make_analyzer,
+    model_options,
+    open_output,
+    write_jsonl,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -143,12 +150,11 @@ def classify(paths: tuple[str, ...], fmt: str, out: str | None, top: int, no_rec
       clipsieve classify photos/ --labels-file labels.toml --template "a photo of a {}."
       clipsieve classify photos/ --probe probe.npz --format jsonl --out labels.jsonl
     """
-    from clipsieve.media.discover import iter_files
 
     analyzer = make_analyzer(kw)
     try:
         heads = make_label_heads(kw, analyzer.model_id)
-        files = list(iter_files(paths, recursive=not no_recursive))
+        files = find_files(paths, recursive=not no_recursive)
         progress = Progress(len(files), "classify", enabled=None if not quiet else False)
         try:
             with open_output(out) as fh:

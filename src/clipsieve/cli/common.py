@@ -226,3 +226,19 @@ class Progress:
         if self.errors:
             return EXIT_ITEMS_FAILED
         return EXIT_OK
+
+
+def find_files(paths: Any, *, recursive: bool = True) -> list[str]:
+    """The files under ``paths`` (see :func:`clipsieve.media.discover.iter_files`).
+
+    Says so on stderr when a folder holds no image: an empty result is rarely what was meant.
+    """
+    from clipsieve.media.discover import iter_files
+
+    paths = list(paths)
+    files = list(iter_files(paths, recursive=recursive))
+    if not files:
+        where = ", ".join(str(p) for p in paths) or "the given paths"
+        click.echo(f"clipsieve: warning: no image files found under {where}", err=True)
+    return files
+

@@ -9,6 +9,7 @@ import click
 
 from clipsieve.cli.common import (
     Progress,
+    find_files,
     make_analyzer,
     make_console,
     model_options,
@@ -62,7 +63,6 @@ def moderate(paths: tuple[str, ...], policy: str, caption: str | None, input_pat
       clipsieve moderate a.jpg --caption "cheap pills, click here" --format jsonl
       clipsieve moderate --input batch.jsonl --policy my-policy.toml --out report.txt
     """
-    from clipsieve.media.discover import iter_files
     from clipsieve.moderation import CaptionSource, ModerationHead, load_policy, read_items_jsonl
 
     if not paths and not input_path:
@@ -72,7 +72,7 @@ def moderate(paths: tuple[str, ...], policy: str, caption: str | None, input_pat
     captions = CaptionSource.from_items(items, default=caption, sidecars=not no_sidecars)
     head = ModerationHead(head_policy, captions)
     recursive = not no_recursive
-    files = list(iter_files([*paths, *(it.path for it in items)], recursive=recursive))
+    files = find_files([*paths, *(it.path for it in items)], recursive=recursive)
 
     analyzer = make_analyzer(kw)
     progress = Progress(len(files), "moderate", enabled=None if not quiet else False)

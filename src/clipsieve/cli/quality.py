@@ -10,6 +10,7 @@ import click
 
 from clipsieve.cli.common import (
     Progress,
+    find_files,
     make_analyzer,
     model_options,
     open_output,
@@ -70,7 +71,6 @@ def quality(paths: tuple[str, ...], quality_head: str | None, fmt: str, out: str
       clipsieve quality photos/ --format jsonl --out quality.jsonl --min-score 6
       clipsieve quality photos/ --quality-head my-ratings.npz
     """
-    from clipsieve.media.discover import iter_files
     from clipsieve.quality.head import QualityHead
 
     analyzer = make_analyzer(kw)
@@ -79,7 +79,7 @@ def quality(paths: tuple[str, ...], quality_head: str | None, fmt: str, out: str
     rows: list[list[str]] = []
     try:
         head.learned_for(analyzer.model_id)  # fail fast: bad file or other model
-        files = list(iter_files(paths, recursive=not no_recursive))
+        files = find_files(paths, recursive=not no_recursive)
         progress = Progress(len(files), "quality", enabled=None if not quiet else False)
         try:
             with open_output(out) as fh:

@@ -8,7 +8,14 @@ from typing import Any
 import click
 
 from clipsieve.cli.classify import label_options, make_label_heads
-from clipsieve.cli.common import Progress, make_analyzer, model_options, open_output, write_jsonl
+from clipsieve.cli.common import (
+    Progress,
+    find_files,
+    make_analyzer,
+    model_options,
+    open_output,
+    write_jsonl,
+)
 
 
 @click.command()
@@ -53,7 +60,6 @@ def scan(paths: tuple[str, ...], out: str | None, fmt: str, policy: str, no_mode
       clipsieve scan photos/ --format table
       CLIPSIEVE_MODEL=/models/clip-vit-b32 clipsieve scan a.jpg b.png
     """
-    from clipsieve.media.discover import iter_files
 
     heads: list[Any] = []
     analyzer = make_analyzer(kw)
@@ -71,7 +77,7 @@ def scan(paths: tuple[str, ...], out: str | None, fmt: str, policy: str, no_mode
         quality.learned_for(analyzer.model_id)  # a bad head file fails before model work
         heads.append(quality)
     heads += make_label_heads(kw, analyzer.model_id, required=False)
-    files = list(iter_files(paths, recursive=not no_recursive))
+    files = find_files(paths, recursive=not no_recursive)
     progress = Progress(len(files), "scan", enabled=None if not quiet else False)
     kept: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []

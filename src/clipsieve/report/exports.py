@@ -125,7 +125,8 @@ def infer_format(path: str | os.PathLike[str] | None, fmt: str | None = None) ->
         if fmt not in FORMATS:
             raise ConfigError(f"unknown export format {fmt!r} (choose {', '.join(FORMATS)})")
         return fmt
-    name = os.fspath(path or "").lower()
+    raw = os.fspath(path or "")
+    name = raw.lower()
     for ext, f in ((".csv", "csv"), (".parquet", "parquet"), (".pq", "parquet"),
                    (".jsonl", "jsonl"), (".json", "jsonl"), (".ndjson", "jsonl")):
         if name.endswith(ext):
@@ -133,7 +134,7 @@ def infer_format(path: str | os.PathLike[str] | None, fmt: str | None = None) ->
     if name in ("", "-"):
         return "jsonl"
     raise ConfigError(
-        f"cannot tell the export format from the file name {os.fspath(path)!r}: name it "
+        f"cannot tell the export format from the file name {raw!r}: name it "
         ".jsonl, .csv or .parquet, or pass --format"
     )
 
