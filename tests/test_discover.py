@@ -33,3 +33,13 @@ def test_explicit_files_kept_even_with_odd_names_or_missing(tmp_path: Path) -> N
     odd.write_bytes(b"x")
     missing = tmp_path / "gone.jpg"
     assert list(iter_files([odd, missing])) == [str(odd), str(missing)]
+
+
+def test_hidden_files_and_folders_are_skipped_unless_named(tmp_path: Path) -> None:
+    for rel in ["a.jpg", "._a.jpg", ".thumbs/t.jpg", "sub/.hidden.png", "sub/b.png"]:
+        p = tmp_path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    got = [os.path.relpath(p, tmp_path) for p in iter_files([tmp_path])]
+    assert got == ["a.jpg", "sub/b.png"]
+    assert list(iter_files([tmp_path / "._a.jpg"])) == [str(tmp_path / "._a.jpg")]

@@ -28,7 +28,8 @@ def iter_files(
     A path that names a file is yielded as given, whatever its extension (so that a wrongly
     named file becomes a per-item error rather than silently vanishing). A missing path is
     yielded too, and fails later with ``io_error``. Inside folders only files whose
-    extension is in ``extensions`` are yielded; symbolic links are followed, but a folder
+    extension is in ``extensions`` are yielded, and hidden files and folders (names starting
+    with a dot, such as macOS ``._IMG_0001.jpg`` metadata files) are skipped; symbolic links are followed, but a folder
     already visited (same device and inode) is never entered twice, so link loops end.
     Each file is yielded at most once.
     """
@@ -66,6 +67,8 @@ def _walk(
     except OSError:
         return
     for entry in entries:  # files and folders interleaved: the order of the full paths
+        if entry.name.startswith("."):  # hidden: .git, .thumbnails, macOS ._IMG.jpg forks
+            continue
         try:
             is_dir = entry.is_dir(follow_symlinks=True)
         except OSError:
