@@ -1013,3 +1013,29 @@ def test_dedupe_rescans_results_whose_embedding_is_from_another_preprocessing(
                             action="none", dedupe=0.95)
     reasons = {Path(d.path).name: d.reasons for d in run.decisions}
     assert any("duplicate of" in r for r in reasons["b.jpg"] + reasons["a.jpg"])
+
+
+def test_stored_results_follow_moved_files_and_back_on_undo(
+    tiny_clip: Path, photos: dict[str, Path], tmp_path: Path
+) -> None:
+    from clipsieve import Analyzer
+    from clipsieve.filtering.actions import undo_run
+
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    shutil.copy(photos["coffee"], src / "sub" / "coffee.jpg")
+    db = tmp_path / "s.sqlite"
+    an = Analyzer(model=str(tiny_clip), store=db)
+    run = filter_collection([src], analyzer=an, accept=str(tmp_path / "keep"),
+                            reject=str(tmp_path / "aside"), action="move")
+    moved = tmp_path / "keep" / "sub" / "coffee.jpg"
+    assert moved.exists() and not (src / "sub" / "coffee.jpg").exists()
+    store = an.store
+    assert store.get_result(str(moved), an.model_id)["path"] == str(moved)
+    assert store.get_result(str(src / "sub" / "coffee.jpg"), an.model_id) is None
+    again = Analyzer(model=str(tiny_clip), store=db)
+    (r,) = again.scan([moved])
+    assert r.cached and not again.model_loaded  # the hash record moved with the file
+    undo_run(store, run.run_id)
+    back = src / "sub" / "coffee.jpg"
+    assert back.exists() and store.get_result(str(back), an.model_id)["path"] == str(back)

@@ -346,6 +346,17 @@ class Store:
                     ),
                 )
 
+    def move_path(self, old: str, new: str) -> None:
+        """Follow a file that was moved: its hash record and stored results take the new path."""
+        old_k, new_k = path_key(old), path_key(new)
+        with self.transaction() as db:
+            db.execute("UPDATE OR REPLACE files SET path=? WHERE path=?", (new_k, old_k))
+            db.execute(
+                "UPDATE OR REPLACE results SET path=?, result=json_set(result, '$.path', ?) "
+                "WHERE path=?",
+                (new_k, new_k, old_k),
+            )
+
     def iter_results(self, model: str | None = None) -> Iterator[dict[str, Any]]:
         """Stored per-item results, sorted by path."""
         with self._lock:

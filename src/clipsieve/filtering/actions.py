@@ -818,6 +818,8 @@ def undo_run(store: Store, run_id: str) -> UndoResult:
                     )
             else:
                 res = acts.delete_copy(dest, r["src"], sha256=r["sha256"], undo_of=r["id"])
+            if res.ok and kind_action == "move" and dest and res.dest:
+                store.move_path(dest, res.dest)  # results follow the file back
             if res.ok and dest and r["dest_root"]:
                 _prune_empty(os.path.dirname(dest), r["dest_root"])
             results.append(res)

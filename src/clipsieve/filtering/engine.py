@@ -508,6 +508,8 @@ def execute(
             d.outcome = "done" if r.ok else "failed"
             d.destination = r.dest if r.ok else None
             d.error = r.error
+            if r.ok and r.dest and action == "move":  # results follow the file
+                journal.store.move_path(d.path, r.dest)
         if on_item is not None:
             on_item(d)
 
