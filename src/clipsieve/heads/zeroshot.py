@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,14 +50,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from clipsieve._compat import tomllib
 from clipsieve.errors import ConfigError, HeadError, did_you_mean
 from clipsieve.heads._files import read_bytes
 from clipsieve.heads._vectors import embed_prompts, l2_normalize
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised only on Python 3.10
-    import tomli as tomllib
 
 if TYPE_CHECKING:
     from clipsieve.pipeline import Analyzer

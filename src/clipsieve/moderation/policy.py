@@ -59,18 +59,13 @@ import hashlib
 import json
 import os
 import re
-import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+from clipsieve._compat import tomllib
 from clipsieve.errors import HeadError, PolicyError, did_you_mean
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised only on Python 3.10
-    import tomli as tomllib
 
 __all__ = [
     "MIN_CATEGORY_PROMPTS",

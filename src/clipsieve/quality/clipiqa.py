@@ -25,19 +25,14 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from clipsieve._compat import tomllib
 from clipsieve.errors import ConfigError, did_you_mean
 from clipsieve.quality.technical import QUALITY_CONFIG_PATH
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised only on Python 3.10
-    import tomli as tomllib
 
 if TYPE_CHECKING:
     from clipsieve.pipeline import Analyzer

@@ -64,7 +64,6 @@ Cost: about 2 ms per image at the analysis scale on one core, plus the reduction
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -72,10 +71,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised only on Python 3.10
-    import tomli as tomllib
+from clipsieve._compat import tomllib
 
 __all__ = [
     "ANALYSIS_SIZE",
