@@ -173,3 +173,171 @@ def test_large_png_is_box_reduced_like_a_jpeg_draft() -> None:
     assert (dec.width, dec.height) == (2000, 1000)
     assert dec.image.size == (500, 250)  # factor 4: another halving would go under 224
     assert _decode(_save(im, "PNG")).image.size == (2000, 1000)  # no min_side: full size
+
+
+# -- reading: only regular files, bounded reads ------------------------------------------------
+
+
+def test_fifo_is_not_opened(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    from clipsieve.media.decode import stat_input
+
+    fifo = tmp_path / "f.jpg"
+    os.mkfifo(fifo)  # opening it for reading would block forever without a writer
+    caught: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            read_bytes(str(fifo))
+        except BaseException as exc:  # noqa: BLE001
+            caught.append(exc)
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    t.join(20)
+    assert not t.is_alive(), "read_bytes blocked on a FIFO"
+    assert isinstance(caught[0], DecodeError) and caught[0].code == "io_error"
+    assert "not a regular file (a FIFO" in caught[0].message
+    with pytest.raises(DecodeError) as e:
+        stat_input(str(fifo))
+    assert "FIFO" in e.value.message
+
+
+def test_symlink_to_dev_zero_is_refused_not_read(tmp_path: Path) -> None:
+    link = tmp_path / "z.jpg"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(DecodeError) as e:
+        read_bytes(str(link))
+    assert e.value.code == "io_error"
+    assert e.value.message == "not a regular file (a character device)"
+
+
+def test_read_is_bounded_whatever_stat_says(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file that reports a small size (like /proc files, or one that grows) is still cut
+    off one byte past the limit."""
+    import os
+
+    import clipsieve.media.decode as dec
+
+    p = tmp_path / "grows.jpg"
+    p.write_bytes(b"\xff" * 5000)
+    real_fstat = os.fstat
+
+    class _Small:
+        def __init__(self, st: os.stat_result) -> None:
+            self.st_mode, self.st_size = st.st_mode, 10
+
+    monkeypatch.setattr(dec.os, "fstat", lambda fd: _Small(real_fstat(fd)))
+    with pytest.raises(DecodeError) as e:
+        read_bytes(str(p), DecodeLimits(max_file_bytes=1024))
+    assert e.value.code == "too_large"
+    assert len(read_bytes(str(p), DecodeLimits(max_file_bytes=5000))) == 5000
+
+
+def test_symlink_loop_and_broken_link_are_io_errors(tmp_path: Path) -> None:
+    loop = tmp_path / "loop.jpg"
+    loop.symlink_to(loop.name)
+    with pytest.raises(DecodeError) as e:
+        read_bytes(str(loop))
+    assert e.value.code == "io_error" and "symbolic link loop" in e.value.message
+    broken = tmp_path / "broken.jpg"
+    broken.symlink_to("nowhere.jpg")
+    with pytest.raises(DecodeError) as e:
+        read_bytes(str(broken))
+    assert e.value.code == "io_error" and "broken symbolic link" in e.value.message
+
+
+def test_folder_is_io_error(tmp_path: Path) -> None:
+    (tmp_path / "d.jpg").mkdir()
+    with pytest.raises(DecodeError) as e:
+        read_bytes(str(tmp_path / "d.jpg"))
+    assert e.value.code == "io_error" and e.value.message == "is a folder, not a file"
+
+
+# -- reason codes by cause (generated equivalents of Pillow's odd test files) ----------------
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [
+        ("bmp_unsupported_compression", "unsupported"),
+        ("bmp_unsupported_depth", "unsupported"),
+        ("dds_unknown_fourcc", "unsupported"),
+        ("eps_needs_ghostscript", "unsupported"),
+        ("tiff_no_dimensions", "not_an_image"),
+        ("png_truncated", "truncated"),
+        ("jpeg_truncated", "truncated"),
+        ("gif_truncated", "truncated"),
+        ("random_bytes", "not_an_image"),
+        ("png_bad_header_crc", "not_an_image"),
+        ("png_header_bomb", "too_large"),
+    ],
+)
+def test_odd_files_get_the_code_of_their_cause(name: str, code: str) -> None:
+    from clipsieve.testing_corpus import odd_files
+
+    with pytest.raises(DecodeError) as e:
+        _decode(odd_files()[name])
+    assert e.value.code == code, e.value.message
+
+
+def test_second_tiff_page_without_dimensions_does_not_fail_the_first() -> None:
+    """Pillow raises TypeError("Missing dimensions") when it seeks to such a page; only the
+    first page is decoded, and nothing walks the others."""
+    from clipsieve.testing_corpus import odd_files
+
+    dec = _decode(odd_files()["tiff_bad_second_page"])
+    assert dec.image.size == (4, 4)
+
+
+@pytest.mark.parametrize(
+    ("exc", "opened", "code"),
+    [
+        (TypeError("Missing dimensions"), False, "not_an_image"),
+        (TypeError("Missing dimensions"), True, "not_an_image"),
+        (NotImplementedError("Unimplemented pixel format"), False, "unsupported"),
+        (OSError("Unsupported bitcount"), False, "unsupported"),
+        (OSError("Unsupported BMP compression (4)"), False, "unsupported"),
+        (OSError("Unable to locate Ghostscript on paths"), True, "unsupported"),
+        (OSError("decoder jpeg2k not available"), True, "unsupported"),
+        (OSError("image file is truncated (3 bytes not processed)"), True, "truncated"),
+        (EOFError(), True, "truncated"),
+        (OSError("broken data stream when reading image file"), True, "truncated"),
+        (SyntaxError("not a TIFF file"), False, "not_an_image"),
+        (KeyError(7), True, "not_an_image"),
+        (struct.error("unpack requires a buffer of 4 bytes"), False, "not_an_image"),
+        (MemoryError(), True, "too_large"),
+    ],
+)
+def test_decoder_exceptions_map_by_cause_never_to_io_error(
+    exc: BaseException, opened: bool, code: str
+) -> None:
+    from clipsieve.media.decode import classify_decoder_error
+
+    assert classify_decoder_error(exc, opened=opened)[0] == code
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["mode_i16", "mode_f_nan_inf", "mode_cmyk", "mode_lab", "mode_1", "mode_p_alpha",
+     "mode_la", "bogus_exif", "bogus_icc", "gif_1000_frames", "tiff_500_pages"],
+)
+def test_odd_but_valid_images_decode(name: str) -> None:
+    from clipsieve.testing_corpus import odd_files
+
+    dec = _decode(odd_files()[name])
+    assert dec.image.mode == "RGB" and dec.width > 0
+
+
+def test_float_image_with_nan_and_inf_maps_to_black_and_white() -> None:
+    arr = np.array([[np.nan, np.inf], [-np.inf, 0.5]], dtype=np.float32)
+    px = np.asarray(_decode(_save(Image.fromarray(arr), "TIFF")).image)[..., 0]
+    assert px.tolist() == [[0, 255], [0, 128]]
+
+
+def test_lab_is_converted_through_a_colour_transform() -> None:
+    """Pillow's plain convert("RGB") would read L*a*b* channels as R, G, B."""
+    px = _decode(_save(Image.new("LAB", (4, 4), (128, 128, 128)), "TIFF")).image.getpixel((0, 0))
+    assert max(px) - min(px) <= 3 and 100 <= px[0] <= 140  # mid grey, not (128, 128, 128) RGB

@@ -43,3 +43,42 @@ def test_hidden_files_and_folders_are_skipped_unless_named(tmp_path: Path) -> No
     got = [os.path.relpath(p, tmp_path) for p in iter_files([tmp_path])]
     assert got == ["a.jpg", "sub/b.png"]
     assert list(iter_files([tmp_path / "._a.jpg"])) == [str(tmp_path / "._a.jpg")]
+
+
+def test_symlink_loop_with_an_image_name_is_yielded_not_dropped(tmp_path: Path) -> None:
+    """Issue #8 case 4: a link loop named x.jpg inside a folder must get a line."""
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    os.symlink("loop.jpg", tmp_path / "loop.jpg")
+    assert [Path(p).name for p in iter_files([tmp_path])] == ["a.jpg", "loop.jpg"]
+
+
+def test_unreadable_sub_folder_is_yielded_itself(tmp_path: Path) -> None:
+    """Issue #8 case 4: a sub-folder that cannot be listed is yielded (it then fails with
+    io_error "cannot read folder"), never skipped in silence. Run as nobody: root reads
+    any folder."""
+    import subprocess
+    import sys
+
+    from clipsieve.testing import public_temp_dir, unprivileged_prefix
+
+    prefix = unprivileged_prefix()
+    if prefix is None:
+        import pytest
+
+        pytest.skip("root without setpriv: cannot drop privileges to test permissions")
+    top = public_temp_dir()
+    try:
+        (top / "a.jpg").write_bytes(b"x")
+        (top / "locked").mkdir()
+        (top / "locked" / "b.jpg").write_bytes(b"x")
+        os.chmod(top / "locked", 0)
+        code = ("import sys; from clipsieve.media.discover import iter_files; "
+                "print('\\n'.join(iter_files([sys.argv[1]])))")
+        out = subprocess.run([*prefix, sys.executable, "-c", code, str(top)],
+                             capture_output=True, text=True, timeout=60, check=True)
+        assert out.stdout.split("\n")[:2] == [str(top / "a.jpg"), str(top / "locked")]
+    finally:
+        os.chmod(top / "locked", 0o755)
+        import shutil
+
+        shutil.rmtree(top)

@@ -25,7 +25,14 @@ from clipsieve import settings
 from clipsieve.backends.clip import load_preprocess, resolve_model_id
 from clipsieve.errors import DecodeError
 from clipsieve.heads.base import Head
-from clipsieve.media.decode import Decoded, DecodeLimits, decode_image, read_bytes, to_rgb
+from clipsieve.media.decode import (
+    Decoded,
+    DecodeLimits,
+    decode_image,
+    read_bytes,
+    stat_input,
+    to_rgb,
+)
 from clipsieve.media.discover import iter_files
 from clipsieve.media.preprocess import Preprocess
 from clipsieve.store import Store
@@ -218,12 +225,7 @@ class Analyzer:
         t0 = time.perf_counter()
         item = ItemResult(path=path, model=self.model_id)
         try:
-            try:
-                st = os.stat(path)
-            except FileNotFoundError:
-                raise DecodeError("io_error", "no such file", path) from None
-            except OSError as exc:
-                raise DecodeError("io_error", f"cannot stat: {exc.strerror}", path) from None
+            st = stat_input(path)  # no FIFO, device or folder is ever opened
             store = self.store
             if store is not None:
                 sha = store.lookup_file(path, st.st_size, st.st_mtime_ns)
@@ -257,7 +259,8 @@ class Analyzer:
             item.error = ErrorInfo(exc.code, exc.message)
         except Exception as exc:  # never let one file stop the batch
             item.status = "error"
-            item.error = ErrorInfo("io_error", f"unexpected {type(exc).__name__}: {exc}")
+            code = "too_large" if isinstance(exc, MemoryError) else "unsupported"
+            item.error = ErrorInfo(code, f"unexpected {type(exc).__name__}: {exc}")
         item.timing["total_ms"] = (time.perf_counter() - t0) * 1000
         return _Prepared(item)
 

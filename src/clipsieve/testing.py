@@ -162,3 +162,33 @@ def build_random_siglip(folder: str | Path, seed: int = 0) -> Path:
     model.save_pretrained(str(folder))
     ImageProcessor(size={"height": 32, "width": 32}).save_pretrained(str(folder))
     return folder
+
+
+def unprivileged_prefix() -> list[str] | None:
+    """A command prefix that runs a process without root's powers, for permission tests.
+
+    As root, file permissions do not apply (root reads a ``chmod 000`` file), so tests of
+    "permission denied" run the command as the user ``nobody`` (uid and gid 65534) through
+    util-linux ``setpriv``. Returns ``[]`` when this process is not root (permissions
+    already apply), or ``None`` when it is root and ``setpriv`` is missing (skip the test).
+    """
+    import os
+    import shutil
+
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return None
+    return [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+
+
+def public_temp_dir(prefix: str = "clipsieve-test-") -> Path:
+    """A new folder under the system temp dir that every user may enter and write (mode 1777),
+    for files that a test reads or writes as ``nobody``. The caller removes it."""
+    import os
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(path, 0o1777)
+    return path

@@ -12,8 +12,10 @@ Failures raise :class:`clipsieve.errors.DecodeError` with one of the reason code
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import stat
 import warnings
 from dataclasses import dataclass, field
 
@@ -73,26 +75,123 @@ class Decoded:
     jpeg_quant: dict[int, list[int]] | None = field(default=None, repr=False)
 
 
-def read_bytes(path: str, limits: DecodeLimits = DecodeLimits()) -> bytes:
-    """Read a whole file, refusing files over ``limits.max_file_bytes``."""
+#: Reads ask for at most this many bytes per call (then more, up to the size limit).
+_READ_CHUNK = 1 << 20
+
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _kind(mode: int) -> str:
+    for test, name in _KINDS:
+        if test(mode):
+            return name
+    return "not a plain file"
+
+
+def _os_reason(exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop (too many levels of symbolic links)"
+    if exc.errno == errno.ENAMETOOLONG:
+        return "file name too long"
+    return exc.strerror or str(exc)
+
+
+def stat_input(path: str) -> os.stat_result:
+    """``os.stat`` of an input file, refusing anything that is not a regular file.
+
+    Nothing is opened: a FIFO, a device (``/dev/zero``), a socket, a symbolic link to one of
+    those, or a folder fails here with ``io_error``, so no read can block or run without end.
+
+    Raises:
+        DecodeError: ``io_error`` naming the reason (no such file, permission denied,
+            symbolic link loop, not a regular file (a FIFO…), a folder that cannot be read).
+    """
     try:
-        size = os.stat(path).st_size
-        if size > limits.max_file_bytes:
-            raise DecodeError(
-                "too_large",
-                f"file is {size} bytes, over the limit of {limits.max_file_bytes}",
-                path,
-            )
-        with open(path, "rb") as fh:
-            return fh.read()
-    except IsADirectoryError:
-        raise DecodeError("io_error", "is a directory", path) from None
+        st = os.stat(path)
     except FileNotFoundError:
-        raise DecodeError("io_error", "no such file", path) from None
-    except PermissionError:
-        raise DecodeError("io_error", "permission denied", path) from None
+        why = "no such file"
+        if os.path.islink(path):
+            why = "broken symbolic link (its target does not exist)"
+        raise DecodeError("io_error", why, path) from None
     except OSError as exc:
-        raise DecodeError("io_error", f"cannot read: {exc.strerror or exc}", path) from None
+        raise DecodeError("io_error", f"cannot stat: {_os_reason(exc)}", path) from None
+    except ValueError as exc:  # embedded NUL and the like
+        raise DecodeError("io_error", f"invalid file name: {exc}", path) from None
+    if stat.S_ISREG(st.st_mode):
+        return st
+    if stat.S_ISDIR(st.st_mode):
+        raise DecodeError("io_error", _folder_problem(path), path)
+    raise DecodeError("io_error", f"not a regular file ({_kind(st.st_mode)})", path)
+
+
+def _folder_problem(path: str) -> str:
+    """Why a folder is an item: it could not be listed (so its files were not scanned)."""
+    try:
+        with os.scandir(path):
+            pass
+    except OSError as exc:
+        return f"cannot read folder: {_os_reason(exc)}; its files were not scanned"
+    return "is a folder, not a file"
+
+
+def read_bytes(path: str, limits: DecodeLimits = DecodeLimits()) -> bytes:
+    """Read a whole regular file, refusing files over ``limits.max_file_bytes``.
+
+    The file is checked with :func:`stat_input` before it is opened; it is opened with
+    ``O_NONBLOCK`` (a FIFO swapped in meanwhile cannot block) and checked again with
+    ``fstat`` on the open descriptor. The read stops one byte past the limit whatever the
+    size ``stat`` gave, so a file that grows (or lies about its size, as ``/proc`` files do)
+    is still bounded.
+
+    Raises:
+        DecodeError: ``io_error`` or ``too_large``.
+    """
+    stat_input(path)
+    cap = limits.max_file_bytes
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    flags |= getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise DecodeError("io_error", f"cannot open: {_os_reason(exc)}", path) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise DecodeError("io_error", f"not a regular file ({_kind(st.st_mode)})", path)
+        if st.st_size > cap:
+            raise DecodeError(
+                "too_large", f"file is {st.st_size} bytes, over the limit of {cap}", path
+            )
+        chunks: list[bytes] = []
+        total = 0
+        want = max(st.st_size + 1, _READ_CHUNK)
+        while total <= cap:
+            block = os.read(fd, min(want, cap + 1 - total))
+            if not block:
+                break
+            chunks.append(block)
+            total += len(block)
+            want = _READ_CHUNK
+        if total > cap:
+            raise DecodeError(
+                "too_large", f"file is more than {cap} bytes, over the limit", path
+            )
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    except OSError as exc:
+        if exc.errno == errno.EISDIR:
+            raise DecodeError("io_error", "is a folder, not a file", path) from None
+        raise DecodeError("io_error", f"cannot read: {_os_reason(exc)}", path) from None
+    finally:
+        os.close(fd)
 
 
 def decode_image(
@@ -123,15 +222,19 @@ def decode_image(
             im = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise DecodeError("not_an_image", "not a recognised image format", path) from None
-    except Image.DecompressionBombError as exc:
-        raise DecodeError("too_large", str(exc), path) from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DecodeError("truncated", f"corrupt image header: {exc}", path) from None
+    except Exception as exc:  # noqa: BLE001 - every decoder failure gets a reason code
+        code, msg = classify_decoder_error(exc, opened=False)
+        raise DecodeError(code, f"corrupt image header: {msg}", path) from None
 
     fmt = im.format
-    width, height = im.size
+    if fmt in _REFUSED_FORMATS:
+        raise DecodeError("unsupported", _REFUSED_FORMATS[fmt], path)
+    try:
+        width, height = (int(v) for v in im.size)
+    except Exception:  # noqa: BLE001
+        raise DecodeError("not_an_image", f"invalid image size {im.size!r}", path) from None
     if width <= 0 or height <= 0:
-        raise DecodeError("truncated", f"invalid image size {width}x{height}", path)
+        raise DecodeError("not_an_image", f"invalid image size {width}x{height}", path)
     if width * height > limits.max_pixels:
         raise DecodeError(
             "too_large",
@@ -144,30 +247,100 @@ def decode_image(
     jpeg_quant = getattr(im, "quantization", None) if fmt == "JPEG" else None
 
     try:
-        if getattr(im, "n_frames", 1) > 1:
-            im.seek(0)
-        if min_side and fmt == "JPEG" and im.mode in ("RGB", "L"):
-            im.draft(im.mode, (min_side, min_side))
-        im.load()
-    except Image.DecompressionBombError as exc:
-        raise DecodeError("too_large", str(exc), path) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        msg = str(exc) or type(exc).__name__
-        code = "unsupported" if "decoder" in msg and "not available" in msg else "truncated"
-        raise DecodeError(code, f"cannot decode: {msg}", path) from None
+        # Image.open leaves a multi-frame file (GIF, TIFF pages…) on its first frame; asking
+        # for n_frames would walk every frame of a 1,000-frame GIF first.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if min_side and fmt == "JPEG" and im.mode in ("RGB", "L"):
+                im.draft(im.mode, (min_side, min_side))
+            im.load()
     except MemoryError:
         raise DecodeError("too_large", "out of memory while decoding", path) from None
+    except Exception as exc:  # noqa: BLE001 - every decoder failure gets a reason code
+        code, msg = classify_decoder_error(exc, opened=True)
+        raise DecodeError(code, f"cannot decode: {msg}", path) from None
 
     oriented: Image.Image = im
     if orientation not in (None, 1):
-        oriented = ImageOps.exif_transpose(im)
+        try:
+            oriented = ImageOps.exif_transpose(im)
+        except Exception:  # noqa: BLE001 - bogus EXIF: keep the pixels as stored
+            oriented = im
+            width, height = im.size
     try:
-        rgb = to_rgb(oriented)
-    except (ValueError, OSError) as exc:
-        raise DecodeError("unsupported", f"cannot convert mode {oriented.mode}: {exc}", path) from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rgb = to_rgb(oriented)
+    except MemoryError:
+        raise DecodeError("too_large", "out of memory while converting", path) from None
+    except Exception as exc:  # noqa: BLE001
+        code, msg = classify_decoder_error(exc, opened=True)
+        if code == "truncated":
+            code = "unsupported"
+        raise DecodeError(code, f"cannot convert mode {oriented.mode}: {msg}", path) from None
     if min_side and fmt != "JPEG":
         rgb = _reduce_like_draft(rgb, min_side)
     return Decoded(image=rgb, width=width, height=height, format=fmt, jpeg_quant=jpeg_quant)
+
+
+#: Formats that Pillow can open but clipsieve refuses to decode, with the reason.
+_REFUSED_FORMATS: dict[str, str] = {
+    "EPS": "EPS/PostScript is not decoded: it would run Ghostscript on untrusted input",
+}
+
+#: Message fragments (lower case) of Pillow errors about a format or feature it cannot decode.
+_UNSUPPORTED_HINTS = (
+    "unsupported", "not supported", "ghostscript", "not available", "unknown compression",
+    "unknown pixel", "unknown raw mode", "unknown mode", "unimplemented", "not implemented",
+    "no decoder", "unrecognized mode", "unrecognised mode", "bad mode", "not yet",
+    "cannot handle", "unknown image mode", "unknown colour", "unknown color",
+)
+
+#: Message fragments (lower case) of errors from a file that ends early.
+_TRUNCATED_HINTS = (
+    "truncated", "premature end", "ended early", "unexpected end", "end of file",
+    "not enough data", "buffer is not large enough", "incomplete", "early eof",
+    "reached end", "end of stream", "short read", "could not read",
+)
+
+
+def classify_decoder_error(exc: BaseException, *, opened: bool) -> tuple[str, str]:
+    """Reason code and message for an exception raised by the decoder (Pillow, pillow-heif).
+
+    The mapping, by cause:
+
+    - a format or feature the decoder cannot handle (``Unsupported BMP compression``,
+      ``Unable to locate Ghostscript``, ``Unsupported bitcount``, ``NotImplementedError``,
+      ``decoder … not available``) → ``unsupported``;
+    - a file that ends early (``image file is truncated``, ``EOFError``…) → ``truncated``;
+      any other failure while decoding the pixels of a file whose header was read (a
+      corrupt data stream) → ``truncated`` too;
+    - any other failure while reading the header (a corrupt or crafted header), and any
+      unexpected exception type (``TypeError: Missing dimensions``, ``KeyError``…) →
+      ``not_an_image``;
+    - a decompression bomb or ``MemoryError`` → ``too_large``.
+
+    Never ``io_error``: the bytes were already read.
+
+    Args:
+        exc: the exception.
+        opened: whether ``Image.open`` had succeeded (the failure is in the pixel data).
+    """
+    text = str(exc).strip() or type(exc).__name__
+    low = text.lower()
+    if isinstance(exc, (MemoryError, Image.DecompressionBombError)):
+        return "too_large", text
+    if isinstance(exc, NotImplementedError):
+        return "unsupported", f"{type(exc).__name__}: {text}"
+    if isinstance(exc, (OSError, SyntaxError, ValueError, EOFError)):
+        if any(h in low for h in _UNSUPPORTED_HINTS):
+            return "unsupported", text
+        if isinstance(exc, EOFError) or any(h in low for h in _TRUNCATED_HINTS):
+            return "truncated", text
+        return ("truncated" if opened else "not_an_image"), text
+    # TypeError, KeyError, IndexError, struct.error, ZeroDivisionError, RecursionError…:
+    # the decoder tripped over data it did not expect.
+    return "not_an_image", f"{type(exc).__name__}: {text}"
 
 
 def _reduce_like_draft(im: Image.Image, min_side: int) -> Image.Image:
@@ -207,20 +380,38 @@ def to_rgb(im: Image.Image) -> Image.Image:
         return Image.alpha_composite(background, rgba).convert("RGB")
     if mode.startswith("I;16") or mode == "I":
         arr = np.asarray(im, dtype=np.float64)
-        if mode.startswith("I;16") or arr.max(initial=0) > 255:
+        if mode.startswith("I;16") or np.nanmax(arr, initial=0) > 255:
             arr = arr / 257.0
         return _gray_array_to_rgb(arr)
     if mode == "F":
         arr = np.asarray(im, dtype=np.float64)
-        if arr.max(initial=0) <= 1.0:
-            arr = arr * 255.0
+        finite = np.isfinite(arr)
+        # NaN counts as black, +inf as white, -inf as black; the scale comes from the
+        # finite values only (floats in 0–1 are scaled to 0–255).
+        top = float(arr[finite].max()) if finite.any() else 0.0
+        scale = 255.0 if top <= 1.0 else 1.0
+        arr = np.where(finite, arr * scale, np.where(arr > 0, 255.0, 0.0))
         return _gray_array_to_rgb(arr)
     if mode == "1":
         return im.convert("L").convert("RGB")
-    # L, CMYK, YCbCr, LAB, HSV, RGBX…: Pillow's own conversion is correct for these.
+    if mode == "LAB":
+        return _lab_to_rgb(im)
+    # L, CMYK, YCbCr, HSV, RGBX…: Pillow's own conversion is correct for these.
     return im.convert("RGB")
 
 
+def _lab_to_rgb(im: Image.Image) -> Image.Image:
+    """CIE L*a*b* to sRGB through LittleCMS (Pillow's plain convert reinterprets channels)."""
+    from PIL import ImageCms
+
+    transform = ImageCms.buildTransform(
+        ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB"
+    )
+    out = ImageCms.applyTransform(im, transform)
+    assert out is not None
+    return out
+
+
 def _gray_array_to_rgb(arr: np.ndarray) -> Image.Image:
-    gray = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+    gray = np.clip(np.rint(np.nan_to_num(arr, nan=0.0)), 0, 255).astype(np.uint8)
     return Image.fromarray(gray, mode="L").convert("RGB")

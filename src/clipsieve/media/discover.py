@@ -31,7 +31,10 @@ def iter_files(
     extension is in ``extensions`` are yielded, and hidden files and folders (names starting
     with a dot, such as macOS ``._IMG_0001.jpg`` metadata files) are skipped; symbolic links are followed, but a folder
     already visited (same device and inode) is never entered twice, so link loops end.
-    Each file is yielded at most once.
+    Nothing is skipped in silence: an entry with an image extension that cannot be checked
+    (a symbolic link loop ``x.jpg -> x.jpg``, a FIFO, a device) is yielded like a file, and
+    a folder that cannot be listed is yielded itself, so that each fails later with
+    ``io_error`` and a reason. Each file is yielded at most once.
     """
     seen_dirs: set[tuple[int, int]] = set()
     seen_files: set[str] = set()
@@ -56,6 +59,7 @@ def _walk(
     try:
         st = os.stat(top)
     except OSError:
+        yield top  # vanished or unreadable meanwhile: it gets a line saying why
         return
     ident = (st.st_dev, st.st_ino)
     if ident in seen_dirs:
@@ -65,14 +69,17 @@ def _walk(
         with os.scandir(top) as it:
             entries = sorted(it, key=lambda e: e.name)
     except OSError:
+        # A folder that cannot be listed (permission denied…) is never skipped in silence:
+        # it is yielded itself, and reading it fails with io_error "cannot read folder".
+        yield top
         return
     for entry in entries:  # files and folders interleaved: the order of the full paths
         if entry.name.startswith("."):  # hidden: .git, .thumbnails, macOS ._IMG.jpg forks
             continue
         try:
             is_dir = entry.is_dir(follow_symlinks=True)
-        except OSError:
-            continue
+        except OSError:  # a symbolic link loop, or a target that cannot be checked
+            is_dir = False
         if is_dir:
             if recursive:
                 yield from _walk(entry.path, extensions, recursive, seen_dirs)
