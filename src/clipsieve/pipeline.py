@@ -190,6 +190,21 @@ class Analyzer:
             return np.zeros((0, 0), dtype=np.float32)
         return np.stack([self._text_cache[t] for t in texts])
 
+    # -- search -----------------------------------------------------------------------------
+    def search(
+        self, text: str | None = None, image: Any = None, *, top: int = 20, **options: Any
+    ) -> Any:
+        """Find stored images by ``text`` or like ``image`` (a file, a sha256, or a PIL image).
+
+        Runs over the store's embeddings of this model: no decoding, and no image model work
+        unless ``image`` is a PIL image. Returns a :class:`clipsieve.search.SearchResult`
+        (``.hits``, best first). Options: ``min_score``, ``where``, ``exact``,
+        ``include_self`` (see :func:`clipsieve.search.search_with`).
+        """
+        from clipsieve.search import search_with
+
+        return search_with(self, text, image, top=top, **options)
+
     # -- images -----------------------------------------------------------------------------
     def embed_images(self, images: Iterable[str | os.PathLike[str] | Image.Image]) -> np.ndarray:
         """L2-normalised embeddings (N, D) of paths or PIL images, in order.

@@ -126,6 +126,14 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         # which device computed each embedding (precision was recorded from the start)
         "ALTER TABLE embeddings ADD COLUMN device TEXT;",
     ),
+    (
+        4,
+        "embeddings by model",
+        # search and export read one (model, preprocessing) at a time, in sha256 order, and
+        # the search index checks its freshness by (count, newest created_at): both from this
+        # covering index, without reading the vectors
+        "CREATE INDEX embeddings_model ON embeddings(model, prep, sha256, created_at);",
+    ),
 ]
 
 
@@ -311,6 +319,85 @@ class Store:
                         (r["sha256"], model, prep, emb.shape[0], emb.tobytes(), precision,
                          device, now),
                     )
+
+    def iter_embeddings(
+        self, model: str, prep: str, *, block: int = 8192
+    ) -> Iterator[tuple[list[str], np.ndarray]]:
+        """Every stored embedding of one (model, preprocessing), in blocks.
+
+        Yields ``(shas, matrix)`` with at most ``block`` rows each, in table order (a
+        sequential read of the file), so memory is one block whatever the store's size. Each
+        block is its own query (keyset pagination on the rowid), so the store's lock is not
+        held between blocks.
+        """
+        last = -1
+        while True:
+            with self._lock:
+                # unary + keeps SQLite on the rowid range instead of the model index, which
+                # would sort every matching row for each block
+                rows = self._db.execute(
+                    "SELECT rowid, sha256, dim, vector FROM embeddings WHERE rowid > ? "
+                    "AND +model=? AND +prep=? ORDER BY rowid LIMIT ?",
+                    (last, model, prep, int(block)),
+                ).fetchall()
+            if not rows:
+                return
+            dim = rows[0][2]
+            if any(r[2] != dim or len(r[3]) != 4 * dim for r in rows):
+                raise StoreError(f"stored embeddings of {model} have mixed or wrong sizes")
+            mat = np.frombuffer(b"".join(r[3] for r in rows), dtype=np.float32)
+            yield [r[1] for r in rows], mat.reshape(len(rows), dim)
+            last = rows[-1][0]
+
+    def embedding_fingerprint(self, model: str, prep: str) -> tuple[int, float]:
+        """(count, newest ``created_at``) of one (model, preprocessing)'s embeddings.
+
+        Every write sets ``created_at`` to the current time, so any added or replaced
+        embedding changes the fingerprint (the search index uses it to know it is fresh).
+        """
+        with self._lock:
+            n, newest = self._db.execute(
+                "SELECT COUNT(*), MAX(created_at) FROM embeddings WHERE model=? AND prep=?",
+                (model, prep),
+            ).fetchone()
+        return int(n), float(newest or 0.0)
+
+    def embedding_kinds(self) -> list[tuple[str, str, int]]:
+        """(model, preprocessing version, count) of the stored embeddings."""
+        with self._lock:
+            return [
+                (m, p, int(n))
+                for m, p, n in self._db.execute(
+                    "SELECT model, prep, COUNT(*) FROM embeddings GROUP BY model, prep "
+                    "ORDER BY model, prep"
+                )
+            ]
+
+    def results_for_shas(
+        self, shas: Iterable[str], model: str
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Stored results of one model by content hash: {sha256: [result, …]} (path order)."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        uniq = list(dict.fromkeys(shas))
+        with self._lock:
+            for i in range(0, len(uniq), 500):
+                chunk = uniq[i : i + 500]
+                q = ",".join("?" * len(chunk))
+                for sha, blob in self._db.execute(
+                    f"SELECT sha256, result FROM results WHERE model=? AND status='ok' "
+                    f"AND sha256 IN ({q}) ORDER BY path",
+                    (model, *chunk),
+                ):
+                    out.setdefault(sha, []).append(json.loads(blob))
+        return out
+
+    def sha_for_path(self, path: str) -> str | None:
+        """The content hash last recorded for a file (whatever its size and mtime now)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT sha256 FROM files WHERE path=?", (path_key(path),)
+            ).fetchone()
+        return row[0] if row else None
 
     # -- results ----------------------------------------------------------------------------
     def put_results(self, results: Iterable[dict[str, Any]], *, model: str) -> None:

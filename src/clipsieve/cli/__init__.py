@@ -27,6 +27,9 @@ _COMMANDS: list[tuple[str, str]] = [
     ("clipsieve.cli.calibrate", "calibrate"),
     ("clipsieve.cli.quality", "quality"),
     ("clipsieve.cli.quality", "train_quality"),
+    ("clipsieve.cli.search", "search"),
+    ("clipsieve.cli.search", "similar"),
+    ("clipsieve.cli.search", "index"),
 ]
 
 _EPILOG = "\b\nExit codes:\n" + "\n".join(f"  {k}  {v}" for k, v in EXIT_CODES.items()) + "\n"

@@ -1,0 +1,232 @@
+"""``clipsieve search``, ``clipsieve similar`` and ``clipsieve index``: parse, call
+:mod:`clipsieve.search`, print."""
+
+from __future__ import annotations
+
+import sys
+from typing import IO, Any
+
+import click
+
+from clipsieve import settings
+from clipsieve.cli.common import (
+    make_console,
+    open_existing_store,
+    open_output,
+    store_option,
+    write_jsonl,
+)
+
+
+def _model_option(f: Any) -> Any:
+    return click.option("--model", "-m", envvar="CLIPSIEVE_MODEL", default=settings.DEFAULT_MODEL,
+                        show_default=True, show_envvar=True,
+                        help="Whose stored embeddings to search (id or local folder).")(f)
+
+
+def _hit_options(f: Any) -> Any:
+    opts: list[Any] = [
+        click.option("--top", default=20, show_default=True, type=click.IntRange(1, 100_000),
+                     help="Number of hits."),
+        click.option("--min-score", type=click.FloatRange(-1, 1),
+                     help="Leave out hits whose cosine similarity is below this."),
+        click.option("--where", "where", multiple=True, metavar="EXPR",
+                     help="Only images whose stored result satisfies this condition (the "
+                          "`filter --where` grammar); repeatable, combined with `and`."),
+        click.option("--format", "fmt", type=click.Choice(["table", "jsonl"]), default="table",
+                     show_default=True, help="A table, or one JSON object per hit."),
+        click.option("--out", "-o", type=click.Path(dir_okay=False, allow_dash=True),
+                     help="Write the table or JSONL here instead of stdout."),
+        click.option("--report", "report_path", type=click.Path(dir_okay=False),
+                     help="Also write an HTML grid of the hits (thumbnails, scores; flagged "
+                          "ones blurred)."),
+        click.option("--exact", is_flag=True,
+                     help="Exact search even when a fresh index exists."),
+        click.option("--quiet", "-q", is_flag=True, help="No summary line on stderr."),
+        _model_option,
+        store_option(),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _analyzer(model: str, store_path: str | None, **kw: Any) -> Any:
+    from clipsieve.pipeline import Analyzer
+
+    return Analyzer(model=model, store=open_existing_store(store_path), pixel_features=False,
+                    **kw)
+
+
+def _emit(result: Any, query: str, fmt: str, out: str | None, report_path: str | None,
+          quiet: bool) -> None:
+    from clipsieve.search import iter_hit_rows
+
+    with open_output(out) as fh:
+        if fmt == "jsonl":
+            for row in iter_hit_rows(result):
+                write_jsonl(fh, row)
+        else:
+            _print_table(fh, result)
+    if report_path:
+        from clipsieve.report.search_html import write_search_report
+
+        write_search_report(result, report_path, query=query)
+    if not quiet:
+        click.echo(f"{len(result.hits)} hits from {result.candidates} stored embeddings "
+                   f"({result.method} search)", err=True)
+        if result.note:
+            click.echo(f"note: {result.note}", err=True)
+        if report_path:
+            click.echo(f"report: {report_path}", err=True)
+
+
+def _print_table(fh: IO[str], result: Any) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(header_style="bold")
+    for name in ("#", "score", "path", "decision", "quality"):
+        table.add_column(name, overflow="fold", no_wrap=name in ("#", "score"))
+    for i, h in enumerate(result.hits, 1):
+        row = h.to_dict()
+        extra = f" (+{len(h.results) - 1})" if len(h.results) > 1 else ""
+        q = (row.get("quality") or {}).get("score")
+        table.add_row(str(i), f"{h.score:.4f}", Text((h.path or f"sha256:{h.sha256}") + extra),
+                      Text((row.get("moderation") or {}).get("decision") or "-"),
+                      f"{q:.1f}" if isinstance(q, (int, float)) else "-")
+    make_console(fh).print(table)
+    fh.flush()
+
+
+@click.command()
+@click.argument("text")
+@_hit_options
+@click.option("--device", envvar="CLIPSIEVE_DEVICE", default="auto", show_default=True,
+              help="Where the text encoder runs: auto, cpu, cuda, cuda:N or mps.")
+@click.option("--precision", envvar="CLIPSIEVE_PRECISION", default="auto", show_default=True,
+              type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+              help="Precision of the text encoder.")
+def search(text: str, top: int, min_score: float | None, where: tuple[str, ...], fmt: str,
+           out: str | None, report_path: str | None, exact: bool, quiet: bool, model: str,
+           store_path: str | None, device: str, precision: str) -> None:
+    """Find stored images by text: the nearest embeddings to the text's embedding.
+
+    Only the text is encoded (kept in the store for the next time); images are neither
+    decoded nor encoded: the candidates are the embeddings of every image scanned with
+    --model. Uses the index written by `clipsieve index build` when it is fresh, else an
+    exact search.
+
+    \b
+    Example:
+      clipsieve search "a dog on a beach" --top 20
+      clipsieve search "a red car" --where 'moderation.decision == "allow"' --report cars.html
+    """
+    analyzer = _analyzer(model, store_path, device=device, precision=precision)
+    try:
+        result = analyzer.search(text=text, top=top, min_score=min_score,
+                                 where=list(where) or None, exact=exact)
+    finally:
+        analyzer.close()
+    _emit(result, f'text "{text}"', fmt, out, report_path, quiet)
+    sys.exit(0)
+
+
+@click.command()
+@click.argument("image", metavar="FILE_OR_SHA")
+@_hit_options
+@click.option("--include-self", is_flag=True, help="Keep the query image itself among the hits.")
+def similar(image: str, top: int, min_score: float | None, where: tuple[str, ...], fmt: str,
+            out: str | None, report_path: str | None, exact: bool, quiet: bool, model: str,
+            store_path: str | None, include_self: bool) -> None:
+    """Find stored images like one image: a file already scanned, or a content sha256.
+
+    The query is the image's stored embedding (no decoding, no model work); the image
+    itself is left out of the hits unless --include-self.
+
+    \b
+    Example:
+      clipsieve similar flagged/upload-123.jpg --top 20 --min-score 0.9
+      clipsieve similar 3f5a…e1 --format jsonl
+    """
+    analyzer = _analyzer(model, store_path)
+    try:
+        result = analyzer.search(image=image, top=top, min_score=min_score,
+                                 where=list(where) or None, exact=exact,
+                                 include_self=include_self)
+    finally:
+        analyzer.close()
+    _emit(result, f"like {image}", fmt, out, report_path, quiet)
+    sys.exit(0)
+
+
+@click.group()
+def index() -> None:
+    """The approximate search index beside the store (FAISS inverted lists).
+
+    \b
+    Example:
+      clipsieve index build --store project.sqlite
+      clipsieve index status
+    """
+
+
+@index.command("build")
+@_model_option
+@store_option()
+@click.option("--lists", type=click.IntRange(1), help="Inverted lists [default: about √N].")
+@click.option("--probes", type=click.IntRange(1),
+              help="Lists visited per query [default: max(16, lists/32)].")
+@click.option("--quiet", "-q", is_flag=True, help="No summary line.")
+def index_build(model: str, store_path: str | None, lists: int | None, probes: int | None,
+                quiet: bool) -> None:
+    """Build (or rebuild) the search index of one model's stored embeddings.
+
+    Written beside the store (STORE.index-<tag>.faiss, .ids.npy, .json). Search uses it
+    while it covers exactly the store's embeddings, and falls back to exact search after
+    new scans until it is built again. Needs faiss-cpu (pip install 'clipsieve[search]').
+
+    \b
+    Example:
+      clipsieve index build --store project.sqlite
+    """
+    from clipsieve.backends.clip import resolve_model_id
+    from clipsieve.search import build_index, index_paths, stored_prep
+
+    store = open_existing_store(store_path)
+    try:
+        model_id = resolve_model_id(model)
+        prep = stored_prep(store, model_id)
+        info = build_index(store, model_id, prep, lists=lists, probes=probes)
+        where = index_paths(store.path, model_id, prep)[0]
+    finally:
+        store.close()
+    if not quiet:
+        click.echo(f"indexed {info.count} embeddings ({info.dim}-d, {info.lists} lists, "
+                   f"{info.probes} probed per query) in {info.build_seconds:.1f}s: {where}",
+                   err=True)
+
+
+@index.command("status")
+@_model_option
+@store_option()
+def index_status_cmd(model: str, store_path: str | None) -> None:
+    """Say whether the index of a model exists and is fresh (one JSON object)."""
+    import json
+
+    from clipsieve.backends.clip import resolve_model_id
+    from clipsieve.search import index_paths, index_status, stored_prep
+
+    store = open_existing_store(store_path)
+    try:
+        model_id = resolve_model_id(model)
+        prep = stored_prep(store, model_id)
+        info, why = index_status(store, model_id, prep)
+        count, _ = store.embedding_fingerprint(model_id, prep)
+        out = {"model": model_id, "prep": prep, "embeddings": count,
+               "index": str(index_paths(store.path, model_id, prep)[0]) if info else None,
+               "indexed": info.count if info else 0,
+               "fresh": bool(info) and why is None, "note": why}
+    finally:
+        store.close()
+    click.echo(json.dumps(out))

@@ -1,0 +1,647 @@
+"""Find stored images by text or by image, over the embeddings already in the store.
+
+Search never decodes an image and never runs the image encoder: the query is a text
+embedding (the text encoder only), or the stored embedding of a file or content hash. The
+candidates are the store's embeddings of one (model, preprocessing version).
+
+* **Exact search** reads the embeddings block by block (:meth:`Store.iter_embeddings`) and
+  keeps a running top-k per query from one ``block × queries`` matrix product per block, so
+  memory is one block plus the top-k, whatever the store's size (as ``filter --dedupe``).
+* **Approximate search** uses a FAISS inverted-file index (``IndexIVFFlat``, inner product)
+  written beside the store by :func:`build_index` (``clipsieve index build``). The index
+  records which embeddings it covers (their count and newest ``created_at``, plus the hash of
+  every row); :func:`search` uses it only while the store still has exactly those embeddings
+  and falls back to exact search otherwise.
+
+Hits are content hashes (identical files share one embedding) with their cosine similarity
+and the stored results (paths, moderation, quality…) of the files that have that content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clipsieve.errors import ConfigError, StoreError
+from clipsieve.store import Store
+
+#: Rows per block of the exact search (8192 × 512 float32 = 16 MB).
+DEFAULT_BLOCK = 8192
+
+#: Version of the index files; an index of another version is treated as absent.
+INDEX_FORMAT = 1
+
+
+@dataclass
+class Hit:
+    """One search hit.
+
+    Attributes:
+        sha256: content hash of the image (its embedding's key).
+        score: cosine similarity to the query (-1..1).
+        results: the stored results of the files with this content (path order; may be
+            empty when the embedding is stored but no result is).
+    """
+
+    sha256: str
+    score: float
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def paths(self) -> list[str]:
+        return [str(r.get("path")) for r in self.results]
+
+    @property
+    def path(self) -> str | None:
+        return self.paths[0] if self.results else None
+
+    def to_dict(self, rank: int | None = None) -> dict[str, Any]:
+        """The JSONL form: rank, score, sha256, path, paths and the first result's head
+        fields (moderation decision, quality score, labels)."""
+        first = self.results[0] if self.results else {}
+        out: dict[str, Any] = {}
+        if rank is not None:
+            out["rank"] = rank
+        out.update(score=round(float(self.score), 6), sha256=self.sha256, path=self.path,
+                   paths=self.paths)
+        mod = first.get("moderation")
+        if isinstance(mod, dict):
+            out["moderation"] = {"decision": mod.get("decision")}
+        q = first.get("quality")
+        if isinstance(q, dict):
+            out["quality"] = {"score": q.get("score")}
+        if first.get("labels") is not None:
+            out["labels"] = first["labels"]
+        return out
+
+
+@dataclass
+class SearchResult:
+    """What :func:`search` found and how.
+
+    Attributes:
+        hits: best first.
+        method: ``"exact"`` or ``"index"``.
+        model: the model id whose embeddings were searched.
+        prep: their preprocessing version.
+        candidates: how many stored embeddings were searched.
+        note: why the index was not used, when one exists but is stale.
+    """
+
+    hits: list[Hit]
+    method: str
+    model: str
+    prep: str
+    candidates: int
+    note: str | None = None
+
+
+# -- exact search ---------------------------------------------------------------------------
+
+
+class TopK:
+    """A running top-k per query over scored candidates given block by block.
+
+    Ties are broken by the candidate's key (ascending), so the result does not depend on
+    the block size.
+    """
+
+    def __init__(self, n_queries: int, k: int) -> None:
+        self.k = int(k)
+        self.scores = np.full((n_queries, 0), -np.inf, dtype=np.float32)
+        self.keys = np.empty((n_queries, 0), dtype=object)
+
+    def add(self, scores: np.ndarray, keys: Sequence[str]) -> None:
+        """Merge a block: ``scores`` (queries × block), ``keys`` one per block row."""
+        if scores.shape[1] == 0 or self.k == 0:
+            return
+        karr = np.empty(len(keys), dtype=object)
+        karr[:] = list(keys)
+        k = self.k
+        part: np.ndarray | None = None
+        if scores.shape[1] > k:
+            # candidates: the block's k best per query (ties at the cut kept by key order
+            # below, since argpartition may split equal scores arbitrarily)
+            part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            cand_s = np.take_along_axis(scores, part, axis=1)
+            cut = cand_s.min(axis=1, keepdims=True)
+            if np.any((scores == cut).sum(axis=1) > (cand_s == cut).sum(axis=1)):
+                part = None  # ties straddle the cut: keep the whole block (rare)
+        for qi in range(scores.shape[0]):
+            if part is None:
+                s_new, k_new = scores[qi], karr
+            else:
+                s_new, k_new = scores[qi, part[qi]], karr[part[qi]]
+            s_all = np.concatenate([self.scores[qi], s_new])
+            k_all = np.concatenate([self.keys[qi], k_new])
+            order = sorted(range(len(s_all)), key=lambda i: (-float(s_all[i]), k_all[i]))[:k]
+            if qi == 0:
+                new_s = np.full((scores.shape[0], len(order)), -np.inf, dtype=np.float32)
+                new_k = np.empty((scores.shape[0], len(order)), dtype=object)
+            new_s[qi] = s_all[order]
+            new_k[qi] = k_all[order]
+        self.scores, self.keys = new_s, new_k
+
+    def result(self, qi: int = 0) -> list[tuple[str, float]]:
+        return [(str(k), float(s)) for k, s in zip(self.keys[qi], self.scores[qi])
+                if np.isfinite(s)]
+
+
+def exact_search(
+    queries: np.ndarray,
+    blocks: Iterable[tuple[Sequence[str], np.ndarray]],
+    top: int,
+    *,
+    keep: Callable[[str], bool] | None = None,
+) -> list[list[tuple[str, float]]]:
+    """The ``top`` best candidates per query by inner product, one block at a time.
+
+    Args:
+        queries: (Q, D) unit-length queries.
+        blocks: ``(keys, matrix)`` pairs, e.g. :meth:`Store.iter_embeddings`.
+        top: hits per query.
+        keep: when given, only candidates whose key it accepts.
+
+    Returns:
+        Per query, ``(key, score)`` best first (ties by key).
+    """
+    q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+    best = TopK(q.shape[0], top)
+    for keys, mat in blocks:
+        if keep is not None:
+            mask = np.fromiter((keep(k) for k in keys), dtype=bool, count=len(keys))
+            if not mask.any():
+                continue
+            if not mask.all():
+                mat = mat[mask]
+                keys = [k for k, m in zip(keys, mask) if m]
+        best.add((mat @ q.T).T, keys)
+    return [best.result(i) for i in range(q.shape[0])]
+
+
+# -- the index ------------------------------------------------------------------------------
+
+
+def _require_faiss() -> Any:
+    try:
+        import faiss
+    except ImportError:
+        raise ConfigError(
+            "the search index needs FAISS: pip install 'clipsieve[search]' (faiss-cpu); "
+            "search without an index is exact and needs nothing more"
+        ) from None
+    return faiss
+
+
+def index_paths(store_path: str | os.PathLike[str], model: str, prep: str) -> tuple[Path, Path, Path]:
+    """Where the index of one (model, preprocessing) lives: beside the store file.
+
+    ``STORE.index-<12 hex>.faiss`` (the FAISS index), ``.ids.npy`` (the sha256 of each row,
+    as 32 raw bytes) and ``.json`` (what it covers and how it was built).
+    """
+    tag = hashlib.sha256(f"{model}\0{prep}".encode()).hexdigest()[:12]
+    base = Path(os.fspath(store_path))
+    stem = f"{base.name}.index-{tag}"
+    return (base.with_name(stem + ".faiss"), base.with_name(stem + ".ids.npy"),
+            base.with_name(stem + ".json"))
+
+
+def default_lists(n: int) -> int:
+    """Inverted lists for ``n`` vectors: about √n, at least 1 and at most n / 39 (FAISS
+    wants 39 training points per list)."""
+    return int(max(1, min(round(np.sqrt(n)), n // 39 if n >= 39 else 1)))
+
+
+def default_probes(lists: int) -> int:
+    """Lists visited per query by default (see ``benchmarks/search_index.py``)."""
+    return int(max(1, min(lists, max(16, lists // 32))))
+
+
+@dataclass
+class IndexInfo:
+    """The sidecar of an index: what it covers and how it was built."""
+
+    model: str
+    prep: str
+    count: int
+    newest: float
+    dim: int
+    lists: int
+    probes: int
+    ids_sha256: str
+    built_at: float
+    build_seconds: float
+    faiss_version: str
+    format: int = INDEX_FORMAT
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, indent=2)
+
+
+class VectorIndex:
+    """A loaded FAISS index with the content hash of each row."""
+
+    def __init__(self, index: Any, ids: np.ndarray, info: IndexInfo) -> None:
+        self.index = index
+        self.ids = ids
+        self.info = info
+
+    def search(
+        self, queries: np.ndarray, top: int, *, probes: int | None = None
+    ) -> list[list[tuple[str, float]]]:
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        self.index.nprobe = int(probes or self.info.probes)
+        k = int(min(top, self.info.count))
+        if k <= 0:
+            return [[] for _ in range(q.shape[0])]
+        scores, rows = self.index.search(q, k)
+        out = []
+        for srow, rrow in zip(scores, rows):
+            out.append([(self.ids[r].tobytes().hex(), float(s))
+                        for s, r in zip(srow, rrow) if r >= 0])
+        return out
+
+
+def train_ivf(train: np.ndarray, lists: int, *, seed: int = 0) -> Any:
+    """An empty FAISS ``IndexIVFFlat`` (inner product) with ``lists`` inverted lists, its
+    coarse quantizer trained by k-means on ``train`` (rows, unit length)."""
+    faiss = _require_faiss()
+    dim = int(train.shape[1])
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFFlat(quantizer, dim, int(lists), faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = seed
+    index.train(np.ascontiguousarray(train, dtype=np.float32))
+    return index
+
+
+def build_index(
+    store: Store,
+    model: str,
+    prep: str,
+    *,
+    lists: int | None = None,
+    probes: int | None = None,
+    sample: int | None = None,
+    block: int = DEFAULT_BLOCK,
+    seed: int = 0,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> IndexInfo:
+    """Build the approximate index of one (model, preprocessing)'s embeddings beside the store.
+
+    Trains the inverted lists (k-means) on a random sample of at most ``max(64 × lists,
+    50 000)`` embeddings, then adds every embedding block by block. The files are written
+    under temporary names and renamed into place, the sidecar last.
+
+    Args:
+        store: a file-backed store.
+        model, prep: which embeddings.
+        lists: inverted lists (default :func:`default_lists`).
+        probes: lists visited per query by default (default :func:`default_probes`).
+        sample: training sample size.
+        on_progress: ``on_progress(added, total)`` after each block.
+
+    Raises:
+        StoreError: no embeddings of that model, or an in-memory store.
+        ConfigError: FAISS is not installed.
+    """
+    faiss = _require_faiss()
+    if store.path == ":memory:":
+        raise StoreError("an index needs a store file (not :memory:)")
+    t0 = time.perf_counter()
+    count, newest = store.embedding_fingerprint(model, prep)
+    if count == 0:
+        raise StoreError(f"no stored embeddings of {model} (preprocessing {prep}) to index")
+    nlist = int(lists or default_lists(count))
+    nlist = max(1, min(nlist, count))
+    nprobe = int(probes or default_probes(nlist))
+    n_train = int(sample or max(64 * nlist, 50_000))
+    rng = np.random.default_rng(seed)
+    # pass 1: a uniform random sample for training, and the dimension
+    p = min(1.0, n_train / count)
+    parts: list[np.ndarray] = []
+    dim = 0
+    for _, mat in store.iter_embeddings(model, prep, block=block):
+        dim = mat.shape[1]
+        parts.append(mat if p >= 1.0 else mat[rng.random(mat.shape[0]) < p])
+    train = np.ascontiguousarray(np.concatenate(parts))
+    del parts
+    if train.shape[0] < nlist:
+        nlist = max(1, train.shape[0])
+    index = train_ivf(train, nlist, seed=seed)
+    del train
+    # pass 2: every embedding, in sha256 order (row i = ids[i])
+    ids = np.empty((count, 32), dtype=np.uint8)
+    digest = hashlib.sha256()
+    added = 0
+    for shas, mat in store.iter_embeddings(model, prep, block=block):
+        n = len(shas)
+        if added + n > count:
+            raise StoreError("embeddings were added while the index was built; build again")
+        raw = bytes.fromhex("".join(shas))
+        ids[added : added + n] = np.frombuffer(raw, dtype=np.uint8).reshape(n, 32)
+        digest.update(raw)
+        index.add(np.ascontiguousarray(mat))
+        added += n
+        if on_progress is not None:
+            on_progress(added, count)
+    if added != count or store.embedding_fingerprint(model, prep) != (count, newest):
+        raise StoreError("embeddings changed while the index was built; build again")
+    info = IndexInfo(
+        model=model, prep=prep, count=count, newest=newest, dim=dim, lists=nlist,
+        probes=min(nprobe, nlist), ids_sha256=digest.hexdigest(), built_at=time.time(),
+        build_seconds=round(time.perf_counter() - t0, 3), faiss_version=faiss.__version__,
+    )
+    f_index, f_ids, f_json = index_paths(store.path, model, prep)
+    tmp = f".tmp-{os.getpid()}"
+    try:
+        if f_json.exists():  # a reader must never pair the new index with the old sidecar
+            f_json.unlink()
+        faiss.write_index(index, str(f_index) + tmp)
+        with open(str(f_ids) + tmp, "wb") as fh:
+            np.save(fh, ids)
+        Path(str(f_json) + tmp).write_text(info.to_json(), encoding="utf-8")
+        os.replace(str(f_index) + tmp, f_index)
+        os.replace(str(f_ids) + tmp, f_ids)
+        os.replace(str(f_json) + tmp, f_json)
+    finally:
+        for f in (f_index, f_ids, f_json):
+            if os.path.exists(str(f) + tmp):
+                os.unlink(str(f) + tmp)
+    return info
+
+
+def read_index_info(store_path: str | os.PathLike[str], model: str, prep: str) -> IndexInfo | None:
+    """The sidecar of the index of (model, prep), or ``None`` if there is none (or it is of
+    another format)."""
+    _, _, f_json = index_paths(store_path, model, prep)
+    try:
+        raw = json.loads(f_json.read_text(encoding="utf-8"))
+        if raw.get("format") != INDEX_FORMAT:
+            return None
+        return IndexInfo(**raw)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def index_status(store: Store, model: str, prep: str) -> tuple[IndexInfo | None, str | None]:
+    """(the index's sidecar, why it cannot be used) — the reason is ``None`` when it is fresh."""
+    if store.path == ":memory:":
+        return None, None
+    info = read_index_info(store.path, model, prep)
+    if info is None:
+        return None, None
+    count, newest = store.embedding_fingerprint(model, prep)
+    if (count, newest) != (info.count, info.newest):
+        return info, (f"the index covers {info.count} embeddings and the store now has "
+                      f"{count} (or some changed); run `clipsieve index build`")
+    return info, None
+
+
+def load_index(store: Store, model: str, prep: str) -> VectorIndex | None:
+    """The fresh index of (model, prep), or ``None`` (absent, stale or unreadable)."""
+    info, why = index_status(store, model, prep)
+    if info is None or why is not None:
+        return None
+    faiss = _require_faiss()
+    f_index, f_ids, _ = index_paths(store.path, model, prep)
+    try:
+        index = faiss.read_index(str(f_index))
+        ids = np.load(f_ids, allow_pickle=False)
+    except (OSError, RuntimeError, ValueError):
+        return None
+    if ids.shape != (info.count, 32) or index.ntotal != info.count:
+        return None
+    return VectorIndex(index, ids, info)
+
+
+# -- the search ------------------------------------------------------------------------------
+
+
+def stored_prep(store: Store, model: str, prep: str | None = None) -> str:
+    """The preprocessing version whose embeddings to search.
+
+    ``prep`` when given; else the model's own (from its checkpoint config) when the store has
+    embeddings of it; else the only one the store has for the model.
+    """
+    kinds = [(p, n) for m, p, n in store.embedding_kinds() if m == model]
+    if prep is not None:
+        return prep
+    if not kinds:
+        have = sorted({m for m, _, _ in store.embedding_kinds()})
+        raise StoreError(
+            f"the store has no embeddings of {model}"
+            + (f" (it has: {', '.join(have)}); pass --model" if have else "; scan images first")
+        )
+    if len(kinds) == 1:
+        return kinds[0][0]
+    try:
+        from clipsieve.backends.clip import load_preprocess
+
+        own = load_preprocess(model).version
+    except Exception:  # noqa: BLE001 - config unavailable: choose the largest set below
+        own = None
+    if own is not None and any(p == own for p, _ in kinds):
+        return own
+    return max(kinds, key=lambda kv: kv[1])[0]
+
+
+def query_for_image(store: Store, model: str, prep: str, image: str | os.PathLike[str]) -> tuple[str, np.ndarray]:
+    """(sha256, stored embedding) of a content hash or an image file, without decoding.
+
+    A 64-hex-digit string is a content hash; anything else is a file, found by its recorded
+    hash when its size and modification time are unchanged, else by hashing its bytes.
+
+    Raises:
+        StoreError: the image has no stored embedding of this model (scan it first).
+    """
+    text = os.fspath(image)
+    sha: str | None = None
+    if len(text) == 64 and all(c in "0123456789abcdef" for c in text.lower()) and \
+            not os.path.exists(text):
+        sha = text.lower()
+    else:
+        try:
+            st = os.stat(text)
+        except OSError:
+            raise StoreError(f"{text}: no such file, and not a sha256") from None
+        sha = store.lookup_file(text, st.st_size, st.st_mtime_ns)
+        if sha is None:
+            h = hashlib.sha256()
+            with open(text, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            sha = h.hexdigest()
+    vec = store.get_embedding(sha, model, prep)
+    if vec is None:
+        raise StoreError(
+            f"{text}: no stored embedding of this content for {model}; scan it first "
+            "(similar searches stored embeddings only)"
+        )
+    return sha, vec
+
+
+def search(
+    store: Store,
+    model: str,
+    prep: str,
+    query: np.ndarray,
+    *,
+    top: int = 20,
+    min_score: float | None = None,
+    where: Any = None,
+    exclude: Iterable[str] = (),
+    exact: bool = False,
+    probes: int | None = None,
+    block: int = DEFAULT_BLOCK,
+) -> SearchResult:
+    """Search the stored embeddings of (model, prep) for the ``top`` nearest to ``query``.
+
+    Args:
+        store: the store.
+        model, prep: whose embeddings.
+        query: (D,) unit-length query vector.
+        top: hits to return.
+        min_score: leave out hits below this cosine.
+        where: a :class:`clipsieve.filtering.rules.WhereExpr` (or text); only contents with
+            a stored result for which it is true are candidates.
+        exclude: content hashes never returned (``similar`` leaves out its own image).
+        exact: never use the index.
+        probes: inverted lists visited per query (index only).
+        block: rows per block of the exact search.
+    """
+    if top < 1:
+        raise ConfigError("--top must be at least 1")
+    q = np.asarray(query, dtype=np.float32).reshape(1, -1)
+    norm = float(np.linalg.norm(q))
+    if norm > 0:
+        q = q / norm
+    excluded = set(exclude)
+    allowed: set[str] | None = None
+    if where is not None:
+        from clipsieve.filtering.rules import WhereExpr, parse_where
+
+        expr = where if isinstance(where, WhereExpr) else parse_where(where)
+        allowed = set()
+        for r in store.iter_results(model):
+            sha = r.get("sha256")
+            if r.get("status") == "ok" and sha and expr.evaluate(r).value is True:
+                allowed.add(sha)
+
+    def ok(sha: str) -> bool:
+        return sha not in excluded and (allowed is None or sha in allowed)
+
+    count, _ = store.embedding_fingerprint(model, prep)
+    method, note = "exact", None
+    pairs: list[tuple[str, float]] | None = None
+    if not exact:
+        info, why = index_status(store, model, prep)
+        note = why
+        vi = load_index(store, model, prep) if info is not None and why is None else None
+        if vi is not None:
+            if q.shape[1] != vi.info.dim:
+                raise StoreError(f"query has {q.shape[1]} dimensions, the index {vi.info.dim}")
+            want = top + len(excluded)
+            while True:
+                found = vi.search(q, want, probes=probes)[0]
+                kept = [(s, v) for s, v in found if ok(s)]
+                if len(kept) >= top or want >= count:
+                    pairs, method = kept[:top], "index"
+                    break
+                if allowed is not None and want >= 8 * (top + len(excluded)):
+                    break  # a selective --where: exact over the allowed ones instead
+                want = min(count, want * 4)
+    if pairs is None:
+        pairs = exact_search(q, store.iter_embeddings(model, prep, block=block), top,
+                             keep=ok if (allowed is not None or excluded) else None)[0]
+    if min_score is not None:
+        pairs = [(s, v) for s, v in pairs if v >= min_score]
+    results = store.results_for_shas([s for s, _ in pairs], model)
+    hits = []
+    for sha, score in pairs:
+        rs = results.get(sha, [])
+        if where is not None:
+            rs = [r for r in rs if expr.evaluate(r).value is True]
+        hits.append(Hit(sha, score, rs))
+    return SearchResult(hits, method, model, prep, count, note)
+
+
+def iter_hit_rows(result: SearchResult) -> Iterator[dict[str, Any]]:
+    """The JSONL rows of a search, rank 1 first."""
+    for i, hit in enumerate(result.hits, 1):
+        yield hit.to_dict(rank=i)
+
+
+__all__ = [
+    "DEFAULT_BLOCK",
+    "Hit",
+    "IndexInfo",
+    "SearchResult",
+    "TopK",
+    "VectorIndex",
+    "build_index",
+    "default_lists",
+    "default_probes",
+    "exact_search",
+    "index_paths",
+    "index_status",
+    "iter_hit_rows",
+    "load_index",
+    "query_for_image",
+    "read_index_info",
+    "search",
+    "search_with",
+    "stored_prep",
+    "train_ivf",
+]
+
+
+def search_with(
+    analyzer: Any,
+    text: str | None = None,
+    image: Any = None,
+    *,
+    top: int = 20,
+    min_score: float | None = None,
+    where: Any = None,
+    exact: bool = False,
+    include_self: bool = False,
+    prep: str | None = None,
+) -> SearchResult:
+    """:meth:`clipsieve.Analyzer.search`: by text (the text encoder only) or by image.
+
+    ``image`` is a content hash or an image file whose embedding is stored (no decoding, no
+    model work; the image itself is left out of the hits unless ``include_self``), or a PIL
+    image / array, which is embedded now (the only case that runs the image encoder).
+    """
+    if (text is None) == (image is None):
+        raise ConfigError("give exactly one of text= or image=")
+    store = analyzer.store
+    if store is None:
+        raise StoreError("search needs a store (the analyzer was built with store=False)")
+    model = analyzer.model_id
+    prep = stored_prep(store, model, prep)
+    exclude: list[str] = []
+    if text is not None:
+        if not str(text).strip():
+            raise ConfigError("the search text is empty")
+        q = analyzer.embed_texts([str(text)])[0]
+    elif isinstance(image, (str, os.PathLike)):
+        sha, q = query_for_image(store, model, prep, image)
+        if not include_self:
+            exclude.append(sha)
+    else:
+        from PIL import Image
+
+        if isinstance(image, np.ndarray):
+            image = Image.fromarray(image)
+        q = analyzer.embed_images([image])[0]
+    return search(store, model, prep, q, top=top, min_score=min_score, where=where,
+                  exclude=exclude, exact=exact)

@@ -1,0 +1,239 @@
+"""search.py: exact search against brute force, the FAISS index, freshness, the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from clipsieve import Analyzer, Store
+from clipsieve.cli import main
+from clipsieve.search import (
+    TopK,
+    build_index,
+    exact_search,
+    index_status,
+    load_index,
+    search,
+    stored_prep,
+)
+
+
+def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _fill(store: Store, vecs: np.ndarray, model: str = "m", prep: str = "p") -> list[str]:
+    shas = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(len(vecs))]
+    store.put_items(({"path": f"/x/{i}.jpg", "sha256": s, "embedding": v}
+                     for i, (s, v) in enumerate(zip(shas, vecs))), model=model, prep=prep)
+    store.put_results(({"path": f"/x/{i}.jpg", "status": "ok", "sha256": s, "model": model}
+                       for i, s in enumerate(shas)), model=model)
+    return shas
+
+
+def _brute(mat: np.ndarray, keys: list[str], q: np.ndarray, k: int) -> list[tuple[str, float]]:
+    s = mat @ q
+    order = sorted(range(len(keys)), key=lambda i: (-float(s[i]), keys[i]))[:k]
+    return [(keys[i], float(s[i])) for i in order]
+
+
+@pytest.mark.parametrize("block", [1, 7, 64, 10_000])
+def test_exact_search_equals_brute_force_whatever_the_block(block: int) -> None:
+    rng = np.random.default_rng(1)
+    mat = _unit(rng, 300, 16)
+    mat[10] = mat[20]  # an exact tie: broken by key, whatever the block size
+    keys = [f"k{i:04d}" for i in range(300)]
+    qs = _unit(rng, 3, 16)
+    qs[2] = mat[20]
+    blocks = [(keys[i : i + block], mat[i : i + block]) for i in range(0, 300, block)]
+    got = exact_search(qs, blocks, 10)
+    for qi in range(3):
+        want = _brute(mat, keys, qs[qi], 10)
+        assert [k for k, _ in got[qi]] == [k for k, _ in want]
+        assert np.allclose([s for _, s in got[qi]], [s for _, s in want], atol=1e-5)
+    assert [k for k, _ in got[2][:2]] == ["k0010", "k0020"]
+
+
+def test_topk_keeps_fewer_when_there_are_fewer() -> None:
+    t = TopK(1, 5)
+    t.add(np.array([[0.5, 0.9]], dtype=np.float32), ["a", "b"])
+    assert t.result() == [("b", pytest.approx(0.9)), ("a", pytest.approx(0.5))]
+
+
+def test_search_filters_where_and_excludes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    store = Store(tmp_path / "s.sqlite")
+    vecs = _unit(rng, 50, 8)
+    shas = _fill(store, vecs)
+    # label half the items "cat"
+    store.put_results(({"path": f"/x/{i}.jpg", "status": "ok", "sha256": s, "model": "m",
+                        "labels": {"cat": 0.9 if i % 2 == 0 else 0.1}}
+                       for i, s in enumerate(shas)), model="m")
+    res = search(store, "m", "p", vecs[3], top=5, where="labels.cat > 0.5", exclude=[shas[0]])
+    want = _brute(vecs, shas, vecs[3], 50)
+    want = [(s, v) for s, v in want if shas.index(s) % 2 == 0 and s != shas[0]][:5]
+    assert [h.sha256 for h in res.hits] == [s for s, _ in want]
+    assert all(h.results[0]["labels"]["cat"] == 0.9 for h in res.hits)
+    res = search(store, "m", "p", vecs[3], top=50, min_score=0.5)
+    assert res.hits and all(h.score >= 0.5 for h in res.hits)
+
+
+@pytest.fixture()
+def scanned(tmp_path: Path, tiny_clip: Path, photos: dict[str, Path]) -> tuple[Path, Path]:
+    """Real photos and variants of them (mirrored, greyscale, cropped), scanned with the tiny
+    CLIP into a store."""
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for name, p in photos.items():
+        shutil.copy(p, d / p.name)
+        im = Image.open(p).convert("RGB")
+        ImageOps.mirror(im).save(d / f"{name}-mirror.jpg", quality=90)
+        ImageOps.grayscale(im).convert("RGB").save(d / f"{name}-grey.png")
+        w, h = im.size
+        im.crop((w // 8, h // 8, w - w // 8, h - h // 8)).save(d / f"{name}-crop.jpg")
+    store = tmp_path / "s.sqlite"
+    an = Analyzer(model=str(tiny_clip), store=store, pixel_features=False)
+    assert all(r.ok for r in an.scan([d]))
+    an.close()
+    return d, store
+
+
+def _all_embeddings(store: Store, model: str, prep: str) -> tuple[np.ndarray, list[str]]:
+    keys, mats = [], []
+    for k, m in store.iter_embeddings(model, prep, block=5):
+        keys += k
+        mats.append(m)
+    return np.concatenate(mats), keys
+
+
+def test_text_and_image_search_equal_brute_force_on_real_photos(
+    scanned: tuple[Path, Path], tiny_clip: Path
+) -> None:
+    folder, store_path = scanned
+    an = Analyzer(model=str(tiny_clip), store=store_path, pixel_features=False)
+    prep = stored_prep(an.store, an.model_id)
+    mat, keys = _all_embeddings(an.store, an.model_id, prep)
+    assert mat.shape[0] == 16
+    for text in ("a photo of a cat", "a rocket launch", "a cup of coffee"):
+        res = an.search(text=text, top=6)
+        q = an.embed_texts([text])[0]
+        want = _brute(mat, keys, q, 6)
+        assert res.method == "exact"
+        assert [h.sha256 for h in res.hits] == [k for k, _ in want]
+        assert np.allclose([h.score for h in res.hits], [s for _, s in want], atol=1e-5)
+        assert all(h.path and Path(h.path).parent == folder for h in res.hits)
+    photo = folder / "chelsea.jpg"
+    res = an.search(image=photo, top=15)
+    own = hashlib.sha256(photo.read_bytes()).hexdigest()
+    want = [(k, s) for k, s in _brute(mat, keys, mat[keys.index(own)], 16) if k != own]
+    assert [h.sha256 for h in res.hits] == [k for k, _ in want]
+    by_sha = an.search(image=own, top=3, include_self=True)
+    assert by_sha.hits[0].sha256 == own and by_sha.hits[0].score == pytest.approx(1.0, abs=1e-5)
+    an.close()
+
+
+def test_search_does_no_image_model_work(scanned: tuple[Path, Path], tiny_clip: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    _, store_path = scanned
+    import clipsieve.media.decode as decode
+
+    def boom(*a: object, **k: object) -> None:
+        raise AssertionError("decoded an image")
+
+    monkeypatch.setattr(decode, "decode_image", boom)
+    an = Analyzer(model=str(tiny_clip), store=store_path, pixel_features=False)
+    prep = stored_prep(an.store, an.model_id)
+    sha = next(iter(an.store.iter_embeddings(an.model_id, prep)))[0][0]
+    res = an.search(image=sha, top=3)
+    assert len(res.hits) == 3 and not an.model_loaded  # similar: not even the text encoder
+    an.backend.encode_pixels = boom  # type: ignore[method-assign]
+    assert len(an.search(text="a cat", top=3).hits) == 3
+    an.close()
+
+
+def test_index_returns_each_stored_vector_as_its_own_top1(tmp_path: Path) -> None:
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(3)
+    store = Store(tmp_path / "s.sqlite")
+    vecs = _unit(rng, 3000, 32)
+    shas = _fill(store, vecs)
+    info = build_index(store, "m", "p")
+    assert info.count == 3000 and info.lists == 55
+    vi = load_index(store, "m", "p")
+    assert vi is not None
+    got = vi.search(vecs, 1, probes=1)
+    assert [g[0][0] for g in got] == shas  # a stored vector finds itself, even at 1 probe
+    res = search(store, "m", "p", vecs[7], top=10)
+    assert res.method == "index" and res.hits[0].sha256 == shas[7]
+    exact = search(store, "m", "p", vecs[7], top=10, exact=True)
+    assert exact.method == "exact" and exact.hits[0].sha256 == shas[7]
+
+
+def test_index_is_used_only_while_fresh(tmp_path: Path) -> None:
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(4)
+    store = Store(tmp_path / "s.sqlite")
+    vecs = _unit(rng, 400, 16)
+    _fill(store, vecs)
+    build_index(store, "m", "p")
+    assert index_status(store, "m", "p")[1] is None
+    new = _unit(rng, 1, 16)[0]
+    sha = hashlib.sha256(b"new").hexdigest()
+    store.put_items([{"path": "/x/new.jpg", "sha256": sha, "embedding": new}], model="m",
+                    prep="p")
+    info, why = index_status(store, "m", "p")
+    assert info is not None and why and "400" in why
+    res = search(store, "m", "p", new, top=1)
+    assert res.method == "exact" and res.hits[0].sha256 == sha and res.note
+    build_index(store, "m", "p")
+    res = search(store, "m", "p", new, top=1)
+    assert res.method == "index" and res.hits[0].sha256 == sha
+
+
+def test_cli_search_similar_index_and_report(scanned: tuple[Path, Path], tiny_clip: Path,
+                                             tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder, store_path = scanned
+    st = Store(store_path)
+    cat = st.get_result(str(folder / "chelsea.jpg"), str(tiny_clip.resolve()))
+    assert cat is not None
+    cat["moderation"] = {"decision": "block", "categories": {}}
+    st.put_results([cat], model=str(tiny_clip.resolve()))
+    st.close()
+    common = ["--model", str(tiny_clip), "--store", str(store_path)]
+
+    def run(*args: str) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as exc:
+            main(list(args))
+        out = capsys.readouterr()
+        return int(exc.value.code or 0), out.out, out.err
+
+    code, out, err = run("search", "a cat", "--top", "4", "--format", "jsonl", *common)
+    assert code == 0, err
+    rows = [json.loads(x) for x in out.splitlines()]
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4]
+    assert rows == sorted(rows, key=lambda r: -r["score"])
+    assert "exact search" in err
+    code, out, err = run("similar", str(folder / "chelsea.jpg"), "--format", "jsonl",
+                         "--where", 'moderation.decision == "block"', "--include-self", *common)
+    assert code == 0, err
+    rows = [json.loads(x) for x in out.splitlines()]
+    assert len(rows) == 1 and rows[0]["path"].endswith("chelsea.jpg")
+    code, _, err = run("index", "build", *common)
+    assert code == 0 and "indexed 16 embeddings" in err
+    report = tmp_path / "hits.html"
+    code, out, err = run("similar", str(folder / "coffee.jpg"), "--top", "16", "--report",
+                         str(report), "--include-self", *common)
+    assert code == 0 and "index search" in err
+    html = report.read_text()
+    assert html.count('class="hit"') == 16
+    assert html.count('class="blur"') == 1 and "data:image/jpeg;base64," in html
+    assert "coffee.jpg" in out
+    code, _, err = run("similar", str(tmp_path / "nope.jpg"), *common)
+    assert code == 3 and "no such file" in err
