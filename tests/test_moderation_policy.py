@@ -117,7 +117,7 @@ def test_path_may_be_given_as_str_or_path(tmp_path: Path) -> None:
          'categories.violence.blok: unknown key; did you mean "block"?'),
         ('version = "1"', 'version = "1"\ncolour = "red"',
          "colour: unknown key (expected one of: categories, description, name, neutral, "
-         "special_care, version)"),
+         "special_care, version, video)"),
         ("[neutral.people]", "[neutrals.people]", 'neutrals: unknown key; did you mean "neutral"?'),
         # names
         ("[categories.violence]", "[categories.Violence]",
@@ -278,3 +278,28 @@ def test_default_policy_contents() -> None:
 def test_every_shipped_policy_is_valid_and_named_after_its_file() -> None:
     for path in sorted(POLICY_DIR.glob("*.toml")):
         assert load_policy(path.stem).name == path.stem
+
+
+def test_video_table_is_optional_validated_and_round_trips(tmp_path: Path) -> None:
+    from clipsieve.moderation.policy import VideoSettings
+
+    assert load_policy(write(tmp_path, VALID)).video == VideoSettings()
+    text = VALID + "\n[video]\nend_factor = 0.5\nmin_duration_ms = 2000\nmerge_gap_ms = 0\n"
+    policy = load_policy(write(tmp_path, text))
+    assert policy.video == VideoSettings(end_factor=0.5, min_duration_ms=2000, merge_gap_ms=0)
+    again = tmp_path / "again.toml"
+    policy.save(again)
+    assert load_policy(again) == policy and "[video]" in again.read_text()
+    assert "[video]" not in load_policy(write(tmp_path, VALID)).to_toml()
+    for bad, message in [
+        ("[video]\nend_factor = 0\n", "video.end_factor: must be a number in (0, 1], got 0"),
+        ("[video]\nend_factor = 1.5\n", "video.end_factor"),
+        ("[video]\nmin_duration_ms = -1\n", "video.min_duration_ms: must be a whole number"),
+        ("[video]\nmerge_gap_ms = 1.5\n", "video.merge_gap_ms: must be a whole number"),
+        ("[video]\nmerge_gap = 10\n", 'video.merge_gap: unknown key; did you mean "merge_gap_ms"?'),
+    ]:
+        with pytest.raises(PolicyError) as info:
+            load_policy(write(tmp_path, VALID + "\n" + bad))
+        assert message in str(info.value), str(info.value)
+    with pytest.raises(PolicyError, match="video: must be a table"):
+        policy_from_dict({**tomllib.loads(VALID), "video": 3}, source="p.toml")

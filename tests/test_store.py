@@ -86,3 +86,23 @@ def test_results_keep_head_fields_of_earlier_commands_for_the_same_content(tmp_p
     s.put_results([{**base, "sha256": "h2", "status": "error",
                     "error": {"code": "truncated", "message": "x"}}], model="m")
     assert "quality" not in s.get_result("a.jpg", "m")
+
+
+def test_video_frames_and_samplings(tmp_path: Path) -> None:
+    s = Store(tmp_path / "s.sqlite")
+    assert (5, "video frames and samplings") in s.migrations()
+    rows = [(t, np.full(3, t, dtype=np.float32), {"metrics": {"diff_prev": t}}) for t in (0, 1000)]
+    s.put_video_frames("v", rows, model="m", prep="p", precision="float32", device="cpu")
+    got = s.get_video_frames("v", "m", "p")
+    assert list(got) == [0, 1000]
+    assert np.array_equal(got[1000][0], np.full(3, 1000, dtype=np.float32))
+    assert got[1000][1:] == ({"metrics": {"diff_prev": 1000}}, "cpu", "float32")
+    assert s.get_video_frames("v", "m", "other") == {}
+    assert s.get_video_sampling("v", "fps:1", "m", "p") is None
+    s.put_video_sampling("v", "fps:1", model="m", prep="p", info={"duration_ms": 2000},
+                         timestamps=[0, 1000])
+    assert s.get_video_sampling("v", "fps:1", "m", "p") == ({"duration_ms": 2000}, [0, 1000])
+    assert s.get_video_sampling("v", "keyframes", "m", "p") is None
+    s.record_file("clip.mp4", 10, 20, "v")
+    assert s.lookup_file("clip.mp4", 10, 20) == "v"
+    assert s.counts()["video_frames"] == 2

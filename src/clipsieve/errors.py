@@ -44,9 +44,13 @@ EXIT_CODES: dict[int, str] = {
 ERROR_CODES: dict[str, str] = {
     "not_an_image": "the file is not an image format clipsieve can read",
     "truncated": "the file ends early or its data is corrupt",
-    "too_large": "the image or file exceeds the configured limits (decompression-bomb guard)",
+    "too_large": "the image, video frame or file exceeds the configured limits (decompression-bomb guard)",
     "unsupported": "an image format or mode that this installation cannot decode",
     "io_error": "the file could not be read (missing, permission denied, vanished)",
+    "not_a_video": "the file is not a video or animation format clipsieve can read",
+    "no_video_stream": "the container holds no video stream (audio only, subtitles…)",
+    "empty_video": "the video has zero duration or no decodable frame",
+    "timeout": "the per-video time limit passed before any frame was analysed",
 }
 
 

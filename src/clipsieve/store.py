@@ -134,6 +134,39 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         # covering index, without reading the vectors
         "CREATE INDEX embeddings_model ON embeddings(model, prep, sha256, created_at);",
     ),
+    (
+        5,
+        "video frames and samplings",
+        # Frame embeddings of videos keyed by (video sha256, timestamp, model, preprocessing
+        # version), with the frame's pixel statistics and decode metrics; and per sampling
+        # (fps / keyframes / scenes / max frames) of a video, what the decode found (stream
+        # info, frame times, packet bytes per second), so that re-scoring decodes nothing.
+        """
+        CREATE TABLE video_frames (
+            sha256 TEXT NOT NULL,
+            timestamp_ms INTEGER NOT NULL,
+            model TEXT NOT NULL,
+            prep TEXT NOT NULL,
+            dim INTEGER NOT NULL,
+            vector BLOB NOT NULL,
+            features TEXT,
+            precision TEXT,
+            device TEXT,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (sha256, model, prep, timestamp_ms)
+        );
+        CREATE TABLE video_samplings (
+            sha256 TEXT NOT NULL,
+            sampling TEXT NOT NULL,
+            model TEXT NOT NULL,
+            prep TEXT NOT NULL,
+            info TEXT NOT NULL,
+            timestamps TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (sha256, sampling, model, prep)
+        );
+        """,
+    ),
 ]
 
 
@@ -398,6 +431,77 @@ class Store:
                 "SELECT sha256 FROM files WHERE path=?", (path_key(path),)
             ).fetchone()
         return row[0] if row else None
+    def record_file(self, path: str, size: int, mtime_ns: int, sha256: str) -> None:
+        """Remember a file's hash for its size and mtime (so it is not hashed again)."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO files(path,size,mtime_ns,sha256,seen_at) VALUES (?,?,?,?,?)",
+                (path_key(path), size, mtime_ns, sha256, time.time()),
+            )
+
+    # -- videos -----------------------------------------------------------------------------
+    def put_video_frames(
+        self,
+        sha256: str,
+        rows: Iterable[tuple[int, np.ndarray, Any]],
+        *,
+        model: str,
+        prep: str,
+        precision: str | None = None,
+        device: str | None = None,
+    ) -> None:
+        """Store frame embeddings: ``(timestamp_ms, embedding, features)`` rows of one video."""
+        now = time.time()
+        with self.transaction() as db:
+            for t, emb, features in rows:
+                emb = np.asarray(emb, dtype=np.float32)
+                db.execute(
+                    "INSERT OR REPLACE INTO video_frames(sha256,timestamp_ms,model,prep,dim,"
+                    "vector,features,precision,device,created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (sha256, int(t), model, prep, emb.shape[0], emb.tobytes(),
+                     _dumps(features) if features is not None else None, precision, device,
+                     now),
+                )
+
+    def get_video_frames(
+        self, sha256: str, model: str, prep: str
+    ) -> dict[int, tuple[np.ndarray, Any, str | None, str | None]]:
+        """``{timestamp_ms: (embedding, features, device, precision)}`` stored for a video."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT timestamp_ms, dim, vector, features, device, precision FROM video_frames "
+                "WHERE sha256=? AND model=? AND prep=? ORDER BY timestamp_ms",
+                (sha256, model, prep),
+            ).fetchall()
+        return {
+            t: (_vec(blob, dim), json.loads(feat) if feat else None, device, precision)
+            for t, dim, blob, feat, device, precision in rows
+        }
+
+    def put_video_sampling(
+        self, sha256: str, sampling: str, *, model: str, prep: str, info: dict[str, Any],
+        timestamps: Sequence[int],
+    ) -> None:
+        """Record a complete sampling of a video: what was decoded and which frames were kept."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO video_samplings(sha256,sampling,model,prep,info,"
+                "timestamps,created_at) VALUES (?,?,?,?,?,?,?)",
+                (sha256, sampling, model, prep, _dumps(info),
+                 json.dumps([int(t) for t in timestamps]), time.time()),
+            )
+
+    def get_video_sampling(
+        self, sha256: str, sampling: str, model: str, prep: str
+    ) -> tuple[dict[str, Any], list[int]] | None:
+        """``(info, timestamps)`` of a recorded sampling, or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT info, timestamps FROM video_samplings "
+                "WHERE sha256=? AND sampling=? AND model=? AND prep=?",
+                (sha256, sampling, model, prep),
+            ).fetchone()
+        return (json.loads(row[0]), json.loads(row[1])) if row else None
 
     # -- results ----------------------------------------------------------------------------
     def put_results(self, results: Iterable[dict[str, Any]], *, model: str) -> None:
@@ -490,7 +594,8 @@ class Store:
         with self._lock:
             return {
                 t: self._db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-                for t in ("files", "images", "embeddings", "results", "text_embeddings")
+                for t in ("files", "images", "embeddings", "results", "text_embeddings",
+                          "video_frames", "video_samplings")
             }
 
 

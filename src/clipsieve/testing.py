@@ -192,3 +192,96 @@ def public_temp_dir(prefix: str = "clipsieve-test-") -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix))
     os.chmod(path, 0o1777)
     return path
+
+
+#: Codec and pixel format per container file ending, for :func:`write_test_video`.
+_VIDEO_CODECS: dict[str, tuple[str, str]] = {
+    ".mp4": ("libx264", "yuv420p"),
+    ".mov": ("libx264", "yuv420p"),
+    ".mkv": ("libx264", "yuv420p"),
+    ".webm": ("libvpx", "yuv420p"),
+    ".avi": ("mpeg4", "yuv420p"),
+    ".gif": ("gif", "rgb8"),
+    ".webp": ("libwebp_anim", "yuv420p"),
+}
+
+
+def write_test_video(
+    path: str | Path,
+    shots: list[tuple[Any, float]],
+    *,
+    fps: int = 10,
+    size: tuple[int, int] = (320, 240),
+    bit_rate: int | None = None,
+    options: dict[str, str] | None = None,
+) -> Path:
+    """Write a video of shots with PyAV: hard cuts between photos at known times.
+
+    Args:
+        path: the file; its ending picks container and codec (``.mp4``, ``.mov``, ``.mkv``:
+            H.264; ``.webm``: VP8; ``.avi``: MPEG-4; ``.gif``; ``.webp``: animated WebP).
+        shots: ``(source, seconds)`` in order. ``source`` is an RGB array (a photo: the shot
+            pans slowly across it, so consecutive frames differ), ``"black"`` (black frames) or
+            ``"freeze"`` (the previous frame repeated: a frozen stretch).
+        fps: frame rate.
+        size: (width, height); even numbers.
+        bit_rate: target bit rate (a low one makes a low-bitrate video).
+        options: encoder options (e.g. ``{"preset": "veryfast"}``).
+
+    Returns:
+        The path. Shot ``k`` starts at ``sum(seconds[:k])`` seconds.
+    """
+    import av
+    import numpy as np
+    from PIL import Image
+
+    path = Path(path)
+    codec, pix_fmt = _VIDEO_CODECS[path.suffix.lower()]
+    w, h = size
+    out = av.open(str(path), "w")
+    try:
+        stream = out.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
+        if bit_rate:
+            stream.bit_rate = bit_rate
+        opts = dict(options or {})
+        if codec == "libx264":
+            opts.setdefault("preset", "veryfast")
+        if codec == "libvpx":
+            opts.setdefault("deadline", "realtime")
+            opts.setdefault("cpu-used", "8")
+        if opts:
+            stream.options = opts
+        last = np.zeros((h, w, 3), np.uint8)
+        for source, seconds in shots:
+            n = int(round(seconds * fps))
+            if isinstance(source, str) and source == "black":
+                frames = (np.zeros((h, w, 3), np.uint8) for _ in range(n))
+            elif isinstance(source, str) and source == "freeze":
+                frames = (last for _ in range(n))
+            else:
+                mw, mh = int(w * 1.4), int(h * 1.4)
+                big = np.asarray(Image.fromarray(np.asarray(source)).convert("RGB").resize(
+                    (mw, mh), Image.Resampling.BILINEAR))
+                span_x, span_y = mw - w, mh - h
+
+                def panned(big: Any = big, n: int = n, sx: int = span_x, sy: int = span_y) -> Any:
+                    for i in range(n):
+                        # back and forth across the margin, about 0.8 width per 4 seconds
+                        p = (i / fps) / 2.0
+                        frac = p % 2.0
+                        frac = frac if frac <= 1.0 else 2.0 - frac
+                        x, y = int(frac * sx), int(frac * sy)
+                        yield np.ascontiguousarray(big[y : y + h, x : x + w])
+
+                frames = panned()
+            for arr in frames:
+                last = arr
+                frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
+                for packet in stream.encode(frame):
+                    out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    finally:
+        out.close()
+    return path

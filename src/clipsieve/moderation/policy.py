@@ -33,6 +33,11 @@ A policy file looks like this (every key is checked; unknown keys are errors)::
     factor = 0.5                     # EITHER multiply the targets' thresholds by factor ...
     # delta = 0.1                    # ... OR subtract delta from them (exactly one of the two)
 
+    [video]                          # optional: how frame scores become video segments
+    end_factor = 0.8                 # a segment ends below end_factor × the review threshold
+    min_duration_ms = 500            # shorter segments are dropped
+    merge_gap_ms = 1500              # segments of one category this close are merged
+
 Class names (categories, neutral classes, special-care concepts) and groups are lowercase
 ``snake_case`` identifiers. Categories, neutral classes and special-care concepts with prompts
 of their own share one namespace, because they become rows of the same class bank; a group name
@@ -75,6 +80,7 @@ __all__ = [
     "Policy",
     "PolicyError",
     "SpecialCare",
+    "VideoSettings",
     "list_policies",
     "load_policy",
     "policy_from_dict",
@@ -89,7 +95,10 @@ MIN_CATEGORY_PROMPTS = 5
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _NAME_RULE = "must be lowercase letters, digits and underscores, starting with a letter"
 
-_TOP_KEYS = ("name", "version", "description", "categories", "neutral", "special_care")
+_TOP_KEYS = (
+    "name", "version", "description", "categories", "neutral", "special_care", "video",
+)
+_VIDEO_KEYS = ("end_factor", "min_duration_ms", "merge_gap_ms")
 _CATEGORY_KEYS = ("description", "group", "review", "block", "prompts", "probe", "probe_class")
 _NEUTRAL_KEYS = ("description", "prompts")
 _SPECIAL_KEYS = ("description", "class", "prompts", "trigger", "targets", "factor", "delta")
@@ -166,6 +175,28 @@ class SpecialCare:
 
 
 @dataclass(frozen=True)
+class VideoSettings:
+    """How per-frame category scores become video segments (the ``[video]`` table).
+
+    A segment of a category starts at the first sampled frame whose score reaches the
+    category's review threshold (as applied to that frame, after special care) and ends at
+    the first frame whose score falls below ``end_factor`` × that threshold (hysteresis), or at
+    the end of the video. Segments of one category at most ``merge_gap_ms`` apart are merged;
+    segments shorter than ``min_duration_ms`` are then dropped.
+
+    Attributes:
+        end_factor: 0 < end_factor <= 1 (1 = no hysteresis).
+        min_duration_ms: shortest segment kept (at 1 frame per second a single flagged frame
+            spans 1000 ms).
+        merge_gap_ms: largest gap between two segments that are merged into one.
+    """
+
+    end_factor: float = 0.8
+    min_duration_ms: int = 500
+    merge_gap_ms: int = 1500
+
+
+@dataclass(frozen=True)
 class Policy:
     """A validated moderation policy.
 
@@ -178,6 +209,7 @@ class Policy:
         categories: categories by name, in file order.
         neutral: neutral classes by name, in file order.
         special_care: special-care concepts by name, in file order.
+        video: segment settings for videos (the ``[video]`` table; defaults when absent).
         description: free text for humans.
         source: where the policy was read from (``"default.toml"`` for shipped policies, the
             path as given otherwise); used in error messages.
@@ -190,6 +222,7 @@ class Policy:
     special_care: dict[str, SpecialCare] = field(default_factory=dict)
     description: str = ""
     source: str = field(default="<memory>", compare=False)
+    video: VideoSettings = field(default_factory=VideoSettings)
 
     def groups(self) -> dict[str, list[str]]:
         """Return the category names in each group, in file order."""
@@ -328,6 +361,8 @@ class Policy:
                 else:
                     entry["delta"] = s.delta
                 data["special_care"][s.name] = entry
+        if self.video != VideoSettings():
+            data["video"] = dict(self.video.__dict__)
         return data
 
     def to_toml(self) -> str:
@@ -342,6 +377,9 @@ class Policy:
             for entry_name, entry in data.get(section, {}).items():
                 lines += ["", f"[{section}.{entry_name}]"]
                 lines += [f"{key} = {_toml_value(value)}" for key, value in entry.items()]
+        if "video" in data:
+            lines += ["", "[video]"]
+            lines += [f"{key} = {_toml_value(value)}" for key, value in data["video"].items()]
         return "\n".join(lines) + "\n"
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -526,6 +564,26 @@ def policy_from_dict(
             description=v.string(entry, "description", f"{path}.description") or "",
         )
 
+    video = VideoSettings()
+    if "video" in data:
+        table = data["video"]
+        if not isinstance(table, dict):
+            v.fail("video", f"must be a table, got {_describe(table)}")
+        v.keys(table, "video", _VIDEO_KEYS)
+        values: dict[str, Any] = {}
+        if "end_factor" in table:
+            value = table["end_factor"]
+            ok = isinstance(value, (int, float)) and 0 < value <= 1
+            values["end_factor"] = v._number("video.end_factor", value, ok, "in (0, 1]")
+        for key in ("min_duration_ms", "merge_gap_ms"):
+            if key in table:
+                value = table[key]
+                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                    v.fail(f"video.{key}",
+                           f"must be a whole number of milliseconds >= 0, got {_describe(value)}")
+                values[key] = int(value)
+        video = VideoSettings(**values)
+
     return Policy(
         name=name,
         version=version,
@@ -534,6 +592,7 @@ def policy_from_dict(
         special_care=special,
         description=description,
         source=source,
+        video=video,
     )
 
 
@@ -676,8 +735,12 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
-def _toml_value(value: str | float | list[str]) -> str:
-    """Format a string, float or list of strings as a TOML value."""
+def _toml_value(value: str | float | int | list[str]) -> str:
+    """Format a string, number or list of strings as a TOML value."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
     if isinstance(value, str):
         # JSON string escapes are valid TOML basic-string escapes; TOML also forbids raw DEL.
         return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
