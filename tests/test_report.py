@@ -94,22 +94,33 @@ def parse(html: str) -> list[tuple[str, dict[str, str | None]]]:
     return p.tags
 
 
+def report_data(html: str) -> dict[str, Any]:
+    """The JSON the page's script draws the table and gallery from."""
+    m = re.search(r'<script type="application/json" id="data">(.*?)</script>', html, re.S)
+    assert m, "no data block"
+    return json.loads(m.group(1))
+
+
 def test_report_structure(tmp_path: Path) -> None:
     results = make_results(tmp_path / "img")
     out = tmp_path / "report.html"
     assert write_report(results, out, title="My photos") == 5
     html = out.read_text(encoding="utf-8")
     tags = parse(html)
-    rows = [a for t, a in tags if t == "tr" and "data-index" in a]
+    data = report_data(html)
+    rows = data["rows"]
     assert len(rows) == 5
     assert "<title>My photos</title>" in html
-    imgs = [a for t, a in tags if t == "img"]
+    # every row's thumbnail is embedded; the missing file has none
+    assert [r["t"] is not None for r in rows] == [True, True, True, True, False]
+    assert all(str(r["t"]).startswith("data:image/jpeg;base64,") for r in rows[:4])
+    assert {r["n"] for r in rows if r["b"]} == {"fight.jpg", "beach.jpg"}
+    # paths are shown relative to the scanned folder, the full path on hover
+    assert [r["r"] for r in rows][:2] == ["sunset.jpg", "fight.jpg"]
+    imgs = [a for t, a in tags if t == "img"]  # the flagged cards (block and review)
     assert all(str(a["src"]).startswith("data:image/jpeg;base64,") for a in imgs)
-    # 4 rows with thumbnails, plus the flagged cards (block and review) again
-    assert len(imgs) == 6
     blurred = [a for a in imgs if "blur" in (a.get("class") or "")]
     assert {a["alt"] for a in blurred} == {"fight.jpg", "beach.jpg"}
-    assert "no preview" in html  # the missing file
     # charts: the quality histogram (20 bars) and one distribution per category
     assert html.count('aria-label="quality score histogram"') == 1
     assert html.count('aria-label="violence histogram"') == 1
@@ -127,18 +138,24 @@ def test_report_structure(tmp_path: Path) -> None:
 def test_report_is_self_contained_and_escaped(tmp_path: Path) -> None:
     results = make_results(tmp_path / "img")
     results[0]["labels"] = {"<script>alert(1)</script>": 0.9}
-    results[0]["moderation"]["reasons"] = ['"><img src=x onerror=alert(1)>']
+    results[1]["moderation"]["reasons"] = ['"><img src=x onerror=alert(1)>']
     html_text = tmp_path / "r.html"
     write_report(results, html_text)
     html = html_text.read_text(encoding="utf-8")
-    assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)" in html
-    assert "<img src=x" not in html
+    assert "<script>alert(1)" not in html and "<img src=x" not in html
+    # in the data block every < > & is escaped, so no text can close the script element
+    data_block = html.split('id="data">')[1].split("</script>")[0]
+    assert "<" not in data_block and ">" not in data_block
+    assert report_data(html)["rows"][0]["l"][0][0] == "<script>alert(1)</script>"
+    assert "&lt;img src=x" in html  # the flagged card, escaped by the template
     for tag, attrs in parse(html):
         for key in ("src", "href"):
             value = attrs.get(key)
             assert value is None or value.startswith("data:"), (tag, key, value)
         assert tag not in ("link", "iframe", "object")
-    assert html.count("<script") == 1  # the inline script only
+    assert html.count("<script") == 2  # the data block and the inline script
+    # the script never feeds data to innerHTML
+    assert "innerHTML" not in html
 
 
 def test_report_accepts_item_results_and_filter_fields(tmp_path: Path) -> None:
@@ -155,17 +172,18 @@ def test_report_accepts_item_results_and_filter_fields(tmp_path: Path) -> None:
     }
     write_report([item, bad, moved], tmp_path / "r.html", thumbnails=True)
     html = (tmp_path / "r.html").read_text(encoding="utf-8")
-    assert html.count("<tr data-index") == 3 and "ends early" in html
-    # the moved file's thumbnail is read from its destination
-    assert html.count("data:image/jpeg;base64,") == 2
-    assert 'data-flt="accept"' in html
+    rows = report_data(html)["rows"]
+    assert len(rows) == 3 and rows[1]["e"] == "ends early"
+    # the moved file's thumbnail is read from its destination (the same bytes: one thumbnail)
+    assert rows[0]["t"] and rows[2]["t"] == rows[0]["t"] and rows[1]["t"] is None
+    assert rows[2]["f"] == "accept"
 
 
 def test_report_without_thumbnails_or_scores(tmp_path: Path) -> None:
     results = [{"path": "x.jpg", "status": "ok"}, {"path": "y.jpg", "status": "ok"}]
     write_report(results, tmp_path / "r.html", thumbnails=False)
     html = (tmp_path / "r.html").read_text(encoding="utf-8")
-    assert html.count("<tr data-index") == 2
+    assert len(report_data(html)["rows"]) == 2
     assert "histogram" not in html and 'id="flagged"' not in html
 
 
@@ -259,7 +277,7 @@ def test_cli_report_and_export_from_the_store(tmp_path: Path) -> None:
 
     p = cli("report", str(tmp_path / "img"), "--out", str(tmp_path / "r.html"))
     assert p.returncode == 0, p.stderr
-    assert (tmp_path / "r.html").read_text().count("<tr data-index") == 5
+    assert len(report_data((tmp_path / "r.html").read_text())["rows"]) == 5
     p = cli("export")
     assert p.returncode == 0 and len(p.stdout.splitlines()) == 6
     assert {json.loads(line)["path"] for line in p.stdout.splitlines()} == {
@@ -268,7 +286,8 @@ def test_cli_report_and_export_from_the_store(tmp_path: Path) -> None:
     p = cli("export", "--format", "csv", "--out", str(tmp_path / "r.csv"), str(tmp_path / "img"))
     assert p.returncode == 0 and len(read_export(tmp_path / "r.csv")) == 5
     p = cli("report", "--out", str(tmp_path / "x.html"), "--model", "other-model")
-    assert p.returncode == 0 and "report of 0 items" in p.stderr
+    assert p.returncode == 3 and "no stored results for model other-model" in p.stderr
+    assert "has results of: tiny" in p.stderr and not (tmp_path / "x.html").exists()
     p = subprocess.run(
         [
             sys.executable,

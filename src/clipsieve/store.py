@@ -17,7 +17,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +165,30 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             created_at REAL NOT NULL,
             PRIMARY KEY (sha256, sampling, model, prep)
         );
+        """,
+    ),
+    (
+        6,
+        "human review labels",
+        # Decisions people made in the HTML report (`clipsieve review import`): one row per
+        # imported mark; the latest row per file content (or path) is the human label.
+        """
+        CREATE TABLE human_labels (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            path TEXT NOT NULL,
+            sha256 TEXT,
+            decision TEXT NOT NULL,
+            category TEXT,
+            note TEXT,
+            reviewer TEXT,
+            reviewed_at REAL,
+            model_decision TEXT,
+            report_id TEXT,
+            source TEXT,
+            imported_at REAL NOT NULL
+        );
+        CREATE INDEX human_labels_path ON human_labels(path);
+        CREATE INDEX human_labels_sha ON human_labels(sha256);
         """,
     ),
 ]
@@ -589,6 +613,50 @@ class Store:
                     "INSERT OR REPLACE INTO text_embeddings(model,text,vector) VALUES (?,?,?)",
                     (model, text, np.asarray(vec, dtype=np.float32).tobytes()),
                 )
+
+    # -- human review labels ----------------------------------------------------------------
+    def put_human_labels(self, labels: Iterable[Mapping[str, Any]], *, source: str = "") -> int:
+        """Record human decisions (dicts with ``path``, ``decision`` and optionally
+        ``sha256``, ``category``, ``note``, ``reviewer``, ``reviewed_at`` (epoch seconds),
+        ``model_decision``, ``report_id``). Returns how many were stored."""
+        now = time.time()
+        n = 0
+        with self.transaction() as db:
+            for lab in labels:
+                db.execute(
+                    "INSERT INTO human_labels(path,sha256,decision,category,note,reviewer,"
+                    "reviewed_at,model_decision,report_id,source,imported_at) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        path_key(lab["path"]), lab.get("sha256") or None, lab["decision"],
+                        lab.get("category") or None, lab.get("note") or None,
+                        lab.get("reviewer") or None, lab.get("reviewed_at"),
+                        lab.get("model_decision") or None, lab.get("report_id") or None,
+                        source or None, now,
+                    ),
+                )
+                n += 1
+        return n
+
+    def human_labels(self) -> list[dict[str, Any]]:
+        """The latest human label per file (by content hash when known, else by path),
+        oldest first; each a dict of the ``human_labels`` columns."""
+        cols = (
+            "path", "sha256", "decision", "category", "note", "reviewer", "reviewed_at",
+            "model_decision", "report_id", "source", "imported_at",
+        )
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {','.join(cols)} FROM human_labels ORDER BY reviewed_at, id"
+            ).fetchall()
+        latest: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            d = dict(zip(cols, row))
+            latest.pop(d["path"], None)
+            if d["sha256"]:
+                latest.pop(d["sha256"], None)
+            latest[d["sha256"] or d["path"]] = d
+        return list(latest.values())
 
     def counts(self) -> dict[str, int]:
         with self._lock:

@@ -172,12 +172,74 @@ def read_labels_csv(path: str, policy: Any) -> LabelFile:
     return LabelFile(rows=rows, categories=categories, has_group="group" in index, errors=errors)
 
 
+def labels_from_reviews(store_path: str | None, policy: Any) -> tuple[LabelFile, list[Any]]:
+    """Labels from the human decisions in the store (``clipsieve review import``).
+
+    ``block`` is a positive for its category: the one the reviewer's export names (the
+    model's top category when the item was marked), else the top category of the stored
+    moderation result; ``allow`` is benign for every category; ``review`` is undecided and
+    left out.
+
+    Returns:
+        The label file (paths as stored; line numbers count the labels from 1) and the
+        human labels used, in the same order.
+    """
+    from clipsieve.cli.common import open_existing_store
+
+    cats = list(policy.categories)
+    store = open_existing_store(store_path)
+    try:
+        human = store.human_labels()
+        rows: list[LabelRow] = []
+        used: list[Any] = []
+        errors: list[str] = []
+        for n, lab in enumerate(human, 1):
+            if lab["decision"] == "review":
+                continue  # undecided: not a label
+            named: list[str] = []
+            if lab["decision"] == "block":
+                cat = lab.get("category")
+                if not cat or cat not in cats:
+                    stored = store.execute(
+                        "SELECT result FROM results WHERE path=? OR (sha256 IS NOT NULL AND "
+                        "sha256=?) ORDER BY updated_at DESC LIMIT 1",
+                        (lab["path"], lab.get("sha256") or ""),
+                    )
+                    mod = json.loads(stored[0][0]).get("moderation") if stored else None
+                    scores = (mod or {}).get("categories") or {}
+                    known = {k: v for k, v in scores.items() if k in cats}
+                    cat = max(known, key=lambda k: known[k]) if known else None
+                if cat is None:
+                    errors.append(
+                        f"review {n}: {lab['path']}: blocked, but no category is known "
+                        "(give a category column or moderate the file first)"
+                    )
+                    continue
+                named = [cat]
+            rows.append(
+                LabelRow(line=n, path=lab["path"], labels={c: int(c in named) for c in cats})
+            )
+            used.append(lab)
+    finally:
+        store.close()
+    seen = {c for r in rows for c, v in r.labels.items() if v}
+    categories = [c for c in cats if c in seen]
+    for r in rows:
+        r.labels = {c: r.labels[c] for c in categories}
+    return LabelFile(rows=rows, categories=categories, has_group=False, errors=errors), used
+
+
 def _fmt(x: float | None, digits: int = 3) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
 @click.command()
-@click.argument("labels_csv", metavar="LABELS.csv", type=click.Path(dir_okay=False))
+@click.argument("labels_csv", metavar="[LABELS.csv]", required=False,
+                type=click.Path(dir_okay=False))
+@click.option("--from-reviews", is_flag=True,
+              help="Use the human labels in the store (clipsieve review import) instead of "
+                   "LABELS.csv: block = harmful in its category, allow = benign, review "
+                   "left out.")
 @click.option("--policy", "-p", default="default", show_default=True, metavar="NAME|FILE",
               help="Shipped policy name or path to a policy .toml file to calibrate.")
 @click.option("--target-precision", type=click.FloatRange(0, 1, min_open=True),
@@ -191,7 +253,8 @@ def _fmt(x: float | None, digits: int = 3) -> str:
               help="Where to write the calibrated policy [default: <policy>-calibrated.toml].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar while scanning.")
 @model_options
-def calibrate(labels_csv: str, policy: str, target_precision: float | None,
+def calibrate(labels_csv: str | None, from_reviews: bool, policy: str,
+              target_precision: float | None,
               target_recall: float | None, level: str | None, out: str | None, quiet: bool,
               **kw: Any) -> None:
     """Choose policy thresholds from labelled images and write a new policy file.
@@ -214,8 +277,21 @@ def calibrate(labels_csv: str, policy: str, target_precision: float | None,
 
     if (target_precision is None) == (target_recall is None):
         raise click.UsageError("give exactly one of --target-precision and --target-recall")
+    if (labels_csv is None) == (not from_reviews):
+        raise click.UsageError("give LABELS.csv or --from-reviews (exactly one)")
     pol = load_policy(policy)
-    labels = read_labels_csv(labels_csv, pol)
+    if from_reviews:
+        labels, used = labels_from_reviews(kw.get("store_path"), pol)
+        labels_csv = "human labels"
+        _print_review_labels(used, labels, kw.get("store_path"))
+        if not labels.rows:
+            raise ConfigError(
+                "no usable human labels in the store (import a review export with "
+                "`clipsieve review import FILE`)"
+            )
+    else:
+        assert labels_csv is not None
+        labels = read_labels_csv(labels_csv, pol)
     if not labels.categories:
         raise ConfigError(f"{labels_csv}: no row is labelled with a category; nothing to calibrate")
     out_path = out or f"{pol.name}-calibrated.toml"
@@ -373,6 +449,32 @@ def calibrate(labels_csv: str, policy: str, target_precision: float | None,
         for err in row_errors:
             click.echo(f"  {err}", err=True)
     sys.exit(EXIT_ITEMS_FAILED if row_errors else EXIT_OK)
+
+
+#: Human labels listed one by one by ``calibrate --from-reviews``.
+REVIEW_LABELS_SHOWN = 50
+
+
+def _print_review_labels(used: list[Any], labels: LabelFile, store_path: str | None) -> None:
+    from clipsieve.cli.common import open_existing_store, plural
+
+    store = open_existing_store(store_path)
+    try:
+        n_review = sum(1 for lab in store.human_labels() if lab["decision"] == "review")
+    finally:
+        store.close()
+    harmful = sum(1 for lab in used if lab["decision"] == "block")
+    click.echo(
+        f"Using {plural(len(used), 'human label')} from the store: {harmful} harmful, "
+        f"{len(used) - harmful} benign ({plural(n_review, 'review mark')} left out as "
+        f"undecided, {plural(len(labels.errors), 'mark')} without a category)."
+    )
+    for lab, row in list(zip(used, labels.rows))[:REVIEW_LABELS_SHOWN]:
+        cats = [c for c, v in row.labels.items() if v]
+        who = f" by {lab['reviewer']}" if lab.get("reviewer") else ""
+        click.echo(f"  {lab['decision']:<5} {','.join(cats) or '-':<16} {lab['path']}{who}")
+    if len(used) > REVIEW_LABELS_SHOWN:
+        click.echo(f"  … and {len(used) - REVIEW_LABELS_SHOWN} more")
 
 
 def _change(old: float, new: float) -> str:

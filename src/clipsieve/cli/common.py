@@ -24,6 +24,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``"1 item"``, ``"2 items"``; ``many`` for irregular plurals."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
 def store_option(*, show_envvar: bool = True) -> Callable[[F], F]:
     """The ``--store`` option (``store_path``; CLIPSIEVE_STORE)."""
     return click.option("--store", "store_path", envvar="CLIPSIEVE_STORE",

@@ -40,7 +40,15 @@ from clipsieve.cli.common import Progress, make_analyzer, model_options
 )
 @click.option(
     "--policy",
+    "-p",
+    metavar="NAME|FILE",
     help="Moderation policy (name or file); makes a moderation decision required for every file.",
+)
+@click.option(
+    "--prefer-human",
+    is_flag=True,
+    help="A person's decision imported with `clipsieve review import` overrides the "
+    "model's moderation decision for that file.",
 )
 @click.option(
     "--where",
@@ -48,7 +56,9 @@ from clipsieve.cli.common import Progress, make_analyzer, model_options
     multiple=True,
     metavar="EXPR",
     help="Condition on result fields, e.g. 'labels.cat > 0.8 and "
-    "moderation.categories.violence < 0.2'; repeat to combine with and.",
+    "moderation.categories.violence < 0.2'. Operators: and, or, not, ( ), comparisons "
+    "< <= > >= == != , exists(FIELD), issue('blurry'). Fields a head computes (quality.*, "
+    "moderation.* with --policy) are computed on demand. Repeat to combine with and.",
 )
 @click.option(
     "--dedupe",
@@ -80,6 +90,7 @@ def filter_cmd(
     action: str,
     min_quality: float | None,
     policy: str | None,
+    prefer_human: bool,
     where: tuple[str, ...],
     dedupe: float | None,
     dry_run: bool,
@@ -151,6 +162,7 @@ def filter_cmd(
             recursive=not no_recursive,
             on_item=on_item,
             on_scanned=on_scanned,
+            prefer_human=prefer_human,
         )
     finally:
         for p in (scan_progress, act_progress):

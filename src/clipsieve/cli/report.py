@@ -30,20 +30,46 @@ def _under(path: str, prefixes: list[str]) -> bool:
 
 
 def stored_results(
-    store_path: str | None, model: str | None, paths: tuple[str, ...]
+    store_path: str | None, model: str | None, paths: tuple[str, ...], *, human: bool = False
 ) -> Iterator[dict[str, Any]]:
-    """Stored results (of one model, under some paths), sorted by path."""
+    """Stored results (of one model, under some paths), sorted by path.
+
+    With ``human``, each result that a person reviewed carries a ``human`` field.
+    """
     from clipsieve.backends.clip import resolve_model_id
 
     store = open_existing_store(store_path)
     try:
         prefixes = [os.path.abspath(p) for p in paths]
         rows = list(store.iter_results(resolve_model_id(model) if model else None))
+        labels = store.human_labels() if human else []
     finally:
         store.close()
+    if labels:
+        from clipsieve.review import attach_human
+
+        rows = attach_human(rows, labels)
     for r in rows:
         if _under(str(r.get("path", "")), prefixes):
             yield r
+
+
+def _no_results_message(store_path: str | None, model: str | None, paths: tuple[str, ...]) -> str:
+    store = open_existing_store(store_path)
+    try:
+        models = [m for (m,) in store.execute("SELECT DISTINCT model FROM results ORDER BY model")]
+    finally:
+        store.close()
+    what = "no stored results"
+    if model:
+        what += f" for model {model}"
+    if paths:
+        what += " under " + ", ".join(paths)
+    if models:
+        what += f" (the store {store.path} has results of: {', '.join(models)})"
+    else:
+        what += f" (the store {store.path} holds no results: run `clipsieve scan` first)"
+    return what
 
 
 @click.command()
@@ -60,6 +86,12 @@ def stored_results(
     help="Thumbnail side in pixels.",
 )
 @click.option("--no-thumbnails", is_flag=True, help="Leave thumbnails out (smaller file).")
+@click.option(
+    "--thumbnails-dir",
+    type=click.Path(file_okay=False),
+    help="Write thumbnails as JPEG files into this folder and link them, instead of "
+    "embedding them (keeps the HTML small for large collections).",
+)
 @_store_options
 def report(
     paths: tuple[str, ...],
@@ -67,32 +99,42 @@ def report(
     title: str,
     thumb_size: int,
     no_thumbnails: bool,
+    thumbnails_dir: str | None,
     store_path: str | None,
     model: str | None,
 ) -> None:
     """Write one self-contained HTML report of the stored results.
 
     The page embeds everything (thumbnails as JPEG data, styles, script) and loads nothing
-    from the network: a sortable, filterable table with one row per item, a quality
-    histogram, score distributions per moderation category and the flagged items with
-    their reasons. Thumbnails of blocked or review items are blurred until clicked.
-    Give PATHS (files or folders) to report only the results under them.
+    from the network: a sortable, filterable, paginated table with one row per item and a
+    gallery view, a quality histogram, score distributions per moderation category with the
+    review and block thresholds marked, the flagged items with their reasons, named image
+    issues, duplicate groups, and where people and the model disagree. Thumbnails of blocked
+    or review items are blurred until clicked. A reviewer can mark items allow / review /
+    block (keys a / r / b, or a selection), add notes, and export the marks as JSON or CSV
+    for `clipsieve review import`. Give PATHS (files or folders) to report only the
+    results under them. With no stored results to show, nothing is written (exit code 3).
 
     \b
     Example:
       clipsieve report --out report.html
       clipsieve report photos/2024 --out 2024.html --store project.sqlite
     """
+    from clipsieve.errors import StoreError
     from clipsieve.report import write_report
 
+    results = list(stored_results(store_path, model, paths, human=True))
+    if not results:
+        raise StoreError(_no_results_message(store_path, model, paths) + "; no report written")
     n = write_report(
-        stored_results(store_path, model, paths),
+        results,
         out,
         title=title,
         thumbnails=not no_thumbnails,
         thumb_size=thumb_size,
+        thumbnails_dir=thumbnails_dir,
     )
-    click.echo(f"report of {n} items written to {out}", err=True)
+    click.echo(f"report of {n} {'item' if n == 1 else 'items'} written to {out}", err=True)
 
 
 @click.command()

@@ -530,6 +530,7 @@ def filter_collection(
     recursive: bool = True,
     on_item: Callable[[ItemDecision], None] | None = None,
     on_scanned: Callable[[Any], None] | None = None,
+    prefer_human: bool = False,
 ) -> FilterRun:
     """Sort files into accept / review / reject folders by their results; never lose one.
 
@@ -550,6 +551,8 @@ def filter_collection(
         recursive: walk sub-folders.
         on_item: called after each file's action.
         on_scanned: called for each file scanned now.
+        prefer_human: a person's decision stored by ``clipsieve review import`` replaces
+            the model's moderation decision for that file.
 
     Raises:
         FilterError: missing source, destination overlapping a source, a rule field that no
@@ -573,6 +576,7 @@ def filter_collection(
         where=wexpr,
         require_moderation=policy is not None,
         review=review is not None,
+        prefer_human=prefer_human,
     )
     destinations = {"accept": accept, "reject": reject, "review": review}
     srcs = [os.fspath(s) for s in sources]
@@ -610,6 +614,10 @@ def filter_collection(
             analyzer, entries, heads, policy=policy, on_scanned=on_scanned,
             need_embeddings=dedupe is not None,
         )
+        if prefer_human and store is not None:
+            from clipsieve.review import attach_human
+
+            results = attach_human(results, store.human_labels())
         lacking = missing_everywhere(rules, results)
         if lacking:
             raise FilterError(_missing_message(lacking, results))
@@ -641,6 +649,7 @@ def filter_collection(
             "policy": policy,
             "where": where,
             "dedupe": dedupe,
+            "prefer_human": prefer_human,
         }
         run.run_id = journal.start_run("filter", action, args)
         status = "interrupted"

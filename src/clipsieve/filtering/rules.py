@@ -499,6 +499,8 @@ class Rules:
             policy was asked for); otherwise such a result is not judged on moderation.
         review: whether there is a review destination; without one, items that need review
             are rejected (their reasons say so).
+        prefer_human: a person's decision (the result's ``human`` field, from
+            ``clipsieve review import``) replaces the model's moderation decision.
 
     Example:
         >>> rules = Rules(min_quality=6.5, where=parse_where("labels.cat > 0.8"))
@@ -510,6 +512,7 @@ class Rules:
     where: WhereExpr | None = None
     require_moderation: bool = False
     review: bool = True
+    prefer_human: bool = False
 
     def fields(self) -> list[Field]:
         """Fields the rules need, for :func:`missing_everywhere`."""
@@ -534,7 +537,19 @@ class Rules:
         passes: list[str] = []
 
         mod = result.get("moderation")
-        if isinstance(mod, Mapping) and mod.get("decision") is not None:
+        human = result.get("human") if self.prefer_human else None
+        if isinstance(human, Mapping) and human.get("decision") in ("allow", "review", "block"):
+            dec = str(human["decision"])
+            who = f" by {human['reviewer']}" if human.get("reviewer") else ""
+            note = f": {human['note']}" if human.get("note") else ""
+            model = (
+                f", model said {mod.get('decision')}"
+                if isinstance(mod, Mapping) and mod.get("decision") not in (None, dec)
+                else ""
+            )
+            text = f"human: {dec}{who}{note}{model}"
+            {"block": fails, "review": reviews, "allow": passes}[dec].append(text)
+        elif isinstance(mod, Mapping) and mod.get("decision") is not None:
             dec = str(mod.get("decision"))
             detail = _moderation_detail(mod)
             if dec == "block":

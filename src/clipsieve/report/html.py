@@ -1,22 +1,33 @@
 """One self-contained HTML report over results.
 
-Everything is inside the file: thumbnails as base64 JPEG (about 128 px), the styles, a few
-lines of vanilla JavaScript (sortable and filterable table, click to un-blur) and the charts as
-inline SVG (quality histogram, one score distribution per moderation category). It loads
-nothing from the network. Thumbnails of items that moderation blocked or sent to review are
-blurred until clicked.
+Everything is inside the file: thumbnails as base64 JPEG (about 128 px; or, with
+``thumbnails_dir``, JPEG files beside it), the styles, a vanilla script and the charts as
+inline SVG (quality histogram, one score distribution per moderation category with its review
+and block thresholds). It loads nothing from the network. The items travel as JSON in a
+``<script type="application/json">`` block (every ``<``, ``>`` and ``&`` escaped) and the
+script draws one page of the table or gallery at a time through ``textContent``, so the page
+stays fast at 10,000 items and no result text is ever parsed as HTML. Bounded sections
+(flagged items, disagreements between people and the model, named image issues, duplicate
+groups) are rendered by the template. Thumbnails of items that moderation blocked or sent to
+review are blurred until clicked. Review marks live in the browser's localStorage under the
+report id (:func:`report_id`) and are exported as JSON or CSV (:mod:`clipsieve.review`).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
+import json
 import math
 import os
+import threading
 import time
+import urllib.parse
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from clipsieve.errors import ConfigError
@@ -24,6 +35,12 @@ from clipsieve.report.exports import as_dict
 
 #: Default thumbnail side in pixels.
 THUMB_SIZE = 128
+#: Flagged cards shown above the table (all flagged items are in the table).
+FLAGGED_SHOWN = 60
+#: Example thumbnails per named image issue.
+ISSUE_EXAMPLES = 8
+#: Duplicate groups shown side by side.
+DUPLICATE_GROUPS_SHOWN = 50
 _FLAG_DECISIONS = ("block", "review")
 
 
@@ -37,6 +54,14 @@ def _num(v: Any) -> float | None:
 
 def thumbnail_data_uri(path: str, size: int = THUMB_SIZE) -> str | None:
     """A ``data:image/jpeg;base64,…`` thumbnail of an image file, or ``None`` if unreadable."""
+    data = thumbnail_bytes(path, size)
+    if data is None:
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
+
+
+def thumbnail_bytes(path: str, size: int = THUMB_SIZE) -> bytes | None:
+    """A JPEG thumbnail (longer side ``size``) of an image file, or ``None`` if unreadable."""
     try:
         from clipsieve.media.decode import DecodeLimits, decode_image, read_bytes
 
@@ -46,7 +71,7 @@ def thumbnail_data_uri(path: str, size: int = THUMB_SIZE) -> str | None:
         im.thumbnail((size, size))
         buf = io.BytesIO()
         im.convert("RGB").save(buf, "JPEG", quality=70, optimize=True)
-        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+        return buf.getvalue()
     except Exception:  # noqa: BLE001 - any unreadable file gets "no preview"
         return None
 
@@ -76,6 +101,7 @@ class Histogram:
     width: int
     height: int
     mean: float | None
+    marks: list[tuple[str, float, float]] = field(default_factory=list)
 
     @classmethod
     def build(
@@ -87,6 +113,7 @@ class Histogram:
         bins: int = 20,
         width: int = 360,
         height: int = 110,
+        marks: Mapping[str, float] | None = None,
     ) -> Histogram:
         counts = [0] * bins
         for v in values:
@@ -109,7 +136,11 @@ class Histogram:
                 )
             )
         mean = sum(values) / len(values) if values else None
-        return cls(title, bars, lo, hi, len(values), width, height, mean)
+        lines = [
+            (name, float(v), round((min(max(v, lo), hi) - lo) / (hi - lo) * width, 2))
+            for name, v in sorted((marks or {}).items(), key=lambda kv: kv[1])
+        ]
+        return cls(title, bars, lo, hi, len(values), width, height, mean, lines)
 
 
 def _top(d: Any, n: int = 3) -> list[tuple[str, float]]:
@@ -124,20 +155,57 @@ def _field(r: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _row(r: dict[str, Any], index: int) -> dict[str, Any]:
+def _issues(r: Mapping[str, Any]) -> list[dict[str, Any]]:
+    raw = _field(r, "quality").get("issues")
+    out = []
+    for it in raw if isinstance(raw, list) else []:
+        if isinstance(it, Mapping) and it.get("name"):
+            out.append(dict(it))
+        elif isinstance(it, str):
+            out.append({"name": it})
+    return out
+
+
+def report_root(paths: Sequence[str]) -> str:
+    """The deepest folder holding every path (paths are shown relative to it)."""
+    dirs = [os.path.dirname(os.path.abspath(p)) for p in paths if p]
+    if not dirs:
+        return ""
+    try:
+        return os.path.commonpath(dirs)
+    except ValueError:  # different drives
+        return ""
+
+
+def _rel(path: str, root: str) -> str:
+    if not path or not root:
+        return path
+    try:
+        rel = os.path.relpath(os.path.abspath(path), root)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
+
+
+def _row(r: dict[str, Any], index: int, root: str) -> dict[str, Any]:
     q = _field(r, "quality")
     mod = _field(r, "moderation")
     flt = _field(r, "filter")
     err = _field(r, "error")
+    human = _field(r, "human")
     decision = mod.get("decision")
     cats = _top(mod.get("categories"), 1)
     reasons = [str(x) for x in (mod.get("reasons") or []) if x]
     freasons = [str(x) for x in (flt.get("reasons") or []) if x]
     flagged = decision in _FLAG_DECISIONS or flt.get("decision") == "review"
+    path = str(r.get("path", ""))
+    dest = flt.get("destination")
     return {
         "index": index,
-        "path": str(r.get("path", "")),
-        "name": os.path.basename(str(r.get("path", ""))),
+        "path": path,
+        "rel": _rel(path, root),
+        "name": os.path.basename(path),
+        "sha256": r.get("sha256"),
         "status": r.get("status", "ok"),
         "error": err.get("message") if err else None,
         "size": f"{r['width']}×{r['height']}" if r.get("width") and r.get("height") else "",
@@ -149,13 +217,88 @@ def _row(r: dict[str, Any], index: int) -> dict[str, Any]:
         "top_category": cats[0] if cats else None,
         "mod_reasons": reasons,
         "labels": _top(r.get("labels")),
+        "issues": _issues(r),
         "filter_decision": flt.get("decision") or "",
         "filter_reasons": freasons,
-        "destination": flt.get("destination"),
+        "destination": dest,
+        "dest_rel": _rel(str(dest), root) if dest else None,
+        "duplicate_of": flt.get("duplicate_of"),
+        "human": human.get("decision") or "",
+        "human_by": human.get("reviewer") or "",
+        "human_note": human.get("note") or "",
         "blur": decision in _FLAG_DECISIONS,
         "flagged": flagged,
         "thumb": None,
     }
+
+
+def report_id(items: Sequence[Mapping[str, Any]], title: str) -> str:
+    """A stable id of the report's item set (review marks in the browser are kept under it)."""
+    h = hashlib.sha256(title.encode("utf-8"))
+    for r in items:
+        h.update(b"\0" + str(r.get("path", "")).encode("utf-8", "replace"))
+        h.update(b"\1" + str(r.get("sha256") or "").encode("ascii", "replace"))
+    return h.hexdigest()[:16]
+
+
+def _thresholds(items: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per category, the most common review and block thresholds the results were judged by."""
+    seen: dict[str, dict[str, Counter[float]]] = {}
+    for r in items:
+        th = _field(r, "moderation").get("thresholds")
+        if not isinstance(th, Mapping):
+            continue
+        for cat, levels in th.items():
+            if not isinstance(levels, Mapping):
+                continue
+            for level in ("review", "block"):
+                v = _num(levels.get(level))
+                if v is not None:
+                    seen.setdefault(str(cat), {}).setdefault(level, Counter())[round(v, 6)] += 1
+    return {
+        cat: {level: c.most_common(1)[0][0] for level, c in levels.items()}
+        for cat, levels in seen.items()
+    }
+
+
+def _duplicate_groups(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Groups of duplicates: from a filter run (``duplicate of``), ``near_duplicate`` issues,
+    or identical content hashes; each with the kept file first."""
+    by_path = {r["path"]: r for r in rows}
+    groups: dict[str, list[dict[str, Any]]] = {}
+    member: set[int] = set()
+
+    def add(keeper: str, r: dict[str, Any]) -> None:
+        g = groups.setdefault(keeper, [])
+        if r["index"] not in member:
+            g.append(r)
+            member.add(r["index"])
+
+    for r in rows:
+        of = r.get("duplicate_of")
+        if not of:
+            for it in r["issues"]:
+                if it.get("name") == "near_duplicate" and it.get("of"):
+                    of = str(it["of"])
+                    break
+        if of:
+            add(of, r)
+    for r in rows:  # identical bytes, not grouped by a filter run
+        if r["index"] in member or r["path"] in groups or not r.get("sha256"):
+            continue
+        same = [
+            o for o in rows
+            if o is not r and o.get("sha256") == r["sha256"] and o["index"] not in member
+            and o["path"] not in groups
+        ]
+        if same:
+            for o in same:
+                add(r["path"], o)
+    out = []
+    for keeper, dups in groups.items():
+        k = by_path.get(keeper)
+        out.append({"keeper": k, "keeper_path": keeper, "members": dups})
+    return out
 
 
 def build_context(
@@ -165,10 +308,23 @@ def build_context(
     thumbnails: bool = True,
     thumb_size: int = THUMB_SIZE,
     workers: int | None = None,
+    thumbnails_dir: str | os.PathLike[str] | None = None,
+    base_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
-    """Everything the template needs, computed from result dicts or ItemResults."""
+    """Everything the template needs, computed from result dicts or ItemResults.
+
+    Args:
+        thumbnails_dir: write thumbnails there as JPEG files and link them (relative to
+            ``base_dir``, the report's folder) instead of embedding them.
+    """
     items = [as_dict(r) for r in results]
-    rows = [_row(r, i) for i, r in enumerate(items)]
+    root = report_root(
+        [str(r.get("path", "")) for r in items]
+        + [str(_field(r, "filter").get("destination")) for r in items
+           if _field(r, "filter").get("destination")]
+    )
+    rows = [_row(r, i, root) for i, r in enumerate(items)]
+    thumbs: dict[str, str] = {}
     if thumbnails and rows:
 
         def thumb_source(r: dict[str, Any]) -> str:
@@ -179,12 +335,40 @@ def build_context(
             )
             return dest if dest and os.path.exists(dest) else str(r.get("path", ""))
 
-        sources = [thumb_source(r) for r in items]
+        keys = [
+            f"s{r.get('sha256')}" if r.get("sha256") else f"p{i}" for i, r in enumerate(items)
+        ]
+        todo: dict[str, str] = {}
+        for k, r in zip(keys, items):
+            todo.setdefault(k, thumb_source(r))
+        out_dir = os.fspath(thumbnails_dir) if thumbnails_dir is not None else None
+        if out_dir is not None:
+            os.makedirs(out_dir, exist_ok=True)
+        base = os.path.abspath(os.fspath(base_dir)) if base_dir is not None else os.getcwd()
+
+        def make(kv: tuple[str, str]) -> tuple[str, str | None]:
+            k, src = kv
+            if out_dir is None:
+                return k, thumbnail_data_uri(src, thumb_size)
+            name = hashlib.sha256(f"{k}:{thumb_size}".encode()).hexdigest()[:24] + ".jpg"
+            dest = os.path.join(out_dir, name)
+            if not os.path.exists(dest):
+                data = thumbnail_bytes(src, thumb_size)
+                if data is None:
+                    return k, None
+                tmp = f"{dest}.tmp-{os.getpid()}-{threading.get_ident()}"
+                with open(tmp, "wb") as fh:
+                    fh.write(data)
+                os.replace(tmp, dest)
+            rel = os.path.relpath(os.path.abspath(dest), base)
+            return k, urllib.parse.quote(rel.replace(os.sep, "/"))
+
         with ThreadPoolExecutor(max_workers=workers or max(2, os.cpu_count() or 2)) as pool:
-            for row, uri in zip(
-                rows, pool.map(lambda p: thumbnail_data_uri(p, thumb_size), sources)
-            ):
-                row["thumb"] = uri
+            for k, uri in pool.map(make, todo.items()):
+                if uri is not None:
+                    thumbs[k] = uri
+        for row, k in zip(rows, keys):
+            row["thumb"] = thumbs.get(k)
     qualities = [row["quality"] for row in rows if row["quality"] is not None]
     per_cat: dict[str, list[float]] = {}
     for r in items:
@@ -195,14 +379,29 @@ def build_context(
                 s = _num(v)
                 if s is not None:
                     per_cat.setdefault(str(name), []).append(s)
+    thresholds = _thresholds(items)
+    n_ok = sum(row["status"] == "ok" for row in rows)
     counts: dict[str, int] = {
         "items": len(rows),
-        "errors": sum(row["status"] != "ok" for row in rows),
+        "errors": len(rows) - n_ok,
     }
     for key in ("allow", "review", "block"):
-        counts[key] = sum(row["moderation"] == key for row in rows)
-    for key in ("accept", "reject"):
-        counts[key] = sum(row["filter_decision"] == key for row in rows)
+        counts[key] = sum(row["moderation"] == key and row["status"] == "ok" for row in rows)
+    counts["unmoderated"] = n_ok - counts["allow"] - counts["review"] - counts["block"]
+    for key in ("accept", "review", "reject"):
+        counts[f"route_{key}"] = sum(row["filter_decision"] == key for row in rows)
+    counts["unrouted"] = n_ok - sum(counts[f"route_{k}"] for k in ("accept", "review", "reject"))
+    issue_rows: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        for it in row["issues"]:
+            issue_rows.setdefault(str(it["name"]), []).append({**row, "issue": it})
+    issues = [
+        {"name": name, "count": len(rs), "examples": rs[:ISSUE_EXAMPLES]}
+        for name, rs in sorted(issue_rows.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    ]
+    disagreements = [
+        row for row in rows if row["human"] and row["moderation"] and row["human"] != row["moderation"]
+    ]
     models = sorted({str(r.get("model")) for r in items if r.get("model")})
     policies = sorted(
         {
@@ -213,25 +412,93 @@ def build_context(
             and r["moderation"]["policy"].get("name")
         }
     )
+    flagged = [row for row in rows if row["flagged"]]
+    has = {
+        "quality": bool(qualities),
+        "moderation": any(row["moderation"] for row in rows),
+        "labels": any(row["labels"] for row in rows),
+        "filter": any(row["filter_decision"] for row in rows),
+        "issues": bool(issue_rows),
+        "human": any(row["human"] for row in rows),
+    }
+    rid = report_id(items, title)
     return {
         "title": title,
+        "report_id": rid,
+        "root": root,
         "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
         "rows": rows,
-        "flagged": [row for row in rows if row["flagged"]],
+        "rows_json": _script_json(
+            {
+                "report_id": rid,
+                "has": has,
+                "thumb_size": thumb_size,
+                "rows": [_js_row(row) for row in rows],
+            }
+        ),
+        "flagged": flagged[:FLAGGED_SHOWN],
+        "flagged_total": len(flagged),
         "counts": counts,
         "models": models,
         "policies": policies,
-        "has_quality": bool(qualities),
-        "has_moderation": any(row["moderation"] for row in rows),
-        "has_labels": any(row["labels"] for row in rows),
-        "has_filter": any(row["filter_decision"] for row in rows),
+        "has_quality": has["quality"],
+        "has_moderation": has["moderation"],
+        "has_labels": has["labels"],
+        "has_filter": has["filter"],
+        "has_issues": has["issues"],
+        "issues": issues,
+        "duplicates": _duplicate_groups(rows)[:DUPLICATE_GROUPS_SHOWN],
+        "disagreements": disagreements,
         "quality_hist": Histogram.build("quality score", qualities, 0, 10) if qualities else None,
         "category_hists": [
-            Histogram.build(name, vals, 0, 1, width=240, height=70)
+            Histogram.build(
+                name, vals, 0, 1, width=240, height=70, marks=thresholds.get(name, {})
+            )
             for name, vals in sorted(per_cat.items())
         ],
         "thumb_size": thumb_size,
     }
+
+
+def _js_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The compact form of a row that the page's script renders."""
+    return {
+        "i": row["index"],
+        "p": row["path"],
+        "r": row["rel"],
+        "n": row["name"],
+        "h": row["sha256"],
+        "s": row["status"],
+        "e": row["error"],
+        "z": row["size"],
+        "px": row["pixels"],
+        "q": row["quality"],
+        "qt": row["technical"],
+        "qa": row["aesthetic"],
+        "m": row["moderation"],
+        "c": list(row["top_category"]) if row["top_category"] else None,
+        "why": row["mod_reasons"] + row["filter_reasons"],
+        "l": [list(x) for x in row["labels"]],
+        "iss": [str(it["name"]) for it in row["issues"]],
+        "f": row["filter_decision"],
+        "d": row["dest_rel"],
+        "hd": row["human"],
+        "hb": row["human_by"],
+        "t": row["thumb"],
+        "b": row["blur"],
+    }
+
+
+def _script_json(data: Any) -> str:
+    """JSON safe inside ``<script type="application/json">`` (no ``</script>`` or ``<!--``)."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return (
+        text.replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
 
 
 def render_report(
@@ -240,6 +507,8 @@ def render_report(
     title: str = "clipsieve report",
     thumbnails: bool = True,
     thumb_size: int = THUMB_SIZE,
+    thumbnails_dir: str | os.PathLike[str] | None = None,
+    base_dir: str | os.PathLike[str] | None = None,
 ) -> str:
     """The report as one HTML string.
 
@@ -257,7 +526,14 @@ def render_report(
         autoescape=True, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined
     )
     env.filters["fmt"] = lambda v, nd=2: "" if v is None else f"{v:.{nd}f}"
-    ctx = build_context(results, title=title, thumbnails=thumbnails, thumb_size=thumb_size)
+    ctx = build_context(
+        results,
+        title=title,
+        thumbnails=thumbnails,
+        thumb_size=thumb_size,
+        thumbnails_dir=thumbnails_dir,
+        base_dir=base_dir,
+    )
     return env.from_string(source).render(**ctx)
 
 
@@ -268,6 +544,7 @@ def write_report(
     title: str = "clipsieve report",
     thumbnails: bool = True,
     thumb_size: int = THUMB_SIZE,
+    thumbnails_dir: str | os.PathLike[str] | None = None,
 ) -> int:
     """Write the self-contained HTML report of ``results`` to ``path`` (atomically).
 
@@ -278,6 +555,9 @@ def write_report(
         title: the page title.
         thumbnails: embed thumbnails (read from each file, or from its filter destination).
         thumb_size: thumbnail side in pixels.
+        thumbnails_dir: write the thumbnails as JPEG files into this folder and link them
+            (relative to the report's folder) instead of embedding them: the HTML stays small
+            for large collections.
 
     Returns:
         The number of items in the report.
@@ -287,8 +567,15 @@ def write_report(
         >>> write_report(store.iter_results(), "report.html")
     """
     items = [as_dict(r) for r in results]
-    html = render_report(items, title=title, thumbnails=thumbnails, thumb_size=thumb_size)
     path = os.fspath(path)
+    html = render_report(
+        items,
+        title=title,
+        thumbnails=thumbnails,
+        thumb_size=thumb_size,
+        thumbnails_dir=thumbnails_dir,
+        base_dir=os.path.dirname(os.path.abspath(path)),
+    )
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
