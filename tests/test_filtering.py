@@ -607,6 +607,45 @@ def test_dedupe_prefers_an_accepted_copy_over_a_blocked_one(tmp_path: Path, stor
     assert got["a.png"].reasons[1].startswith("moderation: block")
 
 
+def test_dedupe_keeper_ignores_quality_differences_below_1e6(
+    tmp_path: Path, store: Store
+) -> None:
+    """Copies whose scores differ in the last float bits (another CPU, another batch row) tie:
+    the earliest path is kept (issue #9)."""
+    a = make_image(tmp_path / "src" / "a.png", 1)
+    b = tmp_path / "src" / "b.png"
+    shutil.copyfile(a, b)
+    seed(store, a, quality={"score": 2.98445012})
+    seed(store, b, quality={"score": 2.98445038})  # 2.6e-7 higher: noise, not better
+    run = filter_collection(
+        [tmp_path / "src"], analyzer=FakeAnalyzer(store), action="none", dedupe=0.95
+    )
+    got = {Path(x.path).name: x for x in run.decisions}
+    assert got["a.png"].decision == "accept" and got["b.png"].duplicate_of == str(a)
+    # a real difference (2e-6) still wins
+    seed(store, b, quality={"score": 2.984452})
+    run = filter_collection(
+        [tmp_path / "src"], analyzer=FakeAnalyzer(store), action="none", dedupe=0.95
+    )
+    got = {Path(x.path).name: x for x in run.decisions}
+    assert got["b.png"].decision == "accept" and got["a.png"].duplicate_of == str(b)
+
+
+@pytest.mark.parametrize("threshold", [0.95, 0.9999, 0.5])
+def test_dedupe_threshold_is_inclusive_at_exactly_the_limit(threshold: float) -> None:
+    """cosine == threshold (to 1e-6) groups; 2e-6 below does not, in every code path."""
+    def pair(cos: float) -> np.ndarray:
+        return np.array([[1.0, 0.0, 0.0], [cos, np.sqrt(1 - cos * cos), 0.0]], np.float32)
+
+    at, below = pair(threshold), pair(threshold - 2e-6)
+    assert near_duplicate_groups(at, threshold) == [[0, 1]] == naive_groups(at, threshold)
+    assert near_duplicate_groups(below, threshold) == [] == naive_groups(below, threshold)
+    emb = {"x": at[0], "y": at[1]}
+    assert duplicate_groups(["x", "y"], emb, threshold) == [[0, 1]]
+    emb = {"x": below[0], "y": below[1]}
+    assert duplicate_groups(["x", "y"], emb, threshold) == []
+
+
 def test_exact_groups_without_embeddings() -> None:
     assert duplicate_groups(["x", "y", "x", None, "y", "z"]) == [[0, 2], [1, 4]]
 

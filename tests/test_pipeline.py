@@ -160,10 +160,10 @@ def test_decoding_runs_ahead_by_a_bounded_window(
     prepared = 0
     real = an._prepare
 
-    def counting(path, prep):
+    def counting(path, prep, *rest):
         nonlocal prepared
         prepared += 1
-        return real(path, prep)
+        return real(path, prep, *rest)
 
     monkeypatch.setattr(an, "_prepare", counting)
     lags = []
@@ -172,3 +172,56 @@ def test_decoding_runs_ahead_by_a_bounded_window(
     window = max(an.batch_size * 2, an.workers * 4)
     assert yielded == 120
     assert max(lags) <= window + an.batch_size
+
+
+def test_copies_are_decoded_and_encoded_once_and_share_embedding_and_scores(
+    tiny_clip: Path, photos: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files with the same bytes in one scan: one decode, one model row, identical numbers,
+    even when the copies land in different batches and at different rows (issue #9)."""
+    import clipsieve.pipeline as pipeline
+    from clipsieve.moderation import ModerationHead
+    from clipsieve.quality import QualityHead
+
+    d = tmp_path / "in"
+    d.mkdir()
+    names = []
+    for k, (name, p) in enumerate(sorted(photos.items())):
+        for c in range(3 if k == 0 else 1):
+            shutil.copy(p, d / f"{k}{c}_{name}.jpg")
+            names.append(f"{k}{c}")
+    (d / "99_broken.jpg").write_bytes(b"\xff\xd8 not really")
+    shutil.copy(d / "99_broken.jpg", d / "9a_broken.jpg")
+    decodes: list[str] = []
+    real_decode = pipeline.decode_image
+
+    def counting_decode(data, path, **kw):
+        decodes.append(path)
+        return real_decode(data, path, **kw)
+
+    monkeypatch.setattr(pipeline, "decode_image", counting_decode)
+    an = Analyzer(model=str(tiny_clip), store=False, batch_size=2, workers=2)
+    rows: list[int] = []
+    real_encode = an.backend.encode_pixels
+
+    def counting_encode(px):
+        rows.append(len(px))
+        return real_encode(px)
+
+    monkeypatch.setattr(an.backend, "encode_pixels", counting_encode)
+    results = list(an.scan([d], heads=[ModerationHead("default"), QualityHead()]))
+    unique = len(photos) + 1  # the photos and the broken file
+    assert len(results) == len(photos) + 2 + 2
+    assert len(decodes) == unique
+    assert sum(rows) == len(photos)
+    copies = [r for r in results if Path(r.path).name.startswith("0")]
+    assert len(copies) == 3 and len({r.sha256 for r in copies}) == 1
+    first = copies[0]
+    for r in copies[1:]:
+        assert np.array_equal(r.embedding, first.embedding)
+        assert r.quality.to_dict() == first.quality.to_dict()
+        assert r.moderation.to_dict() == first.moderation.to_dict()
+        assert r.features == first.features and (r.width, r.height) == (first.width, first.height)
+    broken = [r for r in results if "broken" in r.path]
+    assert len(broken) == 2 and all(r.status == "error" for r in broken)
+    assert broken[0].error is not None and broken[1].error == broken[0].error

@@ -8,10 +8,12 @@ come out in input order.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
+import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -63,6 +65,87 @@ class _Prepared:
     item: ItemResult
     pixels: np.ndarray | None = None
     record: dict[str, Any] | None = None
+
+
+def _set_error(item: ItemResult, exc: Exception) -> None:
+    item.status = "error"
+    if isinstance(exc, DecodeError):
+        item.error = ErrorInfo(exc.code, exc.message)
+    else:
+        code = "too_large" if isinstance(exc, MemoryError) else "unsupported"
+        item.error = ErrorInfo(code, f"unexpected {type(exc).__name__}: {exc}")
+
+
+#: How many distinct file contents a scan remembers for sharing between copies (about 5 KB
+#: each: the embedding and the head results). Copies further apart than this in scan order
+#: take the stored embedding (same bits) or, without a store, are encoded again.
+SAME_CONTENT_MEMORY = 8192
+
+
+@dataclass
+class _Content:
+    event: threading.Event
+    first: list[_Prepared]
+    embedding: tuple[np.ndarray, str | None, str | None] | None = None
+    scored: ItemResult | None = None
+
+
+class _SameContent:
+    """Per-scan sharing between files with the same sha256 (copies in a collection).
+
+    The first file with a given hash decodes it; the others wait for that decode and take its
+    pixels, size and pixel statistics (or its error). The first embedding computed for a hash
+    is given to every later file with that hash, and so is the first set of head results, so
+    identical bytes get identical numbers within a scan, whatever batch rows they land in.
+    The most recent :data:`SAME_CONTENT_MEMORY` hashes are remembered (memory stays flat).
+    """
+
+    def __init__(self, capacity: int = SAME_CONTENT_MEMORY) -> None:
+        self.lock = threading.Lock()
+        self.capacity = capacity
+        self.entries: OrderedDict[str, _Content] = OrderedDict()
+
+    def _entry(self, sha: str) -> tuple[_Content, bool]:
+        """The entry for ``sha`` and whether it is new (caller holds the lock)."""
+        got = self.entries.get(sha)
+        if got is not None:
+            return got, False
+        got = self.entries[sha] = _Content(threading.Event(), [])
+        while len(self.entries) > self.capacity:
+            self.entries.popitem(last=False)
+        return got, True
+
+    def claim(self, sha: str) -> _Content | None:
+        """``None`` if the caller is first with ``sha`` (it must call :meth:`publish`)."""
+        with self.lock:
+            entry, new = self._entry(sha)
+            if new:
+                return None
+            return entry
+
+    def publish(self, sha: str, prepared: _Prepared) -> None:
+        with self.lock:
+            entry, _ = self._entry(sha)
+        entry.first.append(prepared)
+        entry.event.set()
+
+    def embedding(self, sha: str) -> tuple[np.ndarray, str | None, str | None] | None:
+        with self.lock:
+            entry = self.entries.get(sha)
+            return entry.embedding if entry else None
+
+    def set_embedding(self, sha: str, value: tuple[np.ndarray, str | None, str | None]) -> None:
+        with self.lock:
+            self._entry(sha)[0].embedding = value
+
+    def scored(self, sha: str) -> ItemResult | None:
+        with self.lock:
+            entry = self.entries.get(sha)
+            return entry.scored if entry else None
+
+    def set_scored(self, sha: str, item: ItemResult) -> None:
+        with self.lock:
+            self._entry(sha)[0].scored = item
 
 
 class Analyzer:
@@ -236,7 +319,9 @@ class Analyzer:
             return prep.min_side
         return max(prep.min_side, ANALYSIS_MIN_SIDE)
 
-    def _prepare(self, path: str, prep: Preprocess) -> _Prepared:
+    def _prepare(
+        self, path: str, prep: Preprocess, shared: _SameContent | None = None
+    ) -> _Prepared:
         t0 = time.perf_counter()
         item = ItemResult(path=path, model=self.model_id)
         try:
@@ -256,28 +341,63 @@ class Analyzer:
             if store is not None and self._from_store(item, item.sha256, prep):
                 item.timing["total_ms"] = (time.perf_counter() - t0) * 1000
                 return _Prepared(item, record=record)
-            dec = decode_image(data, path, min_side=self._decode_min_side(prep),
-                               limits=self.limits)
-            del data
-            item.width, item.height = dec.width, dec.height
-            if self._pixel_features is not None:  # JSON-clean, so stored == fresh
-                item.features = to_jsonable(self._pixel_features(dec))
-            pixels = prep(dec.image)
-            item.timing["decode_ms"] = (time.perf_counter() - t1) * 1000
-            record.update(
-                width=dec.width, height=dec.height, format=dec.format,
-                features=item.features, features_version=self.features_version,
-            )
-            return _Prepared(item, pixels=pixels, record=record)
-        except DecodeError as exc:
-            item.status = "error"
-            item.error = ErrorInfo(exc.code, exc.message)
+            if shared is not None:
+                first = shared.claim(item.sha256)
+                if first is not None:  # a copy of a file decoded (or being decoded) already
+                    del data
+                    return self._copy_of(item, record, first, t0)
+                out = _Prepared(item, record=record)
+                try:
+                    return self._decode(out, data, path, prep, t1)
+                except Exception as exc:
+                    _set_error(item, exc)  # before publishing: copies take the error
+                    out.pixels = None
+                finally:
+                    shared.publish(item.sha256, out)
+            else:
+                return self._decode(_Prepared(item, record=record), data, path, prep, t1)
         except Exception as exc:  # never let one file stop the batch
-            item.status = "error"
-            code = "too_large" if isinstance(exc, MemoryError) else "unsupported"
-            item.error = ErrorInfo(code, f"unexpected {type(exc).__name__}: {exc}")
+            _set_error(item, exc)
         item.timing["total_ms"] = (time.perf_counter() - t0) * 1000
         return _Prepared(item)
+
+    def _decode(
+        self, out: _Prepared, data: bytes, path: str, prep: Preprocess, t1: float
+    ) -> _Prepared:
+        """Decode, measure and preprocess into ``out`` (errors propagate to the caller)."""
+        item, record = out.item, out.record
+        assert record is not None
+        dec = decode_image(data, path, min_side=self._decode_min_side(prep), limits=self.limits)
+        del data
+        item.width, item.height = dec.width, dec.height
+        if self._pixel_features is not None:  # JSON-clean, so stored == fresh
+            item.features = to_jsonable(self._pixel_features(dec))
+        out.pixels = prep(dec.image)
+        item.timing["decode_ms"] = (time.perf_counter() - t1) * 1000
+        record.update(
+            width=dec.width, height=dec.height, format=dec.format,
+            features=item.features, features_version=self.features_version,
+        )
+        return out
+
+    def _copy_of(
+        self, item: ItemResult, record: dict[str, Any], first: _Content, t0: float
+    ) -> _Prepared:
+        """Take the decode of the first file with the same bytes (waits for it)."""
+        first.event.wait()
+        src = first.first[0]
+        if src.item.error is not None:
+            item.status = "error"
+            item.error = src.item.error
+            item.timing["total_ms"] = (time.perf_counter() - t0) * 1000
+            return _Prepared(item)
+        item.width, item.height, item.features = src.item.width, src.item.height, src.item.features
+        src_rec = src.record or {}
+        record.update({k: src_rec.get(k) for k in ("width", "height", "format", "features",
+                                                   "features_version")})
+        item.timing["decode_ms"] = (time.perf_counter() - t0) * 1000 - item.timing["read_ms"]
+        # pixels may already be gone (encoded): _finish then takes the shared embedding
+        return _Prepared(item, pixels=src.pixels, record=record)
 
     def _from_store(self, item: ItemResult, sha: str, prep: Preprocess) -> bool:
         assert self.store is not None
@@ -311,6 +431,7 @@ class Analyzer:
         """
         prep = self.preprocess
         files = iter_files(paths, recursive=recursive)
+        shared = _SameContent()
         window = max(self.batch_size * 2, self.workers * 4)
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="decode") as pool:
             pending: deque[Future[_Prepared]] = deque()
@@ -322,41 +443,56 @@ class Analyzer:
                     if nxt is None:
                         exhausted = True
                         break
-                    pending.append(pool.submit(self._prepare, nxt, prep))
+                    pending.append(pool.submit(self._prepare, nxt, prep, shared))
                 if not pending:
                     break
                 done.append(pending.popleft().result())
                 to_encode = sum(p.pixels is not None for p in done)
                 if to_encode >= self.batch_size or len(done) >= window or not pending:
-                    yield from self._finish(done, heads)
+                    yield from self._finish(done, heads, shared)
                     done = []
             if done:
-                yield from self._finish(done, heads)
+                yield from self._finish(done, heads, shared)
 
-    def _finish(self, batch: list[_Prepared], heads: Sequence[Head]) -> list[ItemResult]:
-        need = [p for p in batch if p.pixels is not None]
-        if need:
+    def _finish(
+        self, batch: list[_Prepared], heads: Sequence[Head], shared: _SameContent | None = None
+    ) -> list[ItemResult]:
+        shared = shared or _SameContent()
+        need = [p for p in batch if p.item.ok and p.item.embedding is None]
+        # one model row per content hash: copies share the first embedding computed for it
+        fresh: dict[str, _Prepared] = {}
+        for p in need:
+            sha = p.item.sha256 or p.item.path
+            if sha not in fresh and p.pixels is not None and shared.embedding(sha) is None:
+                fresh[sha] = p
+        if fresh:
             backend = self.backend  # load outside the timed region
             t0 = time.perf_counter()
-            embs = backend.encode_pixels(np.stack([p.pixels for p in need if p.pixels is not None]))
-            per_item = (time.perf_counter() - t0) * 1000 / len(need)
-            for p, e in zip(need, embs):
-                p.item.embedding = e
-                p.item.device, p.item.precision = backend.device, backend.precision
-                p.item.timing["encode_ms"] = per_item
-                p.pixels = None
-                if p.record is not None:
-                    p.record["embedding"] = e
-        items = [p.item for p in batch]
+            embs = backend.encode_pixels(np.stack([p.pixels for p in fresh.values()
+                                                   if p.pixels is not None]))
+            per_item = (time.perf_counter() - t0) * 1000 / len(fresh)
+            for sha, e in zip(fresh, embs):
+                shared.set_embedding(sha, (e, backend.device, backend.precision))
+                fresh[sha].item.timing["encode_ms"] = per_item
         for p in need:
+            got = shared.embedding(p.item.sha256 or p.item.path)
+            if got is None:  # cannot happen while a batch is far smaller than the memory
+                _set_error(p.item, RuntimeError("copy lost its shared embedding"))
+                p.record = None
+                continue
+            e, p.item.device, p.item.precision = got
+            p.item.embedding = e
+            p.pixels = None
+            if p.record is not None:
+                p.record["embedding"] = e
+            p.item.timing.setdefault("encode_ms", 0.0)
             p.item.timing["total_ms"] = sum(
                 p.item.timing.get(k, 0.0) for k in ("read_ms", "decode_ms", "encode_ms")
             )
+        items = [p.item for p in batch]
         ok = [it for it in items if it.ok]
         if ok and heads:
-            mat = np.stack([it.embedding for it in ok])
-            for head in heads:
-                head.apply(ok, mat, self)
+            _apply_heads(ok, heads, self, shared)
         if self.store is not None:
             records = [p.record for p in batch if p.record is not None]
             if records:
@@ -368,3 +504,46 @@ class Analyzer:
                 )
             self.store.put_results([it.to_dict() for it in items], model=self.model_id)
         return items
+
+
+_CORE_FIELDS = ("moderation", "quality", "labels")
+
+
+def _per_item(head: Head) -> bool:
+    """Heads whose result depends on more than the image (a caption found by path)."""
+    return getattr(head, "captions", None) is not None
+
+
+def _apply_heads(
+    ok: list[ItemResult], heads: Sequence[Head], analyzer: Analyzer, shared: _SameContent
+) -> None:
+    """Run ``heads`` once per content hash; copies take the first result computed for it.
+
+    Identical bytes then get identical scores even where a matrix product would give rows in
+    other positions other last bits. Heads that also read a per-file caption run on every item.
+    """
+    firsts: dict[str, ItemResult] = {}
+    for it in ok:
+        sha = it.sha256 or it.path
+        if sha not in firsts and shared.scored(sha) is None:
+            firsts[sha] = it
+    todo = list(firsts.values())
+    for head in heads:
+        targets = ok if _per_item(head) else todo
+        if targets:
+            head.apply(targets, np.stack([it.embedding for it in targets]), analyzer)
+    for sha, it in firsts.items():
+        shared.set_scored(sha, it)
+    for it in ok:
+        sha = it.sha256 or it.path
+        src = firsts.get(sha) or shared.scored(sha)
+        if src is None or src is it:
+            continue
+        for head in heads:
+            if _per_item(head):
+                continue
+            name = head.field
+            if name in _CORE_FIELDS:
+                setattr(it, name, copy.deepcopy(getattr(src, name)))
+            elif name in src.extra:
+                it.extra[name] = copy.deepcopy(src.extra[name])

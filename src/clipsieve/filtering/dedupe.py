@@ -22,6 +22,28 @@ import numpy as np
 #: Default tile side for the blocked similarity products.
 DEFAULT_BLOCK = 4096
 
+#: Scores and cosines that order or group items are compared rounded to this many decimals
+#: (1e-6), so a tie never depends on the last bits of a float (which differ between CPUs,
+#: SIMD paths and batch compositions by about 1e-7).
+TIE_DECIMALS = 6
+_SLACK = 10.0 ** -TIE_DECIMALS
+
+
+def tie_round(value: float | None) -> float | None:
+    """``value`` rounded to :data:`TIE_DECIMALS` decimals (``None`` and NaN pass through)."""
+    if value is None or value != value:
+        return value
+    return round(float(value), TIE_DECIMALS)
+
+
+def _at_least(sims: np.ndarray, threshold: float) -> np.ndarray:
+    """Indices ``(r, c)`` where ``round(sims, 6) >= threshold`` (only near candidates rounded)."""
+    r, c = np.nonzero(sims >= np.float32(threshold - _SLACK))
+    if len(r):
+        keep = np.round(sims[r, c].astype(np.float64), TIE_DECIMALS) >= threshold
+        r, c = r[keep], c[keep]
+    return r, c
+
 T = TypeVar("T")
 
 
@@ -100,12 +122,14 @@ def _tile_unions(
 ) -> None:
     """Union, into ``uf``, every pair of rows with cosine ≥ threshold, tile by tile.
 
+    Cosines are compared rounded to :data:`TIE_DECIMALS` decimals.
+
     ``index`` maps rows to union-find elements (identity when ``None``). A tile with many
     pairs is first reduced to its connected components, so the Python loop per tile runs
     over at most ``2 × block`` elements whatever the number of pairs.
     """
     n = emb.shape[0]
-    thr = np.float32(threshold)
+    thr = np.float32(threshold - _SLACK)
     for i0 in range(0, n, block):
         a = emb[i0 : i0 + block]
         ni = a.shape[0]
@@ -114,7 +138,7 @@ def _tile_unions(
             if tile.max() < thr:
                 continue
             nj = tile.shape[1]
-            r, c = np.nonzero(tile >= thr)
+            r, c = _at_least(tile, threshold)
             del tile
             diag = i0 == j0
             if diag:
@@ -162,14 +186,14 @@ def similar_pairs(
         Arrays ``(i, j)`` of global row indices with ``i < j``, one pair per element.
     """
     n = emb.shape[0]
-    thr = np.float32(threshold)
+    thr = np.float32(threshold - _SLACK)
     for i0 in range(0, n, block):
         a = emb[i0 : i0 + block]
         for j0 in range(i0, n, block):
             tile = a @ emb[j0 : j0 + block].T
             if tile.max() < thr:
                 continue
-            r, c = np.nonzero(tile >= thr)
+            r, c = _at_least(tile, threshold)
             r += i0
             c += j0
             keep = r < c
@@ -198,7 +222,9 @@ def naive_groups(emb: np.ndarray, threshold: float) -> list[list[int]]:
     """The same groups through the full ``n × n`` similarity matrix (tests, benchmarks)."""
     x = normalize_rows(emb)
     sim = x @ x.T
-    r, c = np.nonzero(np.triu(sim >= np.float32(threshold), k=1))
+    r, c = _at_least(sim, threshold)
+    keep = r < c
+    r, c = r[keep], c[keep]
     uf = UnionFind(x.shape[0])
     for a, b in zip(r.tolist(), c.tolist()):
         uf.union(a, b)

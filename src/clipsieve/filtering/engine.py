@@ -28,7 +28,7 @@ from clipsieve.filtering.actions import (
     recover,
     run_lock,
 )
-from clipsieve.filtering.dedupe import duplicate_groups
+from clipsieve.filtering.dedupe import duplicate_groups, tie_round
 from clipsieve.filtering.rules import Rules, missing_everywhere, parse_where
 from clipsieve.media.discover import iter_files
 from clipsieve.store import Store
@@ -430,7 +430,7 @@ def decide(
     """Apply the rules, then (optionally) route duplicates to reject.
 
     In each duplicate group the kept file is the best by (decision accept < review < reject,
-    highest ``quality.score``, earliest path); every other member is rejected with the reason
+    highest ``quality.score`` rounded to 1e-6, earliest path); every other member is rejected with the reason
     ``duplicate of PATH``. Preferring an accepted member means a blocked or low-quality copy
     never causes a good copy to be rejected.
     """
@@ -450,7 +450,7 @@ def decide(
             members,
             key=lambda d: (
                 rank.get(d.decision, 3),
-                -(d.quality if d.quality is not None else -1e9),
+                -(tie_round(d.quality) if d.quality is not None else -1e9),
                 d.path,
             ),
         )
