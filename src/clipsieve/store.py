@@ -191,6 +191,31 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX human_labels_sha ON human_labels(sha256);
         """,
     ),
+    (
+        7,
+        "service jobs",
+        # jobs of the HTTP service (clipsieve.service.jobs): a video analysed in the background;
+        # status queued -> running -> done | failed | cancelled; result and error as JSON/text
+        """
+        CREATE TABLE jobs (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            status TEXT NOT NULL,
+            progress REAL NOT NULL DEFAULT 0,
+            input_name TEXT,
+            input_sha256 TEXT,
+            input_size INTEGER,
+            options TEXT,
+            result TEXT,
+            error_code TEXT,
+            error_message TEXT,
+            created_at REAL NOT NULL,
+            started_at REAL,
+            finished_at REAL
+        );
+        CREATE INDEX jobs_status ON jobs(status);
+        """,
+    ),
 ]
 
 

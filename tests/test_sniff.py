@@ -1,0 +1,100 @@
+"""Content sniffing on real files written by Pillow, pillow-heif and PyAV."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import photo_array
+from PIL import Image
+
+from clipsieve.media.sniff import SNIFF_BYTES, sniff
+
+
+def _image_bytes(fmt: str, **kw: object) -> bytes:
+    im = Image.fromarray(photo_array("coffee")).resize((64, 48))
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "name", "mime"),
+    [
+        ("JPEG", "jpeg", "image/jpeg"),
+        ("PNG", "png", "image/png"),
+        ("GIF", "gif", "image/gif"),
+        ("WEBP", "webp", "image/webp"),
+        ("BMP", "bmp", "image/bmp"),
+        ("TIFF", "tiff", "image/tiff"),
+    ],
+)
+def test_images_written_by_pillow(fmt: str, name: str, mime: str) -> None:
+    got = sniff(_image_bytes(fmt)[:SNIFF_BYTES])
+    assert got is not None
+    assert (got.kind, got.format, got.mime) == ("image", name, mime)
+
+
+def test_heif_is_an_image_not_a_video() -> None:
+    pytest.importorskip("pillow_heif")
+    got = sniff(_image_bytes("HEIF")[:SNIFF_BYTES])
+    assert got is not None and (got.kind, got.format) == ("image", "heif")
+
+
+def test_avif_is_an_image() -> None:
+    try:
+        data = _image_bytes("AVIF")
+    except (KeyError, OSError):
+        pytest.skip("this Pillow cannot write AVIF")
+    got = sniff(data[:SNIFF_BYTES])
+    assert got is not None and (got.kind, got.format) == ("image", "avif")
+
+
+@pytest.mark.parametrize(
+    ("container", "codec", "name"),
+    [("mp4", "libx264", "mp4"), ("mov", "libx264", "mov"), ("matroska", "libx264", "matroska"),
+     ("webm", "libvpx", "matroska"), ("avi", "mpeg4", "avi")],
+)
+def test_videos_written_by_pyav(tmp_path: Path, container: str, codec: str, name: str) -> None:
+    av = pytest.importorskip("av")
+    path = tmp_path / f"clip.{container}"
+    with av.open(str(path), "w", format=container) as out:
+        try:
+            stream = out.add_stream(codec, rate=5)
+        except Exception:  # pragma: no cover - codec missing from this FFmpeg build
+            pytest.skip(f"no {codec} encoder")
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(5):
+            frame = av.VideoFrame.from_ndarray(
+                np.full((48, 64, 3), i * 40, dtype=np.uint8), format="rgb24"
+            )
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    got = sniff(path.read_bytes()[:SNIFF_BYTES])
+    assert got is not None
+    assert (got.kind, got.format) == ("video", name)
+    if container == "webm":
+        assert got.mime == "video/webm"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"hello world, this is text\n", b"%PDF-1.7\n", b"PK\x03\x04" + b"\x00" * 60,
+     b"<svg xmlns='http://www.w3.org/2000/svg'/>", b"\x00\x00\x00\x18ftypzzzz\x00\x00\x00\x00",
+     b"RIFF\x00\x00\x00\x00WAVEfmt "],
+)
+def test_other_content_is_none(data: bytes) -> None:
+    assert sniff(data) is None
+
+
+def test_the_name_does_not_matter(tmp_path: Path) -> None:
+    # a PNG named .jpg is a PNG; a text file named .jpg is nothing
+    png = tmp_path / "photo.jpg"
+    png.write_bytes(_image_bytes("PNG"))
+    got = sniff(png.read_bytes()[:SNIFF_BYTES])
+    assert got is not None and got.format == "png"
+    assert sniff(b"not an image at all") is None
