@@ -638,5 +638,5 @@ def test_service_migration_is_recorded(tmp_path: Path) -> None:
     from clipsieve.store import Store
 
     with Store(tmp_path / "s.sqlite") as s:
-        assert (4, "service jobs") in s.migrations()
+        assert (7, "service jobs") in s.migrations()
 
