@@ -149,8 +149,10 @@ def test_calibrate_policy_with_a_precision_target(synthetic, tmp_path) -> None:
     assert violence.category == "violence"
     assert (violence.positives, violence.negatives) == (20_000, 20_000)
     assert violence.choice.threshold == pytest.approx(0.4225, abs=0.01)
-    # precision targets set the block threshold; review (0.35) is already below it
-    assert calibrated.categories["violence"].block == violence.choice.threshold == violence.block
+    # precision targets set the block threshold, rounded up to 3 decimals (the target holds);
+    # review (0.35) is already below it
+    assert calibrated.categories["violence"].block == violence.block == 0.424
+    assert 0 <= violence.block - violence.choice.threshold < 0.001
     assert calibrated.categories["violence"].review == 0.35
     assert (weapons.auroc, weapons.curve, weapons.choice) == (None, None, None)
     assert calibrated.categories["weapons"] == policy.categories["weapons"]
@@ -165,7 +167,10 @@ def test_calibrate_policy_keeps_review_at_most_block() -> None:
                                   target_precision=0.6, version="2")
     assert lowered.version == "2"
     suggestive = lowered.categories["suggestive"]
-    assert (suggestive.review, suggestive.block) == (0.35, 0.35)
+    # block fell below the old review (0.45): review keeps its tier below block, scaled by
+    # the policy's own review/block ratio (0.45 / 0.8)
+    assert suggestive.block == 0.35
+    assert suggestive.review == round(0.35 * 0.45 / 0.8, 3) == 0.197
     # recall targets set the review threshold; violence block (0.65) rises to meet it
     raised, report = calibrate_policy(policy, {"violence": SCORES}, {"violence": LABELS},
                                       target_recall=0.5)
@@ -174,6 +179,25 @@ def test_calibrate_policy_keeps_review_at_most_block() -> None:
                                    target_recall=0.5, level="block")
     assert (explicit.categories["violence"].review, explicit.categories["violence"].block) == (
         0.35, 0.8)
+
+
+def test_calibrated_thresholds_have_three_decimals_and_keep_the_target() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 500)
+    s = np.clip(rng.normal(0.3 + 0.3 * y, 0.12), 0, 1)
+    policy = load_policy("default")
+    for kw in ({"target_precision": 0.9}, {"target_recall": 0.9}):
+        new, (cal,) = calibrate_policy(policy, {"violence": s}, {"violence": y}, **kw)
+        c = new.categories["violence"]
+        for v in (c.review, c.block):
+            assert v == round(v, 3)
+        t = c.block if "target_precision" in kw else c.review
+        flagged = s >= t
+        if "target_precision" in kw:
+            assert y[flagged].mean() >= 0.9
+        else:
+            assert y[flagged].sum() / y.sum() >= 0.9
+        assert c.review < c.block
 
 
 def test_calibrate_policy_leaves_unreached_targets_alone() -> None:

@@ -6,6 +6,7 @@
 | ``CLIPSIEVE_STORE`` | path of the SQLite store                             | user cache dir / ``clipsieve/store.sqlite`` |
 | ``CLIPSIEVE_DEVICE``| ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``     | ``auto`` |
 | ``CLIPSIEVE_PRECISION`` | ``auto``, ``float32``, ``bfloat16``, ``float16`` | ``auto`` |
+| ``CLIPSIEVE_CONFIG_DIR`` | user configuration folder (``policies/`` inside)     | XDG config dir / ``clipsieve`` |
 """
 
 from __future__ import annotations
@@ -39,6 +40,26 @@ def user_cache_dir() -> Path:
     else:
         base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "clipsieve"
+
+
+def user_config_dir() -> Path:
+    """The per-user configuration folder (``CLIPSIEVE_CONFIG_DIR``, else XDG_CONFIG_HOME or
+    ~/.config on Linux, Library/Application Support on macOS, APPDATA on Windows)."""
+    env = os.environ.get("CLIPSIEVE_CONFIG_DIR")
+    if env:
+        return Path(env)
+    if sys.platform == "win32":
+        base = Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return base / "clipsieve"
+
+
+def user_policy_dir() -> Path:
+    """Where ``clipsieve policy init`` writes policies and ``--policy NAME`` finds them."""
+    return user_config_dir() / "policies"
 
 
 def default_store_path() -> Path:

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from clipsieve.cli.common import Progress, make_analyzer, model_options
+from clipsieve.cli.common import Progress, make_analyzer, model_options, plural
 from clipsieve.errors import EXIT_ITEMS_FAILED, EXIT_OK, ConfigError, did_you_mean
 
 #: Cell values of a ``label`` column that mean "belongs to no category".
@@ -348,11 +348,7 @@ def calibrate(labels_csv: str | None, from_reviews: bool, policy: str,
         )
     except ValueError as exc:
         raise ConfigError(f"{labels_csv}: cannot calibrate: {exc}") from None
-    try:
-        new_policy.save(out_path)
-    except OSError as exc:
-        raise ConfigError(f"cannot write {out_path}: {exc.strerror or exc}") from None
-    load_policy(Path(out_path))  # what we wrote must load back (a Path: never a shipped name)
+    _write_calibrated(policy, new_policy, out_path)
 
     from rich.table import Table
     from rich.text import Text
@@ -365,7 +361,7 @@ def calibrate(labels_csv: str | None, from_reviews: bool, policy: str,
     set_level = level or ("block" if target_precision is not None else "review")
     con.print(Text(
         f'Calibrating policy "{pol.name}" version {pol.version} on {len(usable)} labelled '
-        f"images ({len(row_errors)} rows skipped), model {analyzer.model_id}.\n"
+        f"images ({plural(len(row_errors), 'row')} skipped), model {analyzer.model_id}.\n"
         f"Target: {target_name} >= {target:g}, setting each category's {set_level} threshold."
     ))
 
@@ -445,10 +441,41 @@ def calibrate(labels_csv: str | None, from_reviews: bool, policy: str,
         f'Wrote {out_path}: policy "{new_policy.name}" version {new_policy.version}.'
     ))
     if row_errors:
-        click.echo(f"{len(row_errors)} rows skipped:", err=True)
+        click.echo(f"{plural(len(row_errors), 'row')} skipped:", err=True)
         for err in row_errors:
             click.echo(f"  {err}", err=True)
     sys.exit(EXIT_ITEMS_FAILED if row_errors else EXIT_OK)
+
+
+def _write_calibrated(source: str, new_policy: Any, out_path: str) -> None:
+    """Write the calibrated policy as the source file with its thresholds and version
+    changed, comments kept; if that text would not load back to the same policy (say a
+    relative probe path and another folder), as plain TOML."""
+    from clipsieve.errors import PolicyError
+    from clipsieve.moderation import load_policy
+    from clipsieve.moderation.policy import policy_text, text_with_thresholds
+
+    thresholds = {
+        c.name: {"review": c.review, "block": c.block} for c in new_policy.categories.values()
+    }
+    try:
+        text = text_with_thresholds(policy_text(source), thresholds, version=new_policy.version)
+    except PolicyError:
+        text = new_policy.to_toml()
+    for attempt in (text, new_policy.to_toml()):
+        try:
+            Path(out_path).write_text(attempt, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot write {out_path}: {exc.strerror or exc}") from None
+        try:
+            back = load_policy(Path(out_path))  # a Path: never a shipped name
+        except PolicyError:
+            if attempt is text:
+                continue
+            raise
+        if back == new_policy:
+            return
+    load_policy(Path(out_path))
 
 
 #: Human labels listed one by one by ``calibrate --from-reviews``.

@@ -36,6 +36,22 @@ def store_option(*, show_envvar: bool = True) -> Callable[[F], F]:
                         help="SQLite store file [default: user cache dir/clipsieve/store.sqlite].")
 
 
+def threshold_option(f: F) -> F:
+    """``--threshold CATEGORY.LEVEL=VALUE`` (repeatable): per-run policy threshold overrides."""
+    return click.option(
+        "--threshold", "thresholds", multiple=True, metavar="CATEGORY.LEVEL=VALUE",
+        help="Override one policy threshold for this run, e.g. violence.block=0.5 or "
+             "violence.review=0.3; repeatable. Validated like the policy file and recorded "
+             "in each result's moderation.policy.overrides.")(f)
+
+
+def load_cli_policy(policy: Any, thresholds: Any = ()) -> Any:
+    """The policy named on the command line, with its ``--threshold`` overrides applied."""
+    from clipsieve.moderation import load_policy
+
+    return load_policy(policy).with_overrides(list(thresholds or ()))
+
+
 def open_existing_store(path: str | None) -> Any:
     """The store at ``path`` (default: the user store); an error if it does not exist."""
     from clipsieve.errors import StoreError

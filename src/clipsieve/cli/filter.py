@@ -7,7 +7,13 @@ from typing import Any
 
 import click
 
-from clipsieve.cli.common import Progress, make_analyzer, model_options
+from clipsieve.cli.common import (
+    Progress,
+    load_cli_policy,
+    make_analyzer,
+    model_options,
+    threshold_option,
+)
 
 
 @click.command("filter")
@@ -44,6 +50,7 @@ from clipsieve.cli.common import Progress, make_analyzer, model_options
     metavar="NAME|FILE",
     help="Moderation policy (name or file); makes a moderation decision required for every file.",
 )
+@threshold_option
 @click.option(
     "--prefer-human",
     is_flag=True,
@@ -90,6 +97,7 @@ def filter_cmd(
     action: str,
     min_quality: float | None,
     policy: str | None,
+    thresholds: tuple[str, ...],
     prefer_human: bool,
     where: tuple[str, ...],
     dedupe: float | None,
@@ -129,6 +137,9 @@ def filter_cmd(
     from clipsieve.filtering import filter_collection, write_manifest
 
     store_arg = kw.get("store_path")
+    if thresholds and not policy:
+        raise click.UsageError("--threshold needs --policy (the policy whose thresholds change)")
+    loaded = load_cli_policy(policy, thresholds) if policy else None
     analyzer = make_analyzer(kw)
     enabled = None if not quiet else False
     scan_progress: Progress | None = None
@@ -155,7 +166,7 @@ def filter_cmd(
             review=review,
             action=action,
             min_quality=min_quality,
-            policy=policy,
+            policy=loaded,
             where=list(where) or None,
             dedupe=dedupe,
             dry_run=dry_run,

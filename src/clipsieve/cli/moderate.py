@@ -10,10 +10,12 @@ import click
 from clipsieve.cli.common import (
     Progress,
     find_files,
+    load_cli_policy,
     make_analyzer,
     make_console,
     model_options,
     open_output,
+    threshold_option,
     write_jsonl,
 )
 
@@ -31,6 +33,7 @@ def top_categories(categories: dict[str, float], n: int = 3) -> str:
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--policy", "-p", default="default", show_default=True, metavar="NAME|FILE",
               help="Shipped policy name or path to a policy .toml file.")
+@threshold_option
 @click.option("--caption", metavar="TEXT",
               help="Caption for every image (unless the --input line gives one); "
                    "scored with the image.")
@@ -46,7 +49,8 @@ def top_categories(categories: dict[str, float], n: int = 3) -> str:
 @click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
 @model_options
-def moderate(paths: tuple[str, ...], policy: str, caption: str | None, input_path: str | None,
+def moderate(paths: tuple[str, ...], policy: str, thresholds: tuple[str, ...],
+             caption: str | None, input_path: str | None,
              no_sidecars: bool, fmt: str, out: str | None, no_recursive: bool, quiet: bool,
              **kw: Any) -> None:
     """Moderate images (and their captions) with a policy: allow, review or block.
@@ -62,12 +66,14 @@ def moderate(paths: tuple[str, ...], policy: str, caption: str | None, input_pat
       clipsieve moderate uploads/ --policy default
       clipsieve moderate a.jpg --caption "cheap pills, click here" --format jsonl
       clipsieve moderate --input batch.jsonl --policy my-policy.toml --out report.txt
+      clipsieve moderate uploads/ --threshold violence.block=0.5 --threshold violence.review=0.3
     """
-    from clipsieve.moderation import CaptionSource, ModerationHead, load_policy, read_items_jsonl
+    from clipsieve.moderation import CaptionSource, ModerationHead, read_items_jsonl
 
     if not paths and not input_path:
         raise click.UsageError("give at least one PATH or --input FILE")
-    head_policy = load_policy(policy)  # a bad policy fails before the model loads
+    # a bad policy or --threshold fails before the model loads
+    head_policy = load_cli_policy(policy, thresholds)
     items = read_items_jsonl(input_path) if input_path else []
     captions = CaptionSource.from_items(items, default=caption, sidecars=not no_sidecars)
     head = ModerationHead(head_policy, captions)

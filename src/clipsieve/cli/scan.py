@@ -11,9 +11,11 @@ from clipsieve.cli.classify import label_options, make_label_heads
 from clipsieve.cli.common import (
     Progress,
     find_files,
+    load_cli_policy,
     make_analyzer,
     model_options,
     open_output,
+    threshold_option,
     write_jsonl,
 )
 
@@ -26,6 +28,7 @@ from clipsieve.cli.common import (
               show_default=True, help="One JSON object per file, or a table for people.")
 @click.option("--policy", "-p", default="default", show_default=True, metavar="NAME|FILE",
               help="Moderation policy (shipped name or .toml file); adds `moderation`.")
+@threshold_option
 @click.option("--no-moderation", is_flag=True, help="Skip moderation (no `moderation` field).")
 @click.option("--quality-head", type=click.Path(dir_okay=False),
               help="Learned head for the aesthetic part of `quality` (.npz from train-quality, "
@@ -40,7 +43,8 @@ from clipsieve.cli.common import (
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
 @label_options
 @model_options
-def scan(paths: tuple[str, ...], out: str | None, fmt: str, policy: str, no_moderation: bool,
+def scan(paths: tuple[str, ...], out: str | None, fmt: str, policy: str,
+         thresholds: tuple[str, ...], no_moderation: bool,
          quality_head: str | None, no_quality: bool, caption: str | None,
          report_path: str | None, no_recursive: bool, embeddings: bool, quiet: bool,
          **kw: Any) -> None:
@@ -64,10 +68,10 @@ def scan(paths: tuple[str, ...], out: str | None, fmt: str, policy: str, no_mode
     heads: list[Any] = []
     analyzer = make_analyzer(kw)
     if not no_moderation:
-        from clipsieve.moderation import CaptionSource, ModerationHead, load_policy
+        from clipsieve.moderation import CaptionSource, ModerationHead
 
-        # a bad policy or probe fails here, before any model work
-        loaded = load_policy(policy)
+        # a bad policy, --threshold or probe fails here, before any model work
+        loaded = load_cli_policy(policy, thresholds)
         loaded.check_probes(analyzer.model_id)
         heads.append(ModerationHead(loaded, CaptionSource(default=caption)))
     if not no_quality:

@@ -49,7 +49,7 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
 
 
 def default_heads(
-    analyzer: Any, *, policy: str | None = None, need_quality: bool = False
+    analyzer: Any, *, policy: Any = None, need_quality: bool = False
 ) -> list[Any]:
     """The heads a filter run asks :meth:`Analyzer.scan` to apply to the files it scans.
 
@@ -59,7 +59,9 @@ def default_heads(
 
     Args:
         analyzer: the analyzer the heads will run in (its model id checks probe categories).
-        policy: moderation policy name or file, or ``None``.
+        policy: moderation policy name or file, a loaded
+            :class:`~clipsieve.moderation.policy.Policy` (e.g. with ``--threshold``
+            overrides), or ``None``.
         need_quality: whether quality scores are needed (``--min-quality``, ``--dedupe``).
     """
     from clipsieve.moderation import ModerationHead, load_policy
@@ -67,7 +69,7 @@ def default_heads(
 
     heads: list[Any] = []
     if policy:
-        loaded = load_policy(policy)
+        loaded = load_policy(policy) if isinstance(policy, (str, os.PathLike)) else policy
         loaded.check_probes(analyzer.model_id)
         heads.append(ModerationHead(loaded))
     if need_quality:
@@ -279,18 +281,20 @@ def _fresh_result(store: Store, model: str, path: str) -> dict[str, Any] | None:
     return None
 
 
-def _needs_heads(result: Mapping[str, Any], heads: Sequence[Any], policy: str | None) -> bool:
+def _needs_heads(result: Mapping[str, Any], heads: Sequence[Any], policy: Any) -> bool:
     for head in heads:
         name = getattr(head, "field", None)
         if name and name not in result:
             return True
         if name == "moderation" and policy:
-            # stored decisions count only when made under this very policy (name and version)
+            # stored decisions count only when made under this very policy (name, version
+            # and any --threshold overrides)
             stored = (result.get("moderation") or {}).get("policy") or {}
             want = head.policy
+            overrides = dict(getattr(want, "overrides", ()) or ())
             if not isinstance(stored, Mapping) or (
-                stored.get("name"), str(stored.get("version"))
-            ) != (want.name, str(want.version)):
+                stored.get("name"), str(stored.get("version")), stored.get("overrides") or {}
+            ) != (want.name, str(want.version), overrides):
                 return True
     return False
 
@@ -523,7 +527,7 @@ def filter_collection(
     review: str | None = None,
     action: str = "none",
     min_quality: float | None = None,
-    policy: str | None = None,
+    policy: Any = None,
     where: str | Sequence[str] | None = None,
     dedupe: float | None = None,
     dry_run: bool = False,
@@ -544,7 +548,9 @@ def filter_collection(
         action: ``copy``, ``move``, ``link`` (hard link, or a symbolic link across file
             systems) or ``none``.
         min_quality: minimum ``quality.score`` (0–10).
-        policy: moderation policy; makes a moderation decision required.
+        policy: moderation policy (name, file or loaded
+            :class:`~clipsieve.moderation.policy.Policy`); makes a moderation decision
+            required.
         where: expression(s) over result fields, see :mod:`clipsieve.filtering.rules`.
         dedupe: cosine threshold for near duplicates (exact duplicates always group).
         dry_run: decide and plan destinations, touch nothing.
@@ -646,7 +652,9 @@ def filter_collection(
             "reject": reject and os.path.abspath(reject),
             "review": review and os.path.abspath(review),
             "min_quality": min_quality,
-            "policy": policy,
+            "policy": policy if policy is None or isinstance(policy, str) else (
+                getattr(policy, "provenance", lambda: str(policy))()
+            ),
             "where": where,
             "dedupe": dedupe,
             "prefer_human": prefer_human,

@@ -13,6 +13,7 @@ misclassified.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -22,6 +23,9 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from clipsieve.moderation.policy import Policy
 from clipsieve.moderation.scoring import MIN_THRESHOLD
+
+#: Calibrated thresholds are written with this many decimals.
+THRESHOLD_DECIMALS = 3
 
 __all__ = [
     "FLAGGED",
@@ -215,8 +219,11 @@ def calibrate_policy(
     """Choose new thresholds for the labelled categories and return the calibrated policy.
 
     For each category present in both ``scores`` and ``labels``, the threshold meeting the
-    target replaces the ``level`` threshold. The other threshold moves with it only when needed
-    to keep ``review <= block``. A category without positives, or whose precision target cannot
+    target replaces the ``level`` threshold, rounded to :data:`THRESHOLD_DECIMALS` decimals in
+    the direction that keeps the target (down for recall, up for precision). The other
+    threshold moves only when needed to keep ``review <= block``: a new block at or below the
+    old review scales review by the policy's review/block ratio, so a review tier stays below
+    block; a new review above the old block raises block to it. A category without positives, or whose precision target cannot
     be met, keeps its thresholds.
 
     Args:
@@ -264,9 +271,24 @@ def calibrate_policy(
             curve = precision_recall(s, y)
             choice = choose(s, y, target)
             if choice.reached:
-                t = max(choice.threshold, MIN_THRESHOLD)
+                # 3 decimals, rounded so that the target still holds: down for a recall
+                # target (every item at or above the exact threshold stays flagged), up for a
+                # precision target (only items at or above the exact threshold are flagged)
+                exact = max(choice.threshold, MIN_THRESHOLD)
+                step = 10**THRESHOLD_DECIMALS
+                if choose is threshold_for_recall:
+                    t = math.floor(exact * step + 1e-9) / step
+                else:
+                    t = math.ceil(exact * step - 1e-9) / step
+                t = min(max(t, MIN_THRESHOLD), 1.0)
                 if level == "block":
-                    block, review = t, min(review, t)
+                    block = t
+                    if review >= t:
+                        # keep a review tier below block, in the policy's own proportion
+                        # (review 0.35 / block 0.65 → review 0.54 × the new block)
+                        ratio = category.review / category.block
+                        review = max(round(t * ratio, THRESHOLD_DECIMALS), MIN_THRESHOLD)
+                        review = min(review, t)
                 else:
                     review, block = t, max(block, t)
         thresholds[name] = {"review": review, "block": block}

@@ -59,6 +59,7 @@ Errors are :class:`~clipsieve.errors.PolicyError` with messages of the form
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -81,9 +82,14 @@ __all__ = [
     "PolicyError",
     "SpecialCare",
     "VideoSettings",
+    "find_policy_file",
     "list_policies",
+    "list_user_policies",
     "load_policy",
+    "parse_threshold_overrides",
     "policy_from_dict",
+    "policy_text",
+    "text_with_thresholds",
 ]
 
 #: Directory of the policies shipped with clipsieve (``load_policy("default")``).
@@ -223,6 +229,46 @@ class Policy:
     description: str = ""
     source: str = field(default="<memory>", compare=False)
     video: VideoSettings = field(default_factory=VideoSettings)
+    overrides: tuple[tuple[str, float], ...] = ()
+
+    def provenance(self) -> dict[str, Any]:
+        """``{"name", "version"}`` and, when thresholds were overridden for this run
+        (``--threshold``), ``"overrides": {"CATEGORY.LEVEL": value}``: what results record
+        as their ``policy``."""
+        info: dict[str, Any] = {"name": self.name, "version": self.version}
+        if self.overrides:
+            info["overrides"] = dict(self.overrides)
+        return info
+
+    def with_overrides(self, specs: Iterable[str]) -> Policy:
+        """Return a copy with ``--threshold CATEGORY.LEVEL=VALUE`` overrides applied.
+
+        The overrides are validated like the file (a number between 0 and 1, review at most
+        block, a known category) and recorded in :meth:`provenance`; name and version stay.
+
+        Raises:
+            PolicyError: ``--threshold SPEC: reason``.
+        """
+        specs = list(specs)
+        if not specs:
+            return self
+        parsed = parse_threshold_overrides(specs)
+        for spec, (cat, _level, _value) in zip(specs, parsed):
+            if cat not in self.categories:
+                raise PolicyError(
+                    f"--threshold {spec}: unknown category {json.dumps(cat)} of policy "
+                    f"{json.dumps(self.name)}{did_you_mean(cat, self.categories)}"
+                )
+        data = self.to_dict()
+        for cat, level, value in parsed:
+            data["categories"][cat][level] = value
+        new = policy_from_dict(data, source=" ".join(f"--threshold {x}" for x in specs))
+        merged = dict(self.overrides)
+        for cat, level, _value in parsed:
+            merged[f"{cat}.{level}"] = getattr(new.categories[cat], level)
+        return dataclasses.replace(
+            new, source=self.source, overrides=tuple(merged.items())
+        )
 
     def groups(self) -> dict[str, list[str]]:
         """Return the category names in each group, in file order."""
@@ -394,11 +440,149 @@ def list_policies() -> list[str]:
     return sorted(p.stem for p in POLICY_DIR.glob("*.toml"))
 
 
-def load_policy(name_or_path: str | os.PathLike[str]) -> Policy:
-    """Load and validate a shipped policy by name, or a policy file by path.
+def list_user_policies() -> list[str]:
+    """Return the names of the policies in the user's policy folder, sorted
+    (:func:`clipsieve.settings.user_policy_dir`; ``clipsieve policy init`` writes there)."""
+    from clipsieve.settings import user_policy_dir
 
-    A string without a path separator that does not end in ``.toml`` is a shipped policy name;
-    anything else is a path.
+    folder = user_policy_dir()
+    return sorted(p.stem for p in folder.glob("*.toml")) if folder.is_dir() else []
+
+
+def _is_name(text: str) -> bool:
+    return not text.endswith(".toml") and "/" not in text and os.sep not in text
+
+
+def find_policy_file(name_or_path: str | os.PathLike[str]) -> tuple[Path, str]:
+    """``(path, source)`` of a policy: a user policy by name (they shadow shipped ones of the
+    same name), a shipped one by name, or a file by path.
+
+    Raises:
+        PolicyError: an unknown name, with the known ones and a "did you mean".
+    """
+    from clipsieve.settings import user_policy_dir
+
+    text_arg = os.fspath(name_or_path)
+    if isinstance(name_or_path, str) and _is_name(text_arg):
+        user = user_policy_dir() / f"{text_arg}.toml"
+        if user.is_file():
+            return user, str(user)
+        shipped = list_policies()
+        if text_arg not in shipped:
+            mine = list_user_policies()
+            known = shipped + [m for m in mine if m not in shipped]
+            raise PolicyError(
+                f"unknown policy {json.dumps(text_arg)}{did_you_mean(text_arg, known)}"
+                f" (shipped policies: {', '.join(shipped)}"
+                + (f"; yours in {user_policy_dir()}: {', '.join(mine)}" if mine else "")
+                + "; or give a path to a .toml file)"
+            )
+        return POLICY_DIR / f"{text_arg}.toml", f"{text_arg}.toml"
+    return Path(text_arg), text_arg
+
+
+def policy_text(name_or_path: str | os.PathLike[str]) -> str:
+    """The policy file's text, comments included (``clipsieve policy show``)."""
+    path, source = find_policy_file(name_or_path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PolicyError(f"{source}: no such policy file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"{source}: cannot read policy file: {exc}") from None
+
+
+def parse_threshold_overrides(specs: Iterable[str]) -> list[tuple[str, str, Any]]:
+    """Parse ``CATEGORY.review=0.3`` / ``CATEGORY.block=0.5`` into ``(category, level, value)``.
+
+    A value that is not a number is passed on as text, so that validation reports it like a
+    bad value in the file.
+
+    Raises:
+        PolicyError: a spec without ``=`` or with a level other than review or block.
+    """
+    out: list[tuple[str, str, Any]] = []
+    for spec in specs:
+        key, sep, raw = spec.partition("=")
+        cat, dot, level = key.strip().rpartition(".")
+        if not sep or not dot or not cat:
+            raise PolicyError(
+                f"--threshold {spec}: expected CATEGORY.review=VALUE or CATEGORY.block=VALUE"
+            )
+        if level not in ("review", "block"):
+            raise PolicyError(
+                f"--threshold {spec}: {json.dumps(level)} is not a threshold"
+                f"{did_you_mean(level, ('review', 'block'))} (use review or block)"
+            )
+        value: Any = raw.strip()
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+        out.append((cat, level, value))
+    return out
+
+
+_TABLE_RE = re.compile(r"^\s*\[([^\[\]]+)\]\s*(#.*)?$")
+_ASSIGN_RE = re.compile(r"^(\s*)(\w+)(\s*=\s*)([^#\n]*?)(\s*(#.*)?)$")
+
+
+def text_with_thresholds(
+    text: str,
+    thresholds: Mapping[str, Mapping[str, float]],
+    *,
+    version: str | None = None,
+    name: str | None = None,
+) -> str:
+    """Change threshold values (and optionally name and version) in a policy file's text,
+    keeping every comment and the layout.
+
+    Only the ``review``/``block`` lines of ``[categories.NAME]`` tables and the top-level
+    ``name``/``version`` lines are touched; values are written with at most 3 decimals.
+    """
+    out = []
+    table: str | None = None
+    for line in text.splitlines(keepends=True):
+        body = line.rstrip("\r\n")
+        end = line[len(body) :]
+        m = _TABLE_RE.match(body)
+        if m:
+            table = m.group(1).strip()
+            out.append(line)
+            continue
+        a = _ASSIGN_RE.match(body)
+        if a:
+            key = a.group(2)
+            new_value: str | None = None
+            if table is None and key == "version" and version is not None:
+                new_value = _toml_value(version)
+            elif table is None and key == "name" and name is not None:
+                new_value = _toml_value(name)
+            elif table is not None and table.startswith("categories.") and key in (
+                "review",
+                "block",
+            ):
+                cat = table.split(".", 1)[1].strip().strip('"')
+                level = thresholds.get(cat, {})
+                if key in level:
+                    new_value = _fmt_threshold(level[key])
+            if new_value is not None:
+                line = f"{a.group(1)}{key}{a.group(3)}{new_value}{a.group(5)}{end}"
+        out.append(line)
+    return "".join(out)
+
+
+def _fmt_threshold(v: float) -> str:
+    text = f"{round(float(v), 3):.3f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
+def load_policy(name_or_path: str | os.PathLike[str]) -> Policy:
+    """Load and validate a policy by name (a user policy in
+    :func:`clipsieve.settings.user_policy_dir`, else a shipped one), or a policy file by path.
+
+    A string without a path separator that does not end in ``.toml`` is a name; anything else
+    is a path. A user policy shadows a shipped policy of the same name.
 
     Args:
         name_or_path: e.g. ``"default"`` or ``"policies/strict.toml"``.
@@ -410,23 +594,7 @@ def load_policy(name_or_path: str | os.PathLike[str]) -> Policy:
         PolicyError: unknown name (with a "did you mean"), missing or unreadable file, invalid
             TOML, or any validation failure (with the file, key path and reason).
     """
-    text_arg = os.fspath(name_or_path)
-    is_name = (
-        isinstance(name_or_path, str)
-        and not text_arg.endswith(".toml")
-        and "/" not in text_arg
-        and os.sep not in text_arg
-    )
-    if is_name:
-        shipped = list_policies()
-        if text_arg not in shipped:
-            raise PolicyError(
-                f"unknown policy {json.dumps(text_arg)}{did_you_mean(text_arg, shipped)}"
-                f" (shipped policies: {', '.join(shipped)}; or give a path to a .toml file)"
-            )
-        path, source = POLICY_DIR / f"{text_arg}.toml", f"{text_arg}.toml"
-    else:
-        path, source = Path(text_arg), text_arg
+    path, source = find_policy_file(name_or_path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:

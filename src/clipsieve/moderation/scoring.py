@@ -414,7 +414,7 @@ def _moderate(
             rows, target = neu_rows + [bank.index(concept.name)], len(neu_rows)
         presence[concept.name] = _softmax(logit_scale * cos[:, rows])[:, target]
 
-    policy_info = {"name": policy.name, "version": policy.version}
+    policy_info = policy.provenance()
     results = []
     for i in range(x.shape[0]):
         scores = {name: float(category_scores[name][i]) for name in policy.categories}
