@@ -2,11 +2,12 @@
 
 Quick start::
 
-    from clipsieve import Analyzer, LabelsHead, ModerationHead, QualityHead
+    from clipsieve import Analyzer, build_heads
     an = Analyzer(model="openai/clip-vit-base-patch32")
-    heads = [ModerationHead("default"), QualityHead(), LabelsHead(["cat", "dog"])]
-    for result in an.scan(["photos/"], heads=heads):
+    heads = build_heads(an, policy="default", quality=True, labels=["cat", "dog"])
+    for result in an.scan(["photos/"], heads=heads):         # files and folders
         print(result.to_dict())
+    results = an.analyze([pil_image, array], heads=heads)   # in-memory images
 """
 
 from clipsieve.errors import (
@@ -18,10 +19,12 @@ from clipsieve.errors import (
     PolicyError,
     StoreError,
 )
+from clipsieve.backends import Encoder, create_encoder, list_encoders, register_encoder
+from clipsieve.factory import build_heads
 from clipsieve.heads import Head, LabelsHead, ProbeHead
 from clipsieve.media.decode import DecodeLimits
 from clipsieve.moderation import ModerationHead, load_policy
-from clipsieve.pipeline import Analyzer
+from clipsieve.pipeline import Analyzer, TextEmbedder
 from clipsieve.quality import QualityHead
 from clipsieve.store import Store
 from clipsieve.types import ErrorInfo, ItemResult
@@ -42,6 +45,7 @@ __all__ = [
     "ConfigError",
     "DecodeError",
     "DecodeLimits",
+    "Encoder",
     "ErrorInfo",
     "Head",
     "HeadError",
@@ -54,7 +58,12 @@ __all__ = [
     "QualityHead",
     "Store",
     "StoreError",
+    "TextEmbedder",
     "__version__",
+    "build_heads",
+    "create_encoder",
+    "list_encoders",
     "load_policy",
+    "register_encoder",
     "samples_dir",
 ]

@@ -24,13 +24,14 @@ import numpy as np
 from PIL import Image
 
 from clipsieve import settings
-from clipsieve.backends.clip import load_preprocess, resolve_model_id
+from clipsieve.backends import Encoder, create_encoder, encoder_entry
 from clipsieve.errors import DecodeError
-from clipsieve.heads.base import Head
+from clipsieve.heads.base import Head, embed_captions, set_field
 from clipsieve.media.decode import (
     Decoded,
     DecodeLimits,
     decode_image,
+    from_image,
     read_bytes,
     stat_input,
     to_rgb,
@@ -38,7 +39,7 @@ from clipsieve.media.decode import (
 from clipsieve.media.discover import iter_files
 from clipsieve.media.preprocess import Preprocess
 from clipsieve.store import Store
-from clipsieve.types import ErrorInfo, ItemResult, to_jsonable
+from clipsieve.types import Caption, ErrorInfo, ItemResult, to_jsonable
 
 PixelFeatures = Callable[[Decoded], dict[str, float]]
 
@@ -58,6 +59,64 @@ def _default_pixel_features() -> tuple[PixelFeatures, str]:
         )
 
     return compute, TECHNICAL_VERSION
+
+
+class TextEmbedder:
+    """An encoder's text side with a cache: what heads are built against.
+
+    Each text is encoded once: kept in memory here and, with a store, in the store's text
+    embedding table (keyed by the model id), so later runs need no model for known prompts.
+
+    Args:
+        encoder: an :class:`~clipsieve.backends.Encoder`, or a callable returning one (so
+            the encoder is loaded only when a text is not cached).
+        store: a :class:`Store` for the persistent cache, or ``None``.
+        model_id: the model id (default: the encoder's).
+        logit_scale: the model's logit scale, or a callable giving it (default: the
+            encoder's).
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder | Callable[[], Encoder],
+        store: Store | None = None,
+        *,
+        model_id: str | None = None,
+        logit_scale: float | Callable[[], float] | None = None,
+    ) -> None:
+        self._get = encoder if callable(encoder) and not hasattr(encoder, "encode_texts") else (
+            lambda: encoder  # type: ignore[return-value]
+        )
+        self.model_id = str(model_id if model_id is not None else self._get().model_id)
+        self._scale = logit_scale
+        self.store = store
+        self._cache: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def logit_scale(self) -> float:
+        if self._scale is None:
+            return float(self._get().logit_scale)
+        return float(self._scale() if callable(self._scale) else self._scale)
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """L2-normalised text embeddings ``(N, D)``, each text encoded at most once."""
+        texts = list(texts)
+        with self._lock:
+            missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+            if missing and self.store is not None:
+                found = self.store.get_text_embeddings(self.model_id, missing)
+                self._cache.update(found)
+                missing = [t for t in missing if t not in found]
+            if missing:
+                vecs = self._get().encode_texts(missing)
+                new = dict(zip(missing, vecs))
+                self._cache.update(new)
+                if self.store is not None:
+                    self.store.put_text_embeddings(self.model_id, new)
+            if not texts:
+                return np.zeros((0, 0), dtype=np.float32)
+            return np.stack([self._cache[t] for t in texts])
 
 
 @dataclass
@@ -154,6 +213,9 @@ class Analyzer:
     Args:
         model: Hugging Face id or local checkpoint folder (default: ``CLIPSIEVE_MODEL`` or
             ``openai/clip-vit-base-patch32``).
+        encoder: the encoder kind (``"torch"``; see :func:`clipsieve.backends.list_encoders`),
+            or an already created :class:`~clipsieve.backends.Encoder` (then ``model``,
+            ``device`` and ``precision`` are its own).
         device: ``auto`` (default), ``cpu``, ``cuda``…
         precision: ``auto`` (default), ``float32``, ``bfloat16``, ``float16``.
         store: a :class:`Store`, a path, ``None`` for the default store, or ``False`` for none.
@@ -161,6 +223,10 @@ class Analyzer:
         workers: decode threads.
         limits: decode limits (max pixels, max file size).
         pixel_features: compute technical pixel statistics during decoding (quality inputs).
+
+    The one batch step is :meth:`analyze` (in-memory images → results); :meth:`scan` (files
+    and folders, with the store) and :meth:`score` (stored embeddings, heads only) are built on
+    it. The encoder loads lazily, once, under a lock, so threads may share an Analyzer.
 
     Example:
         >>> an = Analyzer(model="openai/clip-vit-base-patch32", store=False)
@@ -172,6 +238,7 @@ class Analyzer:
         self,
         model: str | None = None,
         *,
+        encoder: str | Encoder = "torch",
         device: str | None = None,
         precision: str | None = None,
         store: Store | str | Path | None | bool = None,
@@ -180,10 +247,24 @@ class Analyzer:
         limits: DecodeLimits | None = None,
         pixel_features: bool = True,
     ) -> None:
-        self.model_name = model or settings.default_model()
-        self.model_id = resolve_model_id(self.model_name)
-        self.device = device or settings.default_device()
-        self.precision_request = precision or settings.default_precision()
+        self._encoder: Encoder | None = None
+        if isinstance(encoder, str):
+            self.encoder_kind = encoder
+            self._entry = encoder_entry(encoder)
+            self.model_name = model or settings.default_model()
+            resolve = self._entry.resolve_model_id
+            self.model_id = resolve(self.model_name) if resolve else self.model_name
+            self.device = device or settings.default_device()
+            self.precision_request = precision or settings.default_precision()
+        else:
+            self._encoder = encoder
+            self.encoder_kind = str(getattr(encoder, "kind", type(encoder).__name__))
+            self._entry = None
+            self.model_name = self.model_id = str(encoder.model_id)
+            self.device = str(encoder.device)
+            self.precision_request = str(encoder.precision)
+        self._load_lock = threading.Lock()
+        self._heads_lock = threading.RLock()
         self.batch_size = max(1, int(batch_size))
         self.workers = workers or settings.default_workers()
         self.limits = limits or DecodeLimits()
@@ -196,8 +277,8 @@ class Analyzer:
         else:
             self.store = Store(store)
         self._preprocess: Preprocess | None = None
-        self._backend: Any = None
-        self._text_cache: dict[str, np.ndarray] = {}
+        self.texts = TextEmbedder(lambda: self.encoder, self.store, model_id=self.model_id,
+                                  logit_scale=lambda: self.logit_scale)
         self._logit_scale: float | None = None
         self._pixel_features: PixelFeatures | None = None
         self.features_version: str | None = None
@@ -206,48 +287,60 @@ class Analyzer:
 
     # -- lazily loaded parts ----------------------------------------------------------------
     @property
+    def encoder(self) -> Encoder:
+        """The :class:`~clipsieve.backends.Encoder` (created on first use, once, under a lock)."""
+        enc = self._encoder
+        if enc is None:
+            with self._load_lock:
+                if self._encoder is None:
+                    self._encoder = create_encoder(
+                        self.encoder_kind, self.model_id, device=self.device,
+                        precision=self.precision_request,
+                    )
+                    self._preprocess = self._encoder.preprocess
+                enc = self._encoder
+        return enc
+
+    @property
+    def backend(self) -> Encoder:
+        """The encoder (the name before encoders were pluggable)."""
+        return self.encoder
+
+    @property
     def preprocess(self) -> Preprocess:
         """Preprocessing from the checkpoint's config (read without loading weights)."""
         if self._preprocess is None:
-            self._preprocess = load_preprocess(self.model_id)
+            if self._encoder is not None:
+                self._preprocess = self._encoder.preprocess
+            elif self._entry is not None and self._entry.read_preprocess is not None:
+                self._preprocess = self._entry.read_preprocess(self.model_id)
+            else:
+                self._preprocess = self.encoder.preprocess
         return self._preprocess
 
     @property
-    def backend(self) -> Any:
-        """The loaded :class:`~clipsieve.backends.clip.ClipBackend` (loaded on first use)."""
-        if self._backend is None:
-            from clipsieve.backends.clip import ClipBackend
-
-            self._backend = ClipBackend(
-                self.model_id, device=self.device, precision=self.precision_request
-            )
-            self._preprocess = self._backend.preprocess
-        return self._backend
-
-    @property
     def model_loaded(self) -> bool:
-        return self._backend is not None
+        return self._encoder is not None
 
     @property
     def logit_scale(self) -> float:
         """The model's exp(logit_scale); read from the checkpoint file without loading it."""
-        if self._backend is not None:
-            return float(self._backend.logit_scale)
+        if self._encoder is not None:
+            return float(self._encoder.logit_scale)
+        if self._logit_scale is None and self._entry is not None:
+            reader = self._entry.read_logit_scale
+            self._logit_scale = reader(self.model_id) if reader is not None else None
         if self._logit_scale is None:
-            from clipsieve.backends.clip import read_logit_scale
-
-            self._logit_scale = read_logit_scale(self.model_id)
-        if self._logit_scale is None:
-            return float(self.backend.logit_scale)
+            return float(self.encoder.logit_scale)
         return self._logit_scale
 
     @property
     def precision(self) -> str:
-        return self.backend.precision if self._backend else self.precision_request
+        return self._encoder.precision if self._encoder is not None else self.precision_request
 
     def load(self) -> Analyzer:
         """Load the model now (otherwise it loads on first use); returns self."""
-        _ = self.backend
+        _ = self.encoder
         return self
 
     def close(self) -> None:
@@ -257,21 +350,7 @@ class Analyzer:
     # -- texts ------------------------------------------------------------------------------
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalised text embeddings (N, D), cached in memory and in the store."""
-        texts = list(texts)
-        missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
-        if missing and self.store is not None:
-            found = self.store.get_text_embeddings(self.model_id, missing)
-            self._text_cache.update(found)
-            missing = [t for t in missing if t not in found]
-        if missing:
-            vecs = self.backend.encode_texts(missing)
-            new = dict(zip(missing, vecs))
-            self._text_cache.update(new)
-            if self.store is not None:
-                self.store.put_text_embeddings(self.model_id, new)
-        if not texts:
-            return np.zeros((0, 0), dtype=np.float32)
-        return np.stack([self._text_cache[t] for t in texts])
+        return self.texts.embed_texts(texts)
 
     # -- search -----------------------------------------------------------------------------
     def search(
@@ -309,7 +388,7 @@ class Analyzer:
         if not pixels:
             return np.zeros((0, 0), dtype=np.float32)
         out = [
-            self.backend.encode_pixels(np.stack(pixels[i : i + self.batch_size]))
+            self.encoder.encode_pixels(np.stack(pixels[i : i + self.batch_size]))
             for i in range(0, len(pixels), self.batch_size)
         ]
         return np.concatenate(out)
@@ -369,16 +448,20 @@ class Analyzer:
         assert record is not None
         dec = decode_image(data, path, min_side=self._decode_min_side(prep), limits=self.limits)
         del data
-        item.width, item.height = dec.width, dec.height
-        if self._pixel_features is not None:  # JSON-clean, so stored == fresh
-            item.features = to_jsonable(self._pixel_features(dec))
-        out.pixels = prep(dec.image)
+        out.pixels = self._pixels(item, dec, prep)
         item.timing["decode_ms"] = (time.perf_counter() - t1) * 1000
         record.update(
             width=dec.width, height=dec.height, format=dec.format,
             features=item.features, features_version=self.features_version,
         )
         return out
+
+    def _pixels(self, item: ItemResult, dec: Decoded, prep: Preprocess) -> np.ndarray:
+        """Size, pixel statistics and preprocessed pixels of one decoded image."""
+        item.width, item.height = dec.width, dec.height
+        if self._pixel_features is not None:  # JSON-clean, so stored == fresh
+            item.features = to_jsonable(self._pixel_features(dec))
+        return prep(dec.image)
 
     def _copy_of(
         self, item: ItemResult, record: dict[str, Any], first: _Content, t0: float
@@ -457,25 +540,48 @@ class Analyzer:
     def _finish(
         self, batch: list[_Prepared], heads: Sequence[Head], shared: _SameContent | None = None
     ) -> list[ItemResult]:
+        """The files driver's end of a batch: the batch step, then the store."""
+        items = self._step(batch, heads, shared)
+        if self.store is not None:
+            records = [p.record for p in batch if p.record is not None]
+            if records:
+                loaded = self.model_loaded
+                self.store.put_items(
+                    records, model=self.model_id, prep=self.preprocess.version,
+                    precision=self.encoder.precision if loaded else None,
+                    device=self.encoder.device if loaded else None,
+                )
+            self.store.put_results([it.to_dict() for it in items], model=self.model_id)
+        return items
+
+    # -- the batch step ---------------------------------------------------------------------
+    def _step(
+        self,
+        batch: list[_Prepared],
+        heads: Sequence[Head],
+        shared: _SameContent | None = None,
+        captions: Sequence[Caption | str | None] | None = None,
+    ) -> list[ItemResult]:
+        """Encode the items that need it (one model row per content), then run the heads."""
         shared = shared or _SameContent()
         need = [p for p in batch if p.item.ok and p.item.embedding is None]
         # one model row per content hash: copies share the first embedding computed for it
         fresh: dict[str, _Prepared] = {}
         for p in need:
-            sha = p.item.sha256 or p.item.path
+            sha = _content_key(p.item)
             if sha not in fresh and p.pixels is not None and shared.embedding(sha) is None:
                 fresh[sha] = p
         if fresh:
-            backend = self.backend  # load outside the timed region
+            encoder = self.encoder  # load outside the timed region
             t0 = time.perf_counter()
-            embs = backend.encode_pixels(np.stack([p.pixels for p in fresh.values()
+            embs = encoder.encode_pixels(np.stack([p.pixels for p in fresh.values()
                                                    if p.pixels is not None]))
             per_item = (time.perf_counter() - t0) * 1000 / len(fresh)
             for sha, e in zip(fresh, embs):
-                shared.set_embedding(sha, (e, backend.device, backend.precision))
+                shared.set_embedding(sha, (e, encoder.device, encoder.precision))
                 fresh[sha].item.timing["encode_ms"] = per_item
         for p in need:
-            got = shared.embedding(p.item.sha256 or p.item.path)
+            got = shared.embedding(_content_key(p.item))
             if got is None:  # cannot happen while a batch is far smaller than the memory
                 _set_error(p.item, RuntimeError("copy lost its shared embedding"))
                 p.record = None
@@ -490,19 +596,153 @@ class Analyzer:
                 p.item.timing.get(k, 0.0) for k in ("read_ms", "decode_ms", "encode_ms")
             )
         items = [p.item for p in batch]
-        ok = [it for it in items if it.ok]
+        ok = [i for i, it in enumerate(items) if it.ok]
         if ok and heads:
-            _apply_heads(ok, heads, self, shared)
-        if self.store is not None:
-            records = [p.record for p in batch if p.record is not None]
-            if records:
-                loaded = self.model_loaded
-                self.store.put_items(
-                    records, model=self.model_id, prep=self.preprocess.version,
-                    precision=self.backend.precision if loaded else None,
-                    device=self.backend.device if loaded else None,
-                )
-            self.store.put_results([it.to_dict() for it in items], model=self.model_id)
+            self._apply_heads([items[i] for i in ok], heads, shared,
+                              None if captions is None else [captions[i] for i in ok])
+        return items
+
+    def build_heads(self, heads: Sequence[Head]) -> list[Head]:
+        """Build each head for this analyzer's model (prompt banks etc.; once per model)."""
+        with self._heads_lock:
+            return [h.build(self) if hasattr(h, "build") else h for h in heads]
+
+    def _apply_heads(
+        self,
+        ok: list[ItemResult],
+        heads: Sequence[Head],
+        shared: _SameContent,
+        captions: Sequence[Caption | str | None] | None = None,
+    ) -> None:
+        """Run ``heads`` once per content hash; copies take the first result computed for it.
+
+        Identical bytes then get identical scores even where a matrix product would give rows
+        in other positions other last bits. Heads that also read a per-file caption (and every
+        head, when ``captions`` are given) run on every item.
+        """
+        firsts: dict[str, ItemResult] = {}
+        for it in ok:
+            sha = _content_key(it)
+            if sha not in firsts and shared.scored(sha) is None:
+                firsts[sha] = it
+        todo = list(firsts.values())
+        for head in self.build_heads(heads):
+            every = captions is not None or _per_item(head)
+            targets = ok if every else todo
+            if not targets:
+                continue
+            mat = np.stack([it.embedding for it in targets])
+            if not hasattr(head, "compute"):  # a head of the older protocol: apply(items, ...)
+                head.apply(targets, mat, self)  # type: ignore[attr-defined]
+                continue
+            if captions is not None:
+                caps: Sequence[Any] | None = captions
+            else:
+                source = getattr(head, "captions_for", None)
+                caps = source(targets) if source is not None else None
+            results = head.compute(mat, [it.features for it in targets],
+                                   embed_captions(caps, self))
+            for item, value in zip(targets, results, strict=True):
+                set_field(item, head.field, value)
+        for sha, it in firsts.items():
+            shared.set_scored(sha, it)
+        for it in ok:
+            sha = _content_key(it)
+            src = firsts.get(sha) or shared.scored(sha)
+            if src is None or src is it:
+                continue
+            for head in heads:
+                if captions is not None or _per_item(head):
+                    continue
+                name = head.field
+                if name in _CORE_FIELDS:
+                    setattr(it, name, copy.deepcopy(getattr(src, name)))
+                elif name in src.extra:
+                    it.extra[name] = copy.deepcopy(src.extra[name])
+
+    def analyze(
+        self,
+        images: Sequence[Image.Image | np.ndarray],
+        *,
+        heads: Sequence[Head] = (),
+        ids: Sequence[str] | None = None,
+        captions: Sequence[Caption | str | None] | None = None,
+    ) -> list[ItemResult]:
+        """The batch step over in-memory images: pixel statistics, preprocessing, encoding, heads.
+
+        Decodes nothing and writes nothing to the store; video frames, service requests and
+        Ray batches call this, and :meth:`scan` runs the same step for files.
+
+        Args:
+            images: PIL images or arrays (``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)``; uint8 or
+                floats in 0..1).
+            heads: built or unbuilt heads (see :func:`clipsieve.build_heads`).
+            ids: one id per image, which becomes :attr:`ItemResult.path` (default ``"0"``,
+                ``"1"``…).
+            captions: one caption (a string or :class:`~clipsieve.types.Caption`) or ``None``
+                per image, for heads that use captions (moderation).
+
+        Returns:
+            One :class:`ItemResult` per image, in order; an unusable image gives a result with
+            ``status="error"`` and the others go on.
+        """
+        images = list(images)
+        n = len(images)
+        if ids is not None and len(ids) != n:
+            raise ValueError(f"got {len(ids)} ids for {n} images")
+        if captions is not None and len(captions) != n:
+            raise ValueError(f"got {len(captions)} captions for {n} images")
+        prep = self.preprocess
+        min_side = self._decode_min_side(prep)
+        prepared: list[_Prepared] = []
+        for i, image in enumerate(images):
+            t0 = time.perf_counter()
+            item = ItemResult(path=str(ids[i]) if ids is not None else str(i), model=self.model_id)
+            try:
+                pixels = self._pixels(item, from_image(image, min_side=min_side), prep)
+                item.timing["decode_ms"] = (time.perf_counter() - t0) * 1000
+                prepared.append(_Prepared(item, pixels=pixels))
+            except Exception as exc:  # never let one image stop the batch
+                _set_error(item, exc)
+                prepared.append(_Prepared(item))
+        out: list[ItemResult] = []
+        for start in range(0, n, self.batch_size):
+            out += self._step(
+                prepared[start : start + self.batch_size], heads, None,
+                None if captions is None else captions[start : start + self.batch_size],
+            )
+        return out
+
+    def score(
+        self,
+        embeddings: np.ndarray,
+        features: Sequence[dict[str, Any] | None] | None = None,
+        *,
+        heads: Sequence[Head] = (),
+        ids: Sequence[str] | None = None,
+        captions: Sequence[Caption | str | None] | None = None,
+    ) -> list[ItemResult]:
+        """The heads alone, over stored or precomputed embeddings (no image model work).
+
+        Args:
+            embeddings: ``(N, D)`` image embeddings of this analyzer's model.
+            features: the pixel statistics of each image (``None``: none known).
+            heads, ids, captions: as for :meth:`analyze`.
+        """
+        embs = np.asarray(embeddings, dtype=np.float32)
+        if embs.ndim != 2:
+            raise ValueError(f"expected (N, D) embeddings, got shape {embs.shape}")
+        n = embs.shape[0]
+        feats = list(features) if features is not None else [None] * n
+        if len(feats) != n or (ids is not None and len(ids) != n):
+            raise ValueError("embeddings, features and ids must have one row per image")
+        items = [
+            ItemResult(path=str(ids[i]) if ids is not None else str(i), model=self.model_id,
+                       embedding=embs[i], features=feats[i])
+            for i in range(n)
+        ]
+        if items and heads:
+            self._apply_heads(items, heads, _SameContent(), captions)
         return items
 
 
@@ -514,36 +754,6 @@ def _per_item(head: Head) -> bool:
     return getattr(head, "captions", None) is not None
 
 
-def _apply_heads(
-    ok: list[ItemResult], heads: Sequence[Head], analyzer: Analyzer, shared: _SameContent
-) -> None:
-    """Run ``heads`` once per content hash; copies take the first result computed for it.
-
-    Identical bytes then get identical scores even where a matrix product would give rows in
-    other positions other last bits. Heads that also read a per-file caption run on every item.
-    """
-    firsts: dict[str, ItemResult] = {}
-    for it in ok:
-        sha = it.sha256 or it.path
-        if sha not in firsts and shared.scored(sha) is None:
-            firsts[sha] = it
-    todo = list(firsts.values())
-    for head in heads:
-        targets = ok if _per_item(head) else todo
-        if targets:
-            head.apply(targets, np.stack([it.embedding for it in targets]), analyzer)
-    for sha, it in firsts.items():
-        shared.set_scored(sha, it)
-    for it in ok:
-        sha = it.sha256 or it.path
-        src = firsts.get(sha) or shared.scored(sha)
-        if src is None or src is it:
-            continue
-        for head in heads:
-            if _per_item(head):
-                continue
-            name = head.field
-            if name in _CORE_FIELDS:
-                setattr(it, name, copy.deepcopy(getattr(src, name)))
-            elif name in src.extra:
-                it.extra[name] = copy.deepcopy(src.extra[name])
+def _content_key(item: ItemResult) -> str:
+    """What copies share by: the content hash (in-memory images: each its own)."""
+    return item.sha256 or f"\0{id(item)}"

@@ -22,6 +22,23 @@ class ErrorInfo:
         return {"code": self.code, "message": self.message}
 
 
+@dataclass(frozen=True)
+class Caption:
+    """A caption and where it came from.
+
+    Attributes:
+        text: the caption, stripped of surrounding white space (never empty).
+        source: ``"input"`` (a JSONL line or an explicit mapping), ``"option"`` (the default
+            caption) or ``"sidecar"``.
+        embedding: the caption's text embedding, once computed (the batch step fills it
+            before the heads run, so heads stay pure functions of arrays).
+    """
+
+    text: str
+    source: str
+    embedding: Any = field(default=None, compare=False, repr=False)
+
+
 @dataclass
 class ItemResult:
     """The result for one input file.

@@ -249,7 +249,7 @@ def pick_precision(device: str, precision: str = "auto") -> str:
 
 
 class ClipBackend:
-    """A loaded CLIP-family model.
+    """A loaded CLIP-family model: the ``"torch"`` :class:`~clipsieve.backends.Encoder`.
 
     Args:
         model: Hugging Face id or local checkpoint folder.
@@ -260,6 +260,8 @@ class ClipBackend:
     Raises:
         ModelError: the checkpoint cannot be found, is not CLIP-like, or lacks weights.
     """
+
+    kind = "torch"
 
     def __init__(self, model: str, *, device: str = "auto", precision: str = "auto") -> None:
         import torch

@@ -1,6 +1,6 @@
 """``clipsieve classify``: zero-shot labels and/or a trained probe for each image.
 
-:func:`label_options` and :func:`make_label_heads` are reusable: any command that scans can
+:func:`label_options` and :func:`label_head_options` are reusable: any command that scans can
 accept the same ``--labels/--labels-file/--template/--templates/--probe`` options.
 """
 
@@ -48,27 +48,23 @@ def label_options(f: F) -> F:
     return f
 
 
-def make_label_heads(kw: dict[str, Any], model_id: str, *, required: bool = True) -> list[Any]:
-    """Build the heads chosen by :func:`label_options` (popped from ``kw``).
+def label_head_options(kw: dict[str, Any], *, required: bool = True) -> dict[str, Any]:
+    """The :func:`clipsieve.build_heads` arguments chosen by :func:`label_options`.
 
-    The probe is loaded and checked against ``model_id`` here, before any image is read.
-
-    Args:
-        kw: the command's keyword arguments.
-        model_id: the analyzer's resolved model id.
-        required: raise a usage error when neither labels nor a probe are given.
+    The options are popped from ``kw``; usage errors (both --labels and --labels-file, …) are
+    raised here. Label files are read here; the probe is loaded by ``build_heads``.
 
     Returns:
-        ``[LabelsHead]``, ``[ProbeHead]``, both, or ``[]``.
+        ``{"labels": ..., "templates": ..., "probe": ...}`` (values ``None`` when not given).
     """
-    from clipsieve.heads.probe import ProbeHead, load_probe
-    from clipsieve.heads.zeroshot import LabelsHead, load_labels, load_templates, parse_labels
+    from clipsieve.heads.zeroshot import load_labels, parse_labels
 
     labels_text = kw.pop("labels_text", None)
     labels_file = kw.pop("labels_file", None)
     template_list = kw.pop("template_list", ())
     template_set = kw.pop("template_set", None)
     probe_path = kw.pop("probe_path", None)
+    out: dict[str, Any] = {"labels": None, "templates": None, "probe": probe_path}
     if labels_text and labels_file:
         raise click.UsageError("give --labels or --labels-file, not both")
     if template_list and template_set:
@@ -76,24 +72,17 @@ def make_label_heads(kw: dict[str, Any], model_id: str, *, required: bool = True
     if not (labels_text or labels_file):
         if template_list or template_set:
             raise click.UsageError("--template/--templates need --labels or --labels-file")
-        if probe_path is None:
-            if required:
-                raise click.UsageError("give --labels, --labels-file or --probe")
-            return []
-    heads: list[Any] = []
-    if labels_text or labels_file:
-        spec = parse_labels(labels_text) if labels_text else load_labels(labels_file)
-        templates: Any = None
-        if template_list:
-            from clipsieve.heads.zeroshot import check_templates
+        if probe_path is None and required:
+            raise click.UsageError("give --labels, --labels-file or --probe")
+        return out
+    out["labels"] = parse_labels(labels_text) if labels_text else load_labels(labels_file)
+    if template_list:
+        from clipsieve.heads.zeroshot import check_templates
 
-            templates = check_templates(list(template_list), source="--template")
-        elif template_set:
-            templates = load_templates(template_set)
-        heads.append(LabelsHead(spec, templates))
-    if probe_path is not None:
-        heads.append(ProbeHead(load_probe(probe_path, model_id)))
-    return heads
+        out["templates"] = check_templates(list(template_list), source="--template")
+    elif template_set:
+        out["templates"] = template_set
+    return out
 
 
 def _top(probs: dict[str, float] | None, k: int) -> str:
@@ -151,9 +140,12 @@ def classify(paths: tuple[str, ...], fmt: str, out: str | None, top: int, no_rec
       clipsieve classify photos/ --probe probe.npz --format jsonl --out labels.jsonl
     """
 
+    from clipsieve.factory import build_heads
+
     analyzer = make_analyzer(kw)
     try:
-        heads = make_label_heads(kw, analyzer.model_id)
+        heads = build_heads(analyzer, policy=None, quality=False,
+                            **label_head_options(kw), lazy=True)
         files = find_files(paths, recursive=not no_recursive)
         progress = Progress(len(files), "classify", enabled=None if not quiet else False)
         try:

@@ -68,7 +68,8 @@ def moderate(paths: tuple[str, ...], policy: str, thresholds: tuple[str, ...],
       clipsieve moderate --input batch.jsonl --policy my-policy.toml --out report.txt
       clipsieve moderate uploads/ --threshold violence.block=0.5 --threshold violence.review=0.3
     """
-    from clipsieve.moderation import CaptionSource, ModerationHead, read_items_jsonl
+    from clipsieve.factory import build_heads
+    from clipsieve.moderation import CaptionSource, read_items_jsonl
 
     if not paths and not input_path:
         raise click.UsageError("give at least one PATH or --input FILE")
@@ -76,16 +77,16 @@ def moderate(paths: tuple[str, ...], policy: str, thresholds: tuple[str, ...],
     head_policy = load_cli_policy(policy, thresholds)
     items = read_items_jsonl(input_path) if input_path else []
     captions = CaptionSource.from_items(items, default=caption, sidecars=not no_sidecars)
-    head = ModerationHead(head_policy, captions)
     recursive = not no_recursive
     files = find_files([*paths, *(it.path for it in items)], recursive=recursive)
 
     analyzer = make_analyzer(kw)
+    heads = build_heads(analyzer, policy=head_policy, quality=False, captions=captions, lazy=True)
     progress = Progress(len(files), "moderate", enabled=None if not quiet else False)
     rows: list[tuple[str, str, str, str]] = []
     try:
         with open_output(out) as fh:
-            for item in analyzer.scan(files, heads=[head], recursive=recursive):
+            for item in analyzer.scan(files, heads=heads, recursive=recursive):
                 progress.advance(item)
                 if fmt == "jsonl":
                     write_jsonl(fh, item.to_dict())

@@ -71,19 +71,19 @@ def quality(paths: tuple[str, ...], quality_head: str | None, fmt: str, out: str
       clipsieve quality photos/ --format jsonl --out quality.jsonl --min-score 6
       clipsieve quality photos/ --quality-head my-ratings.npz
     """
-    from clipsieve.quality.head import QualityHead
+    from clipsieve.factory import build_heads
 
     analyzer = make_analyzer(kw)
-    head = QualityHead(quality_head)
     below = 0
     rows: list[list[str]] = []
     try:
-        head.learned_for(analyzer.model_id)  # fail fast: bad file or other model
+        # fail fast: a bad head file, or one trained on another model
+        heads = build_heads(analyzer, policy=None, quality=quality_head or True, lazy=True)
         files = find_files(paths, recursive=not no_recursive)
         progress = Progress(len(files), "quality", enabled=None if not quiet else False)
         try:
             with open_output(out) as fh:
-                for item in analyzer.scan(files, heads=[head], recursive=False):
+                for item in analyzer.scan(files, heads=heads, recursive=False):
                     progress.advance(item)
                     if (item.ok and min_score is not None and item.quality is not None
                             and item.quality.score < min_score):

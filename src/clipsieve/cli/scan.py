@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from clipsieve.cli.classify import label_options, make_label_heads
+from clipsieve.cli.classify import label_head_options, label_options
 from clipsieve.cli.common import (
     Progress,
     find_files,
@@ -65,22 +65,19 @@ def scan(paths: tuple[str, ...], out: str | None, fmt: str, policy: str,
       CLIPSIEVE_MODEL=/models/clip-vit-b32 clipsieve scan a.jpg b.png
     """
 
-    heads: list[Any] = []
+    from clipsieve.factory import build_heads
+    from clipsieve.moderation import CaptionSource
+
     analyzer = make_analyzer(kw)
-    if not no_moderation:
-        from clipsieve.moderation import CaptionSource, ModerationHead
-
-        # a bad policy, --threshold or probe fails here, before any model work
-        loaded = load_cli_policy(policy, thresholds)
-        loaded.check_probes(analyzer.model_id)
-        heads.append(ModerationHead(loaded, CaptionSource(default=caption)))
-    if not no_quality:
-        from clipsieve.quality import QualityHead
-
-        quality = QualityHead(quality_head)
-        quality.learned_for(analyzer.model_id)  # a bad head file fails before model work
-        heads.append(quality)
-    heads += make_label_heads(kw, analyzer.model_id, required=False)
+    # a bad policy, --threshold, probe or head file fails here, before any model work
+    heads = build_heads(
+        analyzer,
+        policy=None if no_moderation else load_cli_policy(policy, thresholds),
+        quality=False if no_quality else (quality_head or True),
+        captions=None if no_moderation else CaptionSource(default=caption),
+        **label_head_options(kw, required=False),
+        lazy=True,
+    )
     files = find_files(paths, recursive=not no_recursive)
     progress = Progress(len(files), "scan", enabled=None if not quiet else False)
     kept: list[dict[str, Any]] = []

@@ -64,17 +64,10 @@ def default_heads(
             overrides), or ``None``.
         need_quality: whether quality scores are needed (``--min-quality``, ``--dedupe``).
     """
-    from clipsieve.moderation import ModerationHead, load_policy
-    from clipsieve.quality import QualityHead
+    from clipsieve.factory import build_heads
 
-    heads: list[Any] = []
-    if policy:
-        loaded = load_policy(policy) if isinstance(policy, (str, os.PathLike)) else policy
-        loaded.check_probes(analyzer.model_id)
-        heads.append(ModerationHead(loaded))
-    if need_quality:
-        heads.append(QualityHead())
-    return heads
+    return build_heads(analyzer, policy=policy if policy else None, quality=need_quality,
+                       lazy=True)
 
 
 # -- decisions --------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from clipsieve.heads._files import (
     write_weights,
 )
 from clipsieve.heads._vectors import l2_normalize
+from clipsieve.heads.base import BuiltHead
 
 if TYPE_CHECKING:
     from clipsieve.pipeline import Analyzer
@@ -507,7 +508,7 @@ def train_probe_from_data(
 
 
 # -- head -----------------------------------------------------------------------------------
-class ProbeHead:
+class ProbeHead(BuiltHead):
     """Apply a trained probe during a scan; fills the ``probe`` result field.
 
     Each item gets ``extra["probe"] = {class: probability}`` (in the JSON output: a ``probe``
@@ -519,6 +520,7 @@ class ProbeHead:
     """
 
     field = "probe"
+    score_range = (0.0, 1.0)
 
     def __init__(self, probe: Probe | str | os.PathLike[str]) -> None:
         self._probe = probe if isinstance(probe, Probe) else None
@@ -538,12 +540,22 @@ class ProbeHead:
                                  self._probe.model_id, model_id, advice=False)
         return self._probe
 
-    def apply(self, items: list[ItemResult], embeddings: np.ndarray, analyzer: Analyzer) -> None:
-        """Set ``item.extra["probe"] = {class: probability}`` on each item."""
-        probe = self.probe_for(analyzer.model_id)
+    def _build(self, text: Any) -> None:
+        self._built = self.probe_for(str(text.model_id))
+
+    def compute(
+        self,
+        embeddings: np.ndarray,
+        features: Sequence[Any] | None = None,
+        captions: Sequence[Any] | None = None,
+    ) -> list[dict[str, float]]:
+        """``{class: probability}`` per row of ``embeddings`` (the head must be built)."""
+        self._check_built()
+        if len(embeddings) == 0:
+            return []
+        probe = self._built
         probs = probe.predict_proba(embeddings)
-        for item, row in zip(items, probs, strict=True):
-            item.extra[self.field] = {c: float(p) for c, p in zip(probe.classes, row, strict=True)}
+        return [{c: float(p) for c, p in zip(probe.classes, row, strict=True)} for row in probs]
 
 
 _ORDER = ("format", "format_version", "model", "preprocess_version", "labels", "n_per_class",

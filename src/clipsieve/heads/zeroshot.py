@@ -54,6 +54,7 @@ from clipsieve._compat import tomllib
 from clipsieve.errors import ConfigError, HeadError, did_you_mean
 from clipsieve.heads._files import read_bytes
 from clipsieve.heads._vectors import embed_prompts, l2_normalize
+from clipsieve.heads.base import BuiltHead
 
 if TYPE_CHECKING:
     from clipsieve.pipeline import Analyzer
@@ -395,7 +396,7 @@ def zero_shot_probabilities(
     return p / p.sum(axis=1, keepdims=True)
 
 
-class LabelsHead:
+class LabelsHead(BuiltHead):
     """Zero-shot probabilities over your labels, as the ``labels`` result field.
 
     Args:
@@ -415,6 +416,7 @@ class LabelsHead:
     """
 
     field = "labels"
+    score_range = (0.0, 1.0)
 
     def __init__(
         self, labels: LabelsArg | LabelSpec, templates: Sequence[str] | None = None
@@ -436,11 +438,23 @@ class LabelsHead:
         """``(N, L)`` probabilities of ``embeddings`` (label order of :attr:`labels`)."""
         return zero_shot_probabilities(embeddings, self.classifier(encoder), logit_scale)
 
-    def apply(self, items: list[ItemResult], embeddings: np.ndarray, analyzer: Analyzer) -> None:
-        """Set ``item.labels = {label: probability}`` on each item."""
-        probs = self.probabilities(embeddings, analyzer, analyzer.logit_scale)
-        for item, row in zip(items, probs, strict=True):
-            item.labels = {label: float(p) for label, p in zip(self.labels, row, strict=True)}
+    def _build(self, text: Any) -> None:
+        self._built = self.classifier(text)
+        self._scale = float(text.logit_scale)
+
+    def compute(
+        self,
+        embeddings: np.ndarray,
+        features: Sequence[Any] | None = None,
+        captions: Sequence[Any] | None = None,
+    ) -> list[dict[str, float]]:
+        """``{label: probability}`` per row of ``embeddings`` (the head must be built)."""
+        self._check_built()
+        if len(embeddings) == 0:
+            return []
+        probs = zero_shot_probabilities(embeddings, self._built, self._scale)
+        return [{label: float(p) for label, p in zip(self.labels, row, strict=True)}
+                for row in probs]
 
 
 def _describe(value: Any) -> str:

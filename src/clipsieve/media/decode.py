@@ -415,3 +415,44 @@ def _lab_to_rgb(im: Image.Image) -> Image.Image:
 def _gray_array_to_rgb(arr: np.ndarray) -> Image.Image:
     gray = np.clip(np.rint(np.nan_to_num(arr, nan=0.0)), 0, 255).astype(np.uint8)
     return Image.fromarray(gray, mode="L").convert("RGB")
+
+
+def from_image(image: Image.Image | np.ndarray, *, min_side: int | None = None) -> Decoded:
+    """An in-memory image (PIL, or an ``(H, W)`` / ``(H, W, 3|4)`` array) as a :class:`Decoded`.
+
+    Nothing is read or decoded: the image is converted to 8-bit RGB (alpha composited like a
+    file's), and, like a decoded file, box-reduced while both sides stay >= ``min_side``.
+    Arrays are uint8, or floats in 0..1 (scaled by 255) or 0..255.
+
+    Raises:
+        DecodeError: an array of another shape, or a float array with values outside 0..255.
+    """
+    fmt = None
+    quant = None
+    if isinstance(image, Image.Image):
+        fmt = image.format
+        if fmt == "JPEG":
+            quant = getattr(image, "quantization", None)
+        pil = image
+    else:
+        arr = np.asarray(image)
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[..., 0]
+        if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))) or 0 in arr.shape:
+            raise DecodeError("unsupported", f"expected an (H, W) or (H, W, 3|4) array, got "
+                                             f"shape {arr.shape}")
+        if arr.dtype != np.uint8:
+            if arr.dtype.kind not in "fiub":
+                raise DecodeError("unsupported", f"cannot use an array of dtype {arr.dtype}")
+            arr = arr.astype(np.float64)
+            if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 255:
+                raise DecodeError("unsupported", "array values must lie in 0..1 or 0..255")
+            if arr.max() <= 1.0:
+                arr = arr * 255.0
+            arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+        pil = Image.fromarray(arr)
+    width, height = pil.size
+    rgb = to_rgb(pil)
+    if min_side:
+        rgb = _reduce_like_draft(rgb, min_side)
+    return Decoded(image=rgb, width=width, height=height, format=fmt, jpeg_quant=quant)

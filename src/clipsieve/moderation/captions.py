@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clipsieve.errors import ConfigError
+from clipsieve.types import Caption
 
 __all__ = [
     "MAX_SIDECAR_BYTES",
@@ -33,20 +34,6 @@ __all__ = [
 
 #: Bytes read from a sidecar ``.txt`` at most (CLIP reads 77 tokens; more would be wasted).
 MAX_SIDECAR_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True)
-class Caption:
-    """A caption and where it came from.
-
-    Attributes:
-        text: the caption, stripped of surrounding white space (never empty).
-        source: ``"input"`` (a JSONL line or an explicit mapping), ``"option"`` (the default
-            caption) or ``"sidecar"``.
-    """
-
-    text: str
-    source: str
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,13 @@ The item's decision is the most severe of the image's, the caption's and the agr
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from clipsieve.heads.base import BuiltHead, embed_captions
 from clipsieve.moderation.captions import Caption, CaptionSource
 from clipsieve.moderation.policy import Policy, load_policy
 from clipsieve.moderation.scoring import (
@@ -43,6 +45,7 @@ from clipsieve.moderation.scoring import (
 from clipsieve.types import dataclass_dict
 
 if TYPE_CHECKING:
+    from clipsieve.heads.probe import Probe
     from clipsieve.types import ItemResult
 
 __all__ = ["CaptionModeration", "ItemModeration", "ModerationHead", "worst_decision"]
@@ -110,12 +113,17 @@ class ItemModeration(ModerationResult):
         return {**lead, **data}
 
 
-class ModerationHead:
+class ModerationHead(BuiltHead):
     """Moderate scanned images (and their captions) with a policy.
+
+    Built once per model (:meth:`build`): the policy's class bank is embedded and the probes of
+    probe categories are loaded and checked. :meth:`compute` is then a pure function of the
+    image embeddings and the (already embedded) captions.
 
     Args:
         policy: a :class:`Policy`, a shipped policy name or a policy file path.
-        captions: where captions come from; ``None`` moderates images only.
+        captions: where captions come from during a scan; ``None`` moderates images only
+            (captions can still be passed to :meth:`compute` or ``Analyzer.analyze``).
         min_clip_score: CLIPScore below which a caption is taken not to describe its image.
         nearest: prompts quoted per flagged category in the reasons.
 
@@ -130,6 +138,7 @@ class ModerationHead:
     """
 
     field = "moderation"
+    score_range = (0.0, 1.0)
 
     def __init__(
         self,
@@ -144,6 +153,9 @@ class ModerationHead:
         self.min_clip_score = float(min_clip_score)
         self.nearest = nearest
         self._banks: dict[str, ClassBank] = {}
+        self._bank: ClassBank | None = None
+        self._scale = 0.0
+        self._probes: dict[str, Probe] = {}
 
     def bank(self, encoder: TextEncoder) -> ClassBank:
         """Return the policy's class bank for ``encoder``'s model, built on first use."""
@@ -152,28 +164,41 @@ class ModerationHead:
             self._banks[key] = build_class_embeddings(encoder, self.policy)
         return self._banks[key]
 
-    def moderate_embeddings(
+    def _build(self, text: TextEncoder) -> None:
+        self._bank = self.bank(text)
+        self._scale = float(text.logit_scale)
+        self._probes = self.policy.load_probes(text.model_id)
+
+    def captions_for(self, items: Sequence[ItemResult]) -> list[Caption | None] | None:
+        if self.captions is None:
+            return None
+        return [self.captions.caption_for(it.path) for it in items]
+
+    def compute(
         self,
         embeddings: np.ndarray,
-        encoder: TextEncoder,
-        captions: list[Caption | None] | None = None,
+        features: Sequence[Any] | None = None,
+        captions: Sequence[Caption | None] | None = None,
     ) -> list[ItemModeration]:
-        """Moderate image embeddings (rows) with optional captions (one per row, or ``None``).
+        """Moderate image embeddings (rows) with optional embedded captions (one per row).
 
         Args:
-            embeddings: ``(N, D)`` image embeddings from ``encoder``'s model.
-            encoder: embeds prompts and captions; supplies ``model_id`` and ``logit_scale``.
-            captions: one caption or ``None`` per row; ``None`` for no captions at all.
+            embeddings: ``(N, D)`` image embeddings from the model the head was built for.
+            features: unused (the pixel statistics; part of the head protocol).
+            captions: one :class:`Caption` (with its ``embedding``) or ``None`` per row.
 
         Returns:
             One :class:`ItemModeration` per row.
         """
+        self._check_built()
+        assert self._bank is not None
         embeddings = np.asarray(embeddings)
         if embeddings.shape[0] == 0:
             return []
-        bank = self.bank(encoder)
-        scale = float(encoder.logit_scale)
-        images = moderate(embeddings, bank, self.policy, scale, nearest=self.nearest)
+        bank = self._bank
+        scale = self._scale
+        images = moderate(embeddings, bank, self.policy, scale, nearest=self.nearest,
+                          probes=self._probes)
         out = [
             ItemModeration(
                 **{f.name: getattr(r, f.name) for f in fields(ModerationResult)},
@@ -188,8 +213,13 @@ class ModerationHead:
         rows = [i for i, c in enumerate(captions) if c is not None]
         if not rows:
             return out
-        texts = [captions[i].text for i in rows]  # type: ignore[union-attr]
-        text_embs = np.asarray(encoder.embed_texts(texts))
+        missing = [i for i in rows if captions[i].embedding is None]  # type: ignore[union-attr]
+        if missing:
+            raise ValueError(
+                "captions need their text embeddings (Caption.embedding): Analyzer.analyze and "
+                "ModerationHead.moderate_embeddings compute them"
+            )
+        text_embs = np.stack([np.asarray(captions[i].embedding) for i in rows])  # type: ignore[union-attr]
         text_results = moderate_texts(text_embs, bank, self.policy, scale, nearest=self.nearest)
         agreement = np.atleast_1d(clip_score(embeddings[rows], text_embs))
         for i, text_result, score in zip(rows, text_results, agreement, strict=True):
@@ -197,6 +227,30 @@ class ModerationHead:
             assert caption is not None
             self._merge(out[i], caption, text_result, float(score))
         return out
+
+    def moderate_embeddings(
+        self,
+        embeddings: np.ndarray,
+        encoder: TextEncoder,
+        captions: list[Caption | None] | None = None,
+    ) -> list[ItemModeration]:
+        """Build for ``encoder``'s model, embed the captions, and :meth:`compute`.
+
+        Args:
+            embeddings: ``(N, D)`` image embeddings from ``encoder``'s model.
+            encoder: embeds prompts and captions; supplies ``model_id`` and ``logit_scale``.
+            captions: one caption or ``None`` per row; ``None`` for no captions at all.
+
+        Returns:
+            One :class:`ItemModeration` per row.
+        """
+        embeddings = np.asarray(embeddings)
+        if embeddings.shape[0] == 0:
+            return []
+        self.build(encoder)
+        if captions is not None and len(captions) != embeddings.shape[0]:
+            raise ValueError(f"got {len(captions)} captions for {embeddings.shape[0]} embeddings")
+        return self.compute(embeddings, None, embed_captions(captions, encoder))
 
     def _merge(
         self, item: ItemModeration, caption: Caption, text: ModerationResult, score: float
@@ -230,17 +284,3 @@ class ModerationHead:
         sources.sort(key=lambda s: -DECISIONS.index(s[0]))  # stable: image first among equals
         item.decision = worst_decision(*(d for d, _ in sources))
         item.reasons = [reason for _, reasons in sources for reason in reasons]
-
-    def apply(
-        self, items: list[ItemResult], embeddings: np.ndarray, analyzer: TextEncoder
-    ) -> None:
-        """Set ``item.moderation`` on each item (the :class:`~clipsieve.heads.base.Head` protocol)."""
-        captions = (
-            [self.captions.caption_for(it.path) for it in items]
-            if self.captions is not None
-            else None
-        )
-        for item, result in zip(
-            items, self.moderate_embeddings(embeddings, analyzer, captions), strict=True
-        ):
-            item.moderation = result

@@ -314,11 +314,25 @@ class Policy:
         Raises:
             HeadError: a probe file became unreadable or belongs to another model.
         """
+        self.load_probes(model_id)
+
+    def load_probes(self, model_id: str) -> dict[str, Any]:
+        """Load the probe of every probe category, checked against ``model_id``.
+
+        Returns:
+            Category name → :class:`~clipsieve.heads.probe.Probe` (empty without probe
+            categories).
+
+        Raises:
+            HeadError: a probe file is unreadable or belongs to another model.
+        """
         from clipsieve.heads.probe import load_probe_cached
 
-        for category in self.categories.values():
-            if category.probe is not None:
-                load_probe_cached(category.probe, model_id)
+        return {
+            c.name: load_probe_cached(c.probe, model_id)
+            for c in self.categories.values()
+            if c.probe is not None
+        }
 
     def prompt_hash(self) -> str:
         """Return a SHA-256 hex digest of the class names, kinds and prompts.

@@ -289,6 +289,7 @@ def moderate(
     *,
     use_neutral: bool = True,
     nearest: int = 2,
+    probes: Mapping[str, Any] | None = None,
 ) -> list[ModerationResult]:
     """Moderate images given their CLIP embeddings.
 
@@ -300,6 +301,8 @@ def moderate(
         logit_scale: the model's ``exp(logit_scale)`` (about 100 for CLIP).
         use_neutral: include the neutral classes in the softmax (turn off only for audits).
         nearest: how many of a flagged category's prompts to quote in its reason.
+        probes: the loaded probe of each probe category (``Policy.load_probes``); ``None``
+            loads them here.
 
     Returns:
         One :class:`ModerationResult` per row.
@@ -308,7 +311,8 @@ def moderate(
         ValueError: bank built from other prompts, wrong shapes, or a bad ``logit_scale``.
         HeadError: a probe category's probe was trained on another model than the bank's.
     """
-    return _moderate(image_embs, bank, policy, logit_scale, use_neutral, nearest)
+    return _moderate(image_embs, bank, policy, logit_scale, use_neutral, nearest,
+                     loaded=probes)
 
 
 def moderate_texts(
@@ -379,6 +383,7 @@ def _moderate(
     use_neutral: bool,
     nearest: int,
     probes: bool = True,
+    loaded: Mapping[str, Any] | None = None,
 ) -> list[ModerationResult]:
     if nearest < 0:
         raise ValueError(f"nearest must be >= 0, got {nearest}")
@@ -404,7 +409,7 @@ def _moderate(
     probs = _softmax(logit_scale * cos[:, columns]) if columns else cos[:, :0]
     category_scores = dict(zip(zero_shot, probs[:, : len(cat_rows)].T, strict=True))
     neu_probs = probs[:, len(cat_rows) :]
-    category_scores.update(_probe_scores(x, policy, bank.model_id, probes))
+    category_scores.update(_probe_scores(x, policy, bank.model_id, probes, loaded))
 
     presence: dict[str, np.ndarray] = {}
     for concept in policy.special_care.values():
@@ -483,7 +488,8 @@ def _moderate(
 
 
 def _probe_scores(
-    x: np.ndarray, policy: Policy, model_id: str, apply: bool
+    x: np.ndarray, policy: Policy, model_id: str, apply: bool,
+    loaded: Mapping[str, Any] | None = None,
 ) -> dict[str, np.ndarray]:
     """Score each probe category: its probe's probability of ``probe_class``.
 
@@ -498,7 +504,7 @@ def _probe_scores(
         if not apply:
             out[c.name] = np.zeros(x.shape[0])
             continue
-        probe = load_probe_cached(c.probe, model_id)
+        probe = loaded[c.name] if loaded is not None else load_probe_cached(c.probe, model_id)
         assert c.probe_class is not None
         out[c.name] = probe.predict_proba(x)[:, probe.class_index(c.probe_class)]
     return out

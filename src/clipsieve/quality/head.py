@@ -17,22 +17,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from clipsieve.heads.base import BuiltHead
 from clipsieve.quality.clipiqa import BUILTIN_PAIRS, ClipIQA, PromptSpec
 from clipsieve.quality.learned import LearnedHead, load_quality_head
-from clipsieve.quality.score import quality_from_parts
+from clipsieve.quality.score import QualityResult, quality_from_parts
 
 if TYPE_CHECKING:
     from clipsieve.pipeline import Analyzer
-    from clipsieve.types import ItemResult
 
 __all__ = ["QualityHead"]
 
 
-class QualityHead:
+class QualityHead(BuiltHead):
     """Score the quality of scanned images (field ``quality``).
 
     Args:
@@ -51,6 +51,7 @@ class QualityHead:
     """
 
     field = "quality"
+    score_range = (0.0, 10.0)
 
     def __init__(
         self,
@@ -85,24 +86,46 @@ class QualityHead:
             self._learned.check_model(model_id)
         return self._learned
 
-    def apply(self, items: list[ItemResult], embeddings: np.ndarray, analyzer: Analyzer) -> None:
-        """Set ``item.quality`` on each item."""
-        if not items:
-            return
-        learned = self.learned_for(analyzer.model_id)
-        probs = self.iqa(embeddings, analyzer)
+    def _build(self, text: Any) -> None:
+        self._model_id = str(text.model_id)
+        self._learned_now = self.learned_for(self._model_id)
+        self._anchors = self.iqa.anchors(text)
+
+    def compute(
+        self,
+        embeddings: np.ndarray,
+        features: Sequence[Mapping[str, Any] | None],
+        captions: Sequence[Any] | None = None,
+    ) -> list[QualityResult]:
+        """One :class:`~clipsieve.quality.score.QualityResult` per row.
+
+        Args:
+            embeddings: ``(N, D)`` image embeddings of the model the head was built for.
+            features: the pixel statistics of each image (``None`` where unknown).
+            captions: unused.
+        """
+        self._check_built()
+        if len(embeddings) == 0:
+            return []
+        from clipsieve.quality.clipiqa import clip_iqa_compute
+
+        probs = clip_iqa_compute(
+            embeddings, self._anchors, self.iqa.names, logit_scale=self.iqa.logit_scale
+        )
+        learned = self._learned_now
+        feats = list(features)
         predictions = None
         head_info = None
         if learned is not None:
-            predictions = learned.predict(
-                embeddings, [it.features for it in items], model_id=analyzer.model_id
-            )
+            predictions = learned.predict(embeddings, feats, model_id=self._model_id)
             head_info = learned.describe()
-        for i, item in enumerate(items):
-            item.quality = quality_from_parts(
-                item.features,
+        return [
+            quality_from_parts(
+                feats[i],
                 {name: float(p[i]) for name, p in probs.items()},
                 learned_aesthetic=None if predictions is None else float(predictions[i]),
-                model=analyzer.model_id,
+                model=self._model_id,
                 head=head_info,
             )
+            for i in range(len(feats))
+        ]
