@@ -13,13 +13,13 @@ from clipsieve import Analyzer
 from clipsieve.backends import (
     ClipBackend,
     Encoder,
+    _registry,
     create_encoder,
     encoder_entry,
     is_encoder,
     list_encoders,
     register_encoder,
 )
-from clipsieve.backends import _registry
 from clipsieve.errors import ConfigError
 
 

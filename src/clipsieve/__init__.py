@@ -10,6 +10,7 @@ Quick start::
     results = an.analyze([pil_image, array], heads=heads)   # in-memory images
 """
 
+from clipsieve.backends import Encoder, create_encoder, list_encoders, register_encoder
 from clipsieve.errors import (
     ClipsieveError,
     ConfigError,
@@ -19,7 +20,6 @@ from clipsieve.errors import (
     PolicyError,
     StoreError,
 )
-from clipsieve.backends import Encoder, create_encoder, list_encoders, register_encoder
 from clipsieve.factory import build_heads
 from clipsieve.heads import Head, LabelsHead, ProbeHead
 from clipsieve.media.decode import DecodeLimits
@@ -29,7 +29,7 @@ from clipsieve.quality import QualityHead
 from clipsieve.store import Store
 from clipsieve.types import ErrorInfo, ItemResult
 
-__version__ = "0.1.0"
+from clipsieve._version import __version__  # noqa: E402
 
 
 def samples_dir() -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 from clipsieve.heads.base import Head
 from clipsieve.heads.probe import Probe, ProbeHead, load_probe
-from clipsieve.heads.zeroshot import LabelsArg, LabelSpec, LabelsHead, load_templates
+from clipsieve.heads.zeroshot import LabelsArg, LabelsHead, LabelSpec, load_templates
 from clipsieve.moderation.captions import CaptionSource
 from clipsieve.moderation.head import ModerationHead
 from clipsieve.moderation.policy import Policy, load_policy

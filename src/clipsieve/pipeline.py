@@ -26,7 +26,7 @@ from PIL import Image
 from clipsieve import settings
 from clipsieve.backends import Encoder, create_encoder, encoder_entry
 from clipsieve.errors import DecodeError
-from clipsieve.heads.base import Head, embed_captions, set_field
+from clipsieve.protocols import Head, embed_captions, set_field
 from clipsieve.media.decode import (
     Decoded,
     DecodeLimits,
@@ -51,14 +51,17 @@ ANALYSIS_MIN_SIDE = 224
 
 
 def _default_pixel_features() -> tuple[PixelFeatures, str]:
-    from clipsieve.quality.technical import TECHNICAL_VERSION, pixel_stats
+    from clipsieve.media.stats import load_pixel_stats_config, pixel_stats
+
+    config = load_pixel_stats_config()
 
     def compute(dec: Decoded) -> dict[str, float]:
         return pixel_stats(
-            dec.image, original_size=(dec.width, dec.height), jpeg_quant=dec.jpeg_quant
+            dec.image, config=config, original_size=(dec.width, dec.height),
+            jpeg_quant=dec.jpeg_quant,
         )
 
-    return compute, TECHNICAL_VERSION
+    return compute, config.version
 
 
 class TextEmbedder:

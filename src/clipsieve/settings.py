@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+#: The shipped quality configuration (technical measures, CLIP-IQA pairs, combination).
+QUALITY_CONFIG_PATH = Path(__file__).resolve().parent / "data" / "quality.toml"
 DEFAULT_BATCH_SIZE = 32
 
 

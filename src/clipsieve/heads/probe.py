@@ -344,7 +344,7 @@ def train_probe(
     """
     import sklearn
 
-    from clipsieve import __version__
+    from clipsieve._version import __version__
 
     x = np.asarray(embeddings, dtype=np.float64)
     labels = [str(label) for label in labels]

@@ -57,8 +57,7 @@ from clipsieve.heads._vectors import embed_prompts, l2_normalize
 from clipsieve.heads.base import BuiltHead
 
 if TYPE_CHECKING:
-    from clipsieve.pipeline import Analyzer
-    from clipsieve.types import ItemResult
+    pass
 
 __all__ = [
     "DEFAULT_TEMPLATE_SET",

@@ -27,7 +27,7 @@ from clipsieve.quality.learned import LearnedHead, load_quality_head
 from clipsieve.quality.score import QualityResult, quality_from_parts
 
 if TYPE_CHECKING:
-    from clipsieve.pipeline import Analyzer
+    pass
 
 __all__ = ["QualityHead"]
 

@@ -579,7 +579,7 @@ def train_quality_head(
     """
     import sklearn
 
-    from clipsieve import __version__
+    from clipsieve._version import __version__
 
     if kind not in HEAD_KINDS:
         raise ConfigError(f"unknown quality head kind {kind!r}; choose {' or '.join(HEAD_KINDS)}")
