@@ -49,7 +49,11 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
 
 
 def default_heads(
-    analyzer: Any, *, policy: Any = None, need_quality: bool = False
+    analyzer: Any,
+    *,
+    policy: Any = None,
+    need_quality: bool = False,
+    need_moderation: bool = False,
 ) -> list[Any]:
     """The heads a filter run asks :meth:`Analyzer.scan` to apply to the files it scans.
 
@@ -62,12 +66,15 @@ def default_heads(
         policy: moderation policy name or file, a loaded
             :class:`~clipsieve.moderation.policy.Policy` (e.g. with ``--threshold``
             overrides), or ``None``.
-        need_quality: whether quality scores are needed (``--min-quality``, ``--dedupe``).
+        need_quality: whether quality scores are needed (``--min-quality``, ``--dedupe``,
+            a ``--where`` on ``quality.*`` or ``issue(...)``).
+        need_moderation: a ``--where`` reads ``moderation.*`` without a policy: files that
+            have no stored moderation are moderated with the ``default`` policy.
     """
     from clipsieve.factory import build_heads
 
-    return build_heads(analyzer, policy=policy if policy else None, quality=need_quality,
-                       lazy=True)
+    pol = policy if policy else ("default" if need_moderation else None)
+    return build_heads(analyzer, policy=pol, quality=need_quality, lazy=True)
 
 
 # -- decisions --------------------------------------------------------------------------------
@@ -375,32 +382,38 @@ def load_embeddings(
     return out
 
 
+#: What provides each top-level result field, for errors about a field no result has.
+FIELD_SOURCES: dict[str, str] = {
+    "moderation": "pass --policy NAME (computed now for files that lack it) or run "
+    "`clipsieve moderate` first",
+    "quality": "run `clipsieve quality` first (filter computes it when --min-quality, "
+    "--dedupe or --where asks for it)",
+    "labels": "run `clipsieve classify --labels ...` (or `scan --labels ...`) with that label "
+    "first",
+    "probe": "run `clipsieve classify --probe FILE` (or `scan --probe FILE`) first",
+    "human": "import review marks with `clipsieve review import FILE` and pass --prefer-human",
+    "video": "run the video analysis first",
+}
+
+
 def _missing_message(names: list[str], results: Sequence[Mapping[str, Any]]) -> str:
     present: set[str] = set()
     for r in results[:1000]:
         if r.get("status") == "ok":
             present.update(_flat_keys(r))
-    tops = {k.split(".")[0] for k in present}
     hints = []
     for name in names:
         top = name.split(".")[0]
         close = difflib.get_close_matches(name, sorted(present), n=3)
-        if top in tops or close or top not in ("moderation", "quality", "labels"):
-            hint = f"no result has {name}" + (
-                f" (did you mean {', '.join(close)}?)" if close else ""
-            )
-        elif top == "moderation":
-            hint = (
-                "no result has a moderation decision: pass --policy with the moderation "
-                "module installed, or run `clipsieve moderate` first"
-            )
-        elif top == "quality":
-            hint = (
-                "no result has quality scores: install the quality module "
-                "(clipsieve.quality.QualityHead) or score the images first"
-            )
-        else:
-            hint = f"no result has {name}: run `clipsieve classify` with that label first"
+        hint = f"no result has {name}"
+        if close:
+            hint += f" (did you mean {', '.join(close)}?)"
+        source = FIELD_SOURCES.get(top)
+        if source:
+            hint += f": {source}"
+        elif not close:
+            tops = sorted({k.split('.')[0] for k in present})
+            hint += f" (results have: {', '.join(tops)})" if tops else ""
         hints.append(hint)
     return "; ".join(hints)
 
@@ -458,6 +471,16 @@ def decide(
             d.decision = "reject"
             d.duplicate_of = keeper.path
             d.reasons = [f"duplicate of {keeper.path}"] + prior
+            q = d.result.get("quality")
+            if isinstance(q, Mapping):  # the named issue, for reports and manifests
+                from clipsieve.quality.issues import near_duplicate
+
+                issues = [it for it in (q.get("issues") or []) if isinstance(it, Mapping)
+                          and it.get("name") != "near_duplicate"]
+                d.result = {
+                    **d.result,
+                    "quality": {**q, "issues": [*issues, near_duplicate(keeper.path)]},
+                }
     return out
 
 
@@ -606,8 +629,12 @@ def filter_collection(
         elif store is not None:
             pending = len(Journal(store).open_rows())
         entries = discover(srcs, recursive=recursive)
+        where_tops = {f.parts[0] for f in wexpr.fields()} if wexpr is not None else set()
         heads = default_heads(
-            analyzer, policy=policy, need_quality=min_quality is not None or dedupe is not None
+            analyzer,
+            policy=policy,
+            need_quality=min_quality is not None or dedupe is not None or "quality" in where_tops,
+            need_moderation="moderation" in where_tops,
         )
         results, embeddings = collect_results(
             analyzer, entries, heads, policy=policy, on_scanned=on_scanned,

@@ -25,7 +25,9 @@ fields and compare them::
     expr       := or_expr
     or_expr    := and_expr ("or" and_expr)*
     and_expr   := not_expr ("and" not_expr)*
-    not_expr   := "not" not_expr | "(" expr ")" | "exists" "(" field ")" | comparison
+    not_expr   := "not" not_expr | "(" expr ")" | "exists" "(" field ")"
+                | "issue" "(" name ")" | membership | comparison
+    membership := operand "in" ("(" literal ("," literal)* ")" | field)
     comparison := operand ("<" | "<=" | ">" | ">=" | "==" | "=" | "!=") operand
     operand    := field | number | string | "true" | "false" | "null"
     field      := name ("." (name | string) | "[" string "]")*
@@ -111,12 +113,29 @@ class Not:
 
 
 @dataclass(frozen=True)
+class Issue:
+    """``issue('blurry')``: the named image issue is in ``quality.issues``."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class In:
+    """``FIELD in (v1, v2, …)`` (value membership) or ``'x' in FIELD`` (a list holds it)."""
+
+    left: Operand
+    right: Operand | tuple[Any, ...]
+
+
+@dataclass(frozen=True)
 class BoolOp:
     op: str  # "and" | "or"
     items: tuple[Node, ...]
 
 
-Node = Compare | Exists | Not | BoolOp
+Node = Compare | Exists | Not | BoolOp | Issue | In
+
+_ISSUES_FIELD = ("quality", "issues")
 
 
 @dataclass
@@ -139,13 +158,13 @@ _TOKEN = re.compile(
     (?P<ws>\s+)
   | (?P<num>-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
   | (?P<op><=|>=|==|!=|<|>|=)
-  | (?P<punct>[().\[\]])
+  | (?P<punct>[().\[\],])
   | (?P<str>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
   | (?P<name>[A-Za-z_][\w-]*)
     """,
     re.VERBOSE,
 )
-_KEYWORDS = {"and", "or", "not", "true", "false", "null", "exists"}
+_KEYWORDS = {"and", "or", "not", "true", "false", "null", "exists", "issue", "in"}
 
 
 @dataclass(frozen=True)
@@ -245,7 +264,40 @@ class _Parser:
                 f = self.field()
                 self.expect("punct", ")", "')'")
                 return Exists(f)
+            if self.take("kw", "issue"):
+                self.expect("punct", "(", "'(' after issue")
+                t = self.take("str") or self.take("name")
+                if t is None:
+                    raise self.fail("expected an issue name, e.g. issue('blurry')")
+                name = _unquote(t.text) if t.kind == "str" else t.text
+                from clipsieve.quality.issues import ISSUE_NAMES
+
+                if name not in ISSUE_NAMES:
+                    from clipsieve.errors import did_you_mean
+
+                    raise _error(
+                        self.text, t.pos, f"unknown issue {name!r}{did_you_mean(name, ISSUE_NAMES)}"
+                        f" (issues: {', '.join(ISSUE_NAMES)})",
+                    )
+                if name == "near_duplicate":
+                    raise _error(
+                        self.text, t.pos, "near_duplicate is found across files by --dedupe, "
+                        "not stored per file: use --dedupe COSINE",
+                    )
+                self.expect("punct", ")", "')'")
+                return Issue(name)
             left = self.operand()
+            if self.take("kw", "in"):
+                if self.take("punct", "("):
+                    values = [self.literal()]
+                    while self.take("punct", ","):
+                        values.append(self.literal())
+                    self.expect("punct", ")", "')' or ','")
+                    return In(left, tuple(values))
+                right = self.operand()
+                if not isinstance(right, Field):
+                    raise self.fail("expected a field or a (list, of, values) after 'in'")
+                return In(left, right)
             op = self.take("op")
             if op is None:
                 raise self.fail("expected a comparison operator (<, <=, >, >=, ==, !=)")
@@ -275,6 +327,12 @@ class _Parser:
         if t.kind == "name":
             return self.field()
         raise self.fail("expected a field name, a number or a quoted string")
+
+    def literal(self) -> Any:
+        op = self.operand()
+        if not isinstance(op, Literal):
+            raise self.fail("expected a number, a quoted string, true, false or null")
+        return op.value
 
     def field(self) -> Field:
         t = self.take("name")
@@ -341,6 +399,12 @@ class WhereExpr:
             elif isinstance(n, Exists):
                 if not compared_only:
                     out.setdefault(n.field.parts, n.field)
+            elif isinstance(n, Issue):
+                out.setdefault(_ISSUES_FIELD, Field(_ISSUES_FIELD))
+            elif isinstance(n, In):
+                for side in (n.left, n.right):
+                    if isinstance(side, Field):
+                        out.setdefault(side.parts, side)
             elif isinstance(n, Not):
                 walk(n.inner)
             else:
@@ -417,6 +481,20 @@ def _evaluate(node: Node, result: Mapping[str, Any]) -> Truth:
     if isinstance(node, Not):
         inner = _evaluate(node.inner, result)
         return Truth(None if inner.value is None else not inner.value, inner.why)
+    if isinstance(node, Issue):
+        issues = Field(_ISSUES_FIELD).get(result)
+        if not isinstance(issues, list):
+            return Truth(None, ["quality.issues is missing"])
+        names = [str(it.get("name")) if isinstance(it, Mapping) else str(it) for it in issues]
+        if node.name in names:
+            it = issues[names.index(node.name)]
+            detail = ""
+            if isinstance(it, Mapping) and it.get("component"):
+                detail = f" ({it['component']} {_fmt(it.get('value'))})"
+            return Truth(True, [f"issue {node.name}{detail}"])
+        return Truth(False, [f"no issue {node.name}"])
+    if isinstance(node, In):
+        return _evaluate_in(node, result)
     if isinstance(node, Exists):
         v = node.field.get(result)
         present = v is not _MISSING and v is not None
@@ -460,6 +538,37 @@ def _evaluate(node: Node, result: Mapping[str, Any]) -> Truth:
         return Truth(None, [f"cannot compare {_kind(lv)} with {_kind(rv)} in {text}"])
     ok = {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
     return Truth(ok, facts)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if _is_num(a) and _is_num(b):
+        return float(a) == float(b)
+    return type(a) is type(b) and a == b
+
+
+def _evaluate_in(node: In, result: Mapping[str, Any]) -> Truth:
+    lv, lname = _resolve(node.left, result)
+    if isinstance(node.right, tuple):
+        shown = "(" + ", ".join(_fmt(v) for v in node.right) + ")"
+        if lv is _MISSING or lv is None:
+            return Truth(None, [f"{lname} is missing"])
+        ok = any(_same(lv, v) for v in node.right)
+        return Truth(ok, [f"{lname or _fmt(lv)} {'in' if ok else 'not in'} {shown}"])
+    rv = node.right.get(result) if isinstance(node.right, Field) else _MISSING
+    rname = node.right.name if isinstance(node.right, Field) else "?"
+    if rv is _MISSING or rv is None:
+        return Truth(None, [f"{rname} is missing"])
+    if lv is _MISSING or lv is None:
+        return Truth(None, [f"{lname} is missing"])
+    if isinstance(rv, Mapping):
+        ok = str(lv) in rv
+    elif isinstance(rv, list):
+        ok = any(_same(lv, v) for v in rv)
+    elif isinstance(rv, str) and isinstance(lv, str):
+        ok = lv in rv
+    else:
+        return Truth(None, [f"{rname} is not a list"])
+    return Truth(ok, [f"{lname or _fmt(lv)} {'in' if ok else 'not in'} {rname}"])
 
 
 def _kind(v: Any) -> str:

@@ -265,7 +265,9 @@ def pixel_stats(
         The statistics described in the module docstring, as floats: ``sharpness``,
         ``noise``, ``noise_ratio``, ``luma_mean``, ``shadow_clip``, ``highlight_clip``,
         ``contrast``, ``colourfulness``, ``blockiness`` (NaN if the image was reduced or is
-        smaller than 16×16), ``jpeg_quality`` (NaN without tables) and ``megapixels``.
+        smaller than 16×16), ``jpeg_quality`` (NaN without tables), ``megapixels`` and the
+        original ``width`` and ``height`` (for the named issues odd_size and
+        odd_aspect_ratio).
     """
     if img.mode != "RGB":
         img = img.convert("RGB")
@@ -295,4 +297,6 @@ def pixel_stats(
         "blockiness": blockiness,
         "jpeg_quality": estimate_jpeg_quality(jpeg_quant),
         "megapixels": size[0] * size[1] / 1e6,
+        "width": float(size[0]),
+        "height": float(size[1]),
     }

@@ -92,6 +92,10 @@ class QualityResult:
         model: the model id the embedding came from.
         aesthetic_source: ``"clip_iqa"`` or ``"head"``.
         head: with a learned head, what it is (file, kind, model, SHA-256 of its weights).
+        issues: named image issues (:func:`clipsieve.quality.issues.detect_issues`), each
+            ``{"name", "component", "value", "threshold"}``: ``blurry``, ``dark``, ``light``,
+            ``low_information``, ``grayscale``, ``odd_aspect_ratio``, ``odd_size``,
+            ``jpeg_artifacts`` (and ``near_duplicate``, set by near-duplicate grouping).
     """
 
     score: float
@@ -102,6 +106,7 @@ class QualityResult:
     model: str | None = None
     aesthetic_source: str = "clip_iqa"
     head: dict[str, Any] | None = None
+    issues: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """``{score, technical, aesthetic, components, version, model, aesthetic_source, head}``."""
@@ -114,6 +119,7 @@ class QualityResult:
             "model": self.model,
             "aesthetic_source": self.aesthetic_source,
             "head": self.head,
+            "issues": [dict(it) for it in self.issues],
         }
 
 
@@ -156,6 +162,7 @@ def quality_from_parts(
     learned_aesthetic: float | None = None,
     model: str | None = None,
     head: dict[str, Any] | None = None,
+    size: tuple[int, int] | None = None,
 ) -> QualityResult:
     """Build an image's :class:`QualityResult` from its pixel statistics and CLIP-IQA scores.
 
@@ -168,6 +175,8 @@ def quality_from_parts(
             aesthetic part.
         model: the model id, recorded.
         head: description of the learned head, recorded.
+        size: the image's (width, height), for the geometry issues (default: the ``width``
+            and ``height`` of ``features``).
 
     Raises:
         ValueError: neither pixel statistics nor technical CLIP-IQA pairs, or no aesthetic
@@ -209,6 +218,13 @@ def quality_from_parts(
         source = "clip_iqa"
     else:
         raise ValueError("no aesthetic CLIP-IQA pair and no learned head to score")
+    from clipsieve.quality.issues import detect_issues
+
+    if size is None and features:  # pixel statistics record the original size
+        fw, fh = features.get("width"), features.get("height")
+        if isinstance(fw, (int, float)) and isinstance(fh, (int, float)) and fw and fh:
+            size = (int(fw), int(fh))
+    w, h = size if size else (None, None)
     return QualityResult(
         score=combine_score(technical, aesthetic),
         technical=technical,
@@ -218,4 +234,5 @@ def quality_from_parts(
         model=model,
         aesthetic_source=source,
         head=head,
+        issues=detect_issues(components, w, h),
     )
