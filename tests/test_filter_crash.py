@@ -182,12 +182,12 @@ import os, sys
 import clipsieve.filtering.actions as actions
 target, nth = sys.argv[1], int(sys.argv[2])
 seen = [0]
-def hook(name):
-    if name == target:
+def hook(event, args):
+    if event == actions.AUDIT_EVENT and args[0] == target:
         seen[0] += 1
         if seen[0] == nth:
             os._exit(99)
-actions._CRASH_HOOK = hook
+sys.addaudithook(hook)
 from clipsieve.cli import main
 main(sys.argv[3:])
 """

@@ -92,6 +92,20 @@ def seed(store: Store, path: Path, *, embedding: Any = None, **fields: Any) -> d
     return result
 
 
+class _Audit:
+    """Routes the filter's audit events to ``step`` (a test sets it; audit hooks stay)."""
+
+    step: Any = None
+
+    def __call__(self, event: str, args: tuple) -> None:
+        if event == actions_mod.AUDIT_EVENT and self.step is not None:
+            self.step(args[0])
+
+
+_audit = _Audit()
+sys.addaudithook(_audit)
+
+
 class FakeAnalyzer:
     """Enough of an Analyzer for filter_collection; fails loudly on any model work."""
 
@@ -777,11 +791,15 @@ def test_destination_inside_a_source_is_refused(collection: dict[str, Any], stor
         filter_collection(
             [src], analyzer=FakeAnalyzer(store), accept=str(src / "keep"), action="move"
         )
-    with pytest.raises(FilterError, match="is inside --reject"):
+    with pytest.raises(FilterError, match="is inside reject ") as info:
         filter_collection(
             [src / "sub"], analyzer=FakeAnalyzer(store), reject=str(src), action="copy"
         )
     assert not (src / "keep").exists()
+    # the library names its parameters; the CLI renders them as its flags
+    from clipsieve.cli import option_flag
+
+    assert "is inside --reject " in info.value.render(option_flag)
 
 
 def test_missing_source_is_a_clear_error(tmp_path: Path, store: Store) -> None:
@@ -797,15 +815,21 @@ def test_missing_source_is_a_clear_error(tmp_path: Path, store: Store) -> None:
 def test_action_without_store_or_folder_is_refused(
     collection: dict[str, Any], tmp_path: Path
 ) -> None:
-    with pytest.raises(FilterError, match="needs --accept"):
+    with pytest.raises(FilterError, match="needs accept=, reject= or review="):
         filter_collection([collection["src"]], analyzer=FakeAnalyzer(None), action="move")
-    with pytest.raises(FilterError, match="needs the store"):
+    with pytest.raises(FilterError, match=r"needs the store.*drop store=False") as info:
         filter_collection(
             [collection["src"]],
             analyzer=FakeAnalyzer(None),
             accept=str(tmp_path / "a"),
             action="move",
         )
+    from clipsieve.cli import option_flag
+
+    assert info.value.render(option_flag).endswith("drop --no-store (or use --dry-run)")
+    with pytest.raises(FilterError, match=r"^dedupe 1.5 is outside") as bad:
+        filter_collection([collection["src"]], analyzer=FakeAnalyzer(None), dedupe=1.5)
+    assert bad.value.render(option_flag) == "--dedupe 1.5 is outside (0, 1]"
 
 
 @pytest.fixture
@@ -880,7 +904,7 @@ def test_an_error_after_the_rename_puts_the_file_back(
         if name == "dest_journaled":
             raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(actions_mod, "_CRASH_HOOK", boom)
+    monkeypatch.setattr(_audit, "step", boom)
     before = tree(collection["src"])
     run = filter_collection(
         [collection["src"]],

@@ -10,6 +10,7 @@ Quick start::
     results = an.analyze([pil_image, array], heads=heads)   # in-memory images
 """
 
+from clipsieve._version import __version__  # noqa: E402
 from clipsieve.backends import Encoder, create_encoder, list_encoders, register_encoder
 from clipsieve.errors import (
     ClipsieveError,
@@ -28,8 +29,6 @@ from clipsieve.pipeline import Analyzer, TextEmbedder
 from clipsieve.quality import QualityHead
 from clipsieve.store import Store
 from clipsieve.types import ErrorInfo, ItemResult
-
-from clipsieve._version import __version__  # noqa: E402
 
 
 def samples_dir() -> str:

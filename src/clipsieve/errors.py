@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 #: Documented process exit codes of the ``clipsieve`` command.
 EXIT_OK = 0
@@ -55,10 +55,35 @@ ERROR_CODES: dict[str, str] = {
 
 
 class ClipsieveError(Exception):
-    """Base class of every error clipsieve raises on purpose."""
+    """Base class of every error clipsieve raises on purpose.
+
+    A message about an argument names it with a ``{marker}``; ``params`` maps each marker to
+    its spelling in the library (``{"dedupe": "dedupe"}``, ``{"no_store": "store=False"}``).
+    ``str(exc)`` uses those spellings, and a front end shows its own with :meth:`render` (the
+    CLI: ``--dedupe``, ``--no-store``), so the library never speaks in command-line flags.
+    """
 
     exit_code: int = EXIT_FATAL
     code: str = "error"
+
+    def __init__(
+        self, *args: object, params: Mapping[str, str] | Iterable[str] = ()
+    ) -> None:
+        super().__init__(*args)
+        self.params: dict[str, str] = (
+            dict(params) if isinstance(params, Mapping) else {p: p for p in params}
+        )
+
+    def render(self, name: Callable[[str], str] | None = None) -> str:
+        """The message with each ``{marker}`` replaced by ``name(marker)`` (default: the
+        library spelling)."""
+        text = super().__str__()
+        for marker, spelling in getattr(self, "params", {}).items():
+            text = text.replace("{" + marker + "}", name(marker) if name else spelling)
+        return text
+
+    def __str__(self) -> str:
+        return self.render()
 
 
 class ConfigError(ClipsieveError):

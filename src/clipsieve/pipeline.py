@@ -26,7 +26,6 @@ from PIL import Image
 from clipsieve import settings
 from clipsieve.backends import Encoder, create_encoder, encoder_entry
 from clipsieve.errors import DecodeError
-from clipsieve.protocols import Head, embed_captions, set_field
 from clipsieve.media.decode import (
     Decoded,
     DecodeLimits,
@@ -38,6 +37,7 @@ from clipsieve.media.decode import (
 )
 from clipsieve.media.discover import iter_files
 from clipsieve.media.preprocess import Preprocess
+from clipsieve.protocols import Head, embed_captions, set_field
 from clipsieve.store import Store
 from clipsieve.types import Caption, ErrorInfo, ItemResult, to_jsonable
 

@@ -294,6 +294,14 @@ class Store:
         with self._lock:
             return self._db.execute(sql, params).fetchall()
 
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Run one query and return its rows as ``{column: value}`` dicts (for other modules'
+        tables, e.g. the filter journal)."""
+        with self._lock:
+            cur = self._db.execute(sql, params)
+            names = [d[0] for d in cur.description or ()]
+            return [dict(zip(names, row)) for row in cur.fetchall()]
+
     def transaction(self) -> _Transaction:
         return _Transaction(self)
 
@@ -342,20 +350,31 @@ class Store:
         return (_vec(row[1], row[0]), row[2], row[3]) if row else None
 
     def get_embeddings(
-        self, shas: Iterable[str], model: str, prep: str
+        self, shas: Iterable[str], model: str, prep: str | None
     ) -> dict[str, np.ndarray]:
-        """Many embeddings at once: {sha256: vector} for those present."""
+        """Many embeddings at once: {sha256: vector} for those present.
+
+        With ``prep=None``, of any preprocessing version (the most recently stored wins).
+        """
         out: dict[str, np.ndarray] = {}
         shas = list(dict.fromkeys(shas))
         with self._lock:
             for i in range(0, len(shas), 500):
                 chunk = shas[i : i + 500]
                 q = ",".join("?" * len(chunk))
-                for sha, dim, blob in self._db.execute(
-                    f"SELECT sha256, dim, vector FROM embeddings WHERE model=? AND prep=? "
-                    f"AND sha256 IN ({q})",
-                    (model, prep, *chunk),
-                ):
+                if prep is None:
+                    rows = self._db.execute(
+                        f"SELECT sha256, dim, vector FROM embeddings WHERE model=? "
+                        f"AND sha256 IN ({q}) ORDER BY created_at",
+                        (model, *chunk),
+                    )
+                else:
+                    rows = self._db.execute(
+                        f"SELECT sha256, dim, vector FROM embeddings WHERE model=? AND prep=? "
+                        f"AND sha256 IN ({q})",
+                        (model, prep, *chunk),
+                    )
+                for sha, dim, blob in rows:
                     out[sha] = _vec(blob, dim)
         return out
 

@@ -56,6 +56,16 @@ for _module, _name in _COMMANDS:
     cli.add_command(getattr(importlib.import_module(_module), _name))
 
 
+#: Library parameters whose command-line flag is not simply ``--name-with-dashes``.
+_FLAGS = {"no_store": "--no-store", "dry_run": "--dry-run"}
+
+
+def option_flag(param: str) -> str:
+    """The command-line flag of a library parameter named in an error (``min_quality`` →
+    ``--min-quality``)."""
+    return _FLAGS.get(param, "--" + param.replace("_", "-"))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning clipsieve errors into one line and an exit code."""
     try:
@@ -69,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("Aborted.", err=True)
         sys.exit(130)
     except ClipsieveError as exc:
-        click.echo(f"clipsieve: error: {exc}", err=True)
+        click.echo(f"clipsieve: error: {exc.render(option_flag)}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)

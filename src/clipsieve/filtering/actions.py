@@ -53,8 +53,9 @@ import os
 import secrets
 import socket
 import stat
+import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,13 +81,15 @@ _NO_HARDLINK = {
 
 _WRITE_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 
-#: Test hook: called with a checkpoint name at each step of an action (``None`` in use).
-_CRASH_HOOK: Callable[[str], None] | None = None
+#: Audit event raised at each durable step of an action, with the step's name
+#: (``journal_started``, ``copy_written``, ``tmp_ready``, ``dest_journaled``, ``linked``,
+#: ``published``, ``source_removed``): :func:`sys.addaudithook` can trace a run, or stop it
+#: between any two steps (the crash-recovery tests do).
+AUDIT_EVENT = "clipsieve.filter.step"
 
 
 def _checkpoint(name: str) -> None:
-    if _CRASH_HOOK is not None:
-        _CRASH_HOOK(name)
+    sys.audit(AUDIT_EVENT, name)
 
 
 class FilterError(ClipsieveError):
@@ -253,10 +256,7 @@ class Journal:
         }
 
     def _dicts(self, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
-        with self.store._lock:
-            cur = self.store._db.execute(sql, params)
-            names = [d[0] for d in cur.description]
-            return [dict(zip(names, row)) for row in cur.fetchall()]
+        return self.store.query(sql, params)
 
 
 # -- locking ----------------------------------------------------------------------------------
@@ -790,7 +790,8 @@ def undo_run(store: Store, run_id: str) -> UndoResult:
         if run["status"] == "undone":
             raise FilterError(f"run {run_id} was already undone")
         if run["action"] == "none":
-            raise FilterError(f"run {run_id} took no file actions (--action none)")
+            raise FilterError(f"run {run_id} took no file actions ({{action}} none)",
+                              params=["action"])
         done_already = journal.undone_ids(run_id)
         rows = [
             r for r in journal.rows(run_id) if r["state"] == "done" and r["id"] not in done_already

@@ -242,20 +242,20 @@ def check_destinations(sources: Sequence[str], destinations: Mapping[str, str | 
         if dest is None:
             continue
         if os.path.exists(dest) and not os.path.isdir(dest):
-            raise FilterError(f"--{label} {dest} exists and is not a folder")
+            raise FilterError(f"{{{label}}} {dest} exists and is not a folder", params=[label])
         rd = os.path.realpath(dest)
         for src in sources:
             rs = os.path.realpath(src)
             folder = rs if os.path.isdir(src) else os.path.dirname(rs)
             if os.path.isdir(src) and _inside(rd, rs):
                 raise FilterError(
-                    f"--{label} {dest} is inside the source {src}: its files would be found "
-                    "again as sources; choose a folder outside every source"
+                    f"{{{label}}} {dest} is inside the source {src}: its files would be found "
+                    "again as sources; choose a folder outside every source", params=[label]
                 )
             if _inside(folder, rd):
                 raise FilterError(
-                    f"the source {src} is inside --{label} {dest}; "
-                    "choose a folder outside every source"
+                    f"the source {src} is inside {{{label}}} {dest}; "
+                    "choose a folder outside every source", params=[label]
                 )
 
 
@@ -366,20 +366,7 @@ def load_embeddings(
     store: Store, shas: Iterable[str], model: str, prep: str | None
 ) -> dict[str, np.ndarray]:
     """Stored embeddings by sha256 for ``model`` (and ``prep`` when known)."""
-    shas = [s for s in dict.fromkeys(shas) if s]
-    if prep is not None:
-        return store.get_embeddings(shas, model, prep)
-    out: dict[str, np.ndarray] = {}
-    for i in range(0, len(shas), 500):
-        chunk = shas[i : i + 500]
-        q = ",".join("?" * len(chunk))
-        for sha, dim, blob in store.execute(
-            f"SELECT sha256, dim, vector FROM embeddings WHERE model=? AND sha256 IN ({q}) "
-            "ORDER BY created_at",
-            (model, *chunk),
-        ):
-            out[sha] = np.frombuffer(blob, dtype=np.float32)[:dim].copy()
-    return out
+    return store.get_embeddings([s for s in shas if s], model, prep)
 
 
 #: What provides each top-level result field, for errors about a field no result has.
@@ -589,9 +576,10 @@ def filter_collection(
     if action not in ACTIONS:
         raise FilterError(f"unknown action {action!r} (choose {', '.join(ACTIONS)})")
     if dedupe is not None and not 0.0 < dedupe <= 1.0:
-        raise FilterError(f"--dedupe {dedupe} is outside (0, 1]")
+        raise FilterError(f"{{dedupe}} {dedupe} is outside (0, 1]", params=["dedupe"])
     if min_quality is not None and not 0.0 <= min_quality <= 10.0:
-        raise FilterError(f"--min-quality {min_quality} is outside 0–10")
+        raise FilterError(f"{{min_quality}} {min_quality} is outside 0–10",
+                          params=["min_quality"])
     wexpr = parse_where(where) if where else None
     rules = Rules(
         min_quality=min_quality,
@@ -609,14 +597,17 @@ def filter_collection(
         raise FilterError("source not found: " + ", ".join(missing))
     if action != "none":
         if all(v is None for v in destinations.values()):
-            raise FilterError(f"--action {action} needs --accept, --reject or --review")
+            raise FilterError(f"{{action}} {action} needs {{accept}}, {{reject}} or {{review}}",
+                              params={"action": "action", "accept": "accept=",
+                                      "reject": "reject=", "review": "review="})
         check_destinations(srcs, destinations)
     acting = action != "none" and not dry_run
     store: Store | None = analyzer.store
     if acting and store is None:
         raise FilterError(
             "a filter run that touches files needs the store for its journal; "
-            "drop --no-store (or use --dry-run)"
+            "drop {no_store} (or use {dry_run})",
+            params={"no_store": "store=False", "dry_run": "dry_run=True"},
         )
     lock = run_lock(store) if acting and store is not None else contextlib.nullcontext()
     with lock:

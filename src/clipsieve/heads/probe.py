@@ -219,22 +219,24 @@ def load_probe(path: str | os.PathLike[str], model_id: str | None = None) -> Pro
     return Probe(classes, coef, intercept, trained, info, src)
 
 
-_CACHE: dict[tuple[str, int, int, str | None], Probe] = {}
+class ProbeCache:
+    """Loaded probes, memoised on (real path, size, mtime, model id); owned by its user (a
+    :class:`~clipsieve.moderation.policy.Policy` keeps one for its probe categories)."""
 
+    def __init__(self) -> None:
+        self._probes: dict[tuple[str, int, int, str | None], Probe] = {}
 
-def load_probe_cached(path: str | os.PathLike[str], model_id: str | None = None) -> Probe:
-    """:func:`load_probe`, memoised on (real path, size, mtime, model id)."""
-    npz = weights_path(path)
-    try:
-        st = npz.stat()
-    except OSError:
-        return load_probe(npz, model_id)  # raises the proper HeadError
-    key = (os.path.realpath(npz), st.st_size, st.st_mtime_ns, model_id)
-    if key not in _CACHE:
-        if len(_CACHE) > 64:
-            _CACHE.clear()
-        _CACHE[key] = load_probe(npz, model_id)
-    return _CACHE[key]
+    def load(self, path: str | os.PathLike[str], model_id: str | None = None) -> Probe:
+        """:func:`load_probe`, or the probe already loaded from the unchanged file."""
+        npz = weights_path(path)
+        try:
+            st = npz.stat()
+        except OSError:
+            return load_probe(npz, model_id)  # raises the proper HeadError
+        key = (os.path.realpath(npz), st.st_size, st.st_mtime_ns, model_id)
+        if key not in self._probes:
+            self._probes[key] = load_probe(npz, model_id)
+        return self._probes[key]
 
 
 # -- training -------------------------------------------------------------------------------

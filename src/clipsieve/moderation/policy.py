@@ -72,6 +72,7 @@ from typing import Any, NoReturn
 
 from clipsieve._compat import tomllib
 from clipsieve.errors import HeadError, PolicyError, did_you_mean
+from clipsieve.heads.probe import ProbeCache
 
 __all__ = [
     "MIN_CATEGORY_PROMPTS",
@@ -230,6 +231,10 @@ class Policy:
     source: str = field(default="<memory>", compare=False)
     video: VideoSettings = field(default_factory=VideoSettings)
     overrides: tuple[tuple[str, float], ...] = ()
+    #: probes of the probe categories, loaded once per file and model (this policy's own)
+    _probe_cache: ProbeCache = field(
+        default_factory=ProbeCache, init=False, repr=False, compare=False
+    )
 
     def provenance(self) -> dict[str, Any]:
         """``{"name", "version"}`` and, when thresholds were overridden for this run
@@ -326,10 +331,8 @@ class Policy:
         Raises:
             HeadError: a probe file is unreadable or belongs to another model.
         """
-        from clipsieve.heads.probe import load_probe_cached
-
         return {
-            c.name: load_probe_cached(c.probe, model_id)
+            c.name: self._probe_cache.load(c.probe, model_id)
             for c in self.categories.values()
             if c.probe is not None
         }

@@ -495,8 +495,6 @@ def _probe_scores(
 
     With ``apply`` false (captions), every probe category scores 0.
     """
-    from clipsieve.heads.probe import load_probe_cached
-
     out: dict[str, np.ndarray] = {}
     for c in policy.categories.values():
         if c.probe is None:
@@ -504,7 +502,9 @@ def _probe_scores(
         if not apply:
             out[c.name] = np.zeros(x.shape[0])
             continue
-        probe = loaded[c.name] if loaded is not None else load_probe_cached(c.probe, model_id)
+        if loaded is None:
+            loaded = policy.load_probes(model_id)
+        probe = loaded[c.name]
         assert c.probe_class is not None
         out[c.name] = probe.predict_proba(x)[:, probe.class_index(c.probe_class)]
     return out
