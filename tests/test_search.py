@@ -165,7 +165,7 @@ def test_index_returns_each_stored_vector_as_its_own_top1(tmp_path: Path) -> Non
     vecs = _unit(rng, 3000, 32)
     shas = _fill(store, vecs)
     info = build_index(store, "m", "p")
-    assert info.count == 3000 and info.lists == 55
+    assert info.count == 3000 and info.lists == 76
     vi = load_index(store, "m", "p")
     assert vi is not None
     got = vi.search(vecs, 1, probes=1)

@@ -35,7 +35,7 @@ from clipsieve.media.decode import (
     stat_input,
     to_rgb,
 )
-from clipsieve.media.discover import iter_files
+from clipsieve.media.inputs import Source, iter_sources
 from clipsieve.media.preprocess import Preprocess
 from clipsieve.protocols import Head, embed_captions, set_field
 from clipsieve.store import Store
@@ -402,24 +402,30 @@ class Analyzer:
         return max(prep.min_side, ANALYSIS_MIN_SIDE)
 
     def _prepare(
-        self, path: str, prep: Preprocess, shared: _SameContent | None = None
+        self, src: Source, prep: Preprocess, shared: _SameContent | None = None
     ) -> _Prepared:
         t0 = time.perf_counter()
+        path = src.name
         item = ItemResult(path=path, model=self.model_id)
         try:
-            st = stat_input(path)  # no FIFO, device or folder is ever opened
             store = self.store
-            if store is not None:
-                sha = store.lookup_file(path, st.st_size, st.st_mtime_ns)
-                if sha and self._from_store(item, sha, prep):
-                    item.timing["total_ms"] = (time.perf_counter() - t0) * 1000
-                    return _Prepared(item)
-            data = read_bytes(path, self.limits)
+            record: dict[str, Any]
+            if src.path is not None:  # a local file: its (size, mtime) may name its hash
+                st = stat_input(src.path)  # no FIFO, device or folder is ever opened
+                if store is not None:
+                    sha = store.lookup_file(src.path, st.st_size, st.st_mtime_ns)
+                    if sha and self._from_store(item, sha, prep):
+                        item.timing["total_ms"] = (time.perf_counter() - t0) * 1000
+                        return _Prepared(item)
+                data = read_bytes(src.path, self.limits)
+                record = {"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+            else:  # a tar member or a URL: bytes only (no file record)
+                data = src.read(self.limits)
+                record = {"path": path}
             item.sha256 = hashlib.sha256(data).hexdigest()
+            record["sha256"] = item.sha256
             t1 = time.perf_counter()
             item.timing["read_ms"] = (t1 - t0) * 1000
-            record = {"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                      "sha256": item.sha256}
             if store is not None and self._from_store(item, item.sha256, prep):
                 item.timing["total_ms"] = (time.perf_counter() - t0) * 1000
                 return _Prepared(item, record=record)
@@ -505,18 +511,22 @@ class Analyzer:
 
     def scan(
         self,
-        paths: Iterable[str | os.PathLike[str]],
+        paths: Iterable[str | os.PathLike[str] | Source],
         *,
         heads: Sequence[Head] = (),
         recursive: bool = True,
     ) -> Iterator[ItemResult]:
         """Analyse files and folders; yields one :class:`ItemResult` per file, in order.
 
+        ``paths`` may also name tar shards (each image member is an item, ``a.tar#member``)
+        and hold :class:`clipsieve.media.inputs.Source` objects (list files, URLs: see
+        :func:`clipsieve.media.inputs.iter_sources`).
+
         Files whose embedding is in the store are neither decoded nor encoded. Failures
         become results with ``status="error"``; the scan always goes on.
         """
         prep = self.preprocess
-        files = iter_files(paths, recursive=recursive)
+        files = iter_sources(paths, recursive=recursive, limits=self.limits)
         shared = _SameContent()
         window = max(self.batch_size * 2, self.workers * 4)
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="decode") as pool:

@@ -215,14 +215,15 @@ def index_paths(store_path: str | os.PathLike[str], model: str, prep: str) -> tu
 
 
 def default_lists(n: int) -> int:
-    """Inverted lists for ``n`` vectors: about √n, at least 1 and at most n / 39 (FAISS
-    wants 39 training points per list)."""
-    return int(max(1, min(round(np.sqrt(n)), n // 39 if n >= 39 else 1)))
+    """Inverted lists for ``n`` vectors: about 2√n (2000 at a million: 500 vectors a list),
+    at least 1 and at most n / 39 (FAISS wants 39 training points per list)."""
+    return int(max(1, min(round(2 * np.sqrt(n)), n // 39 if n >= 39 else 1)))
 
 
 def default_probes(lists: int) -> int:
-    """Lists visited per query by default (see ``benchmarks/search_index.py``)."""
-    return int(max(1, min(lists, max(16, lists // 32))))
+    """Lists visited per query by default: max(8, lists / 128), 16 at a million vectors
+    (see ``benchmarks/search_index.py``)."""
+    return int(max(1, min(lists, max(8, lists // 128))))
 
 
 @dataclass

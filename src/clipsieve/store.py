@@ -733,8 +733,12 @@ class _Transaction:
 
 def path_key(path: str | os.PathLike[str]) -> str:
     """How the store names a file: its absolute path, so that ``a.jpg`` typed in two
-    folders are two files, and a file scanned from anywhere is found again."""
-    return os.path.abspath(os.fspath(path))
+    folders are two files, and a file scanned from anywhere is found again. A URL input is
+    kept as it is."""
+    p = os.fspath(path)
+    if p[:8].lower().startswith(("http://", "https://")):
+        return p
+    return os.path.abspath(p)
 
 
 def _dumps(obj: Any) -> str:

@@ -14,7 +14,8 @@ import click
 
 from clipsieve.cli.common import (
     Progress,
-    find_files,
+    collect_sources,
+    input_options,
     make_analyzer,
     model_options,
     open_output,
@@ -112,7 +113,7 @@ class _Table:
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path())
 @label_options
 @click.option("--format", "fmt", type=click.Choice(["table", "jsonl"]), default="table",
               show_default=True, help="table: top labels per file; jsonl: full results.")
@@ -122,6 +123,7 @@ class _Table:
               help="Labels shown per file in the table.")
 @click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
+@input_options
 @model_options
 def classify(paths: tuple[str, ...], fmt: str, out: str | None, top: int, no_recursive: bool,
              quiet: bool, **kw: Any) -> None:
@@ -146,13 +148,13 @@ def classify(paths: tuple[str, ...], fmt: str, out: str | None, top: int, no_rec
     try:
         heads = build_heads(analyzer, policy=None, quality=False,
                             **label_head_options(kw), lazy=True)
-        files = find_files(paths, recursive=not no_recursive)
+        files = collect_sources(paths, kw, recursive=not no_recursive)
         progress = Progress(len(files), "classify", enabled=None if not quiet else False)
         try:
             with open_output(out) as fh:
                 table = None
                 if fmt == "table":
-                    width = min(max([len(f) for f in files] + [4]), 60)
+                    width = min(max([len(f.name) for f in files] + [4]), 60)
                     table = _Table(fh, width, top, any(h.field == "probe" for h in heads))
                 for item in analyzer.scan(files, heads=heads, recursive=not no_recursive):
                     if table is not None:

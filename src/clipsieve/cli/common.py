@@ -249,6 +249,67 @@ class Progress:
         return EXIT_OK
 
 
+def input_options(f: F) -> F:
+    """--input, --include, --exclude, --limit, --allow-urls: what every image-reading command
+    accepts besides PATHS (see :func:`clipsieve.media.inputs.iter_sources`)."""
+    opts = [
+        click.option("--input", "input_path", type=click.Path(dir_okay=False, allow_dash=True),
+                     help="A list of inputs: .txt (one a line), .csv or .parquet (a `path` "
+                          "column, optional `caption`), .jsonl ({\"path\", \"caption\"} "
+                          "objects), or - for stdin. Relative paths: from the list's folder."),
+        click.option("--include", multiple=True, metavar="GLOB",
+                     help="Only inputs whose name or path matches (repeatable)."),
+        click.option("--exclude", multiple=True, metavar="GLOB",
+                     help="Leave out inputs whose name or path matches (repeatable)."),
+        click.option("--limit", type=click.IntRange(1), metavar="N",
+                     help="Stop after N inputs."),
+        click.option("--allow-urls", is_flag=True,
+                     help="Download http(s) inputs (bounded size and time, public addresses "
+                          "only, content sniffed); refused otherwise."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def collect_sources(
+    paths: Any, kw: dict[str, Any], *, recursive: bool = True, captions: Any = None,
+    max_pixels: int | None = None,
+) -> list[Any]:
+    """The inputs of a command, from PATHS and the options of :func:`input_options` (popped
+    from ``kw``): a list of :class:`clipsieve.media.inputs.Source`.
+
+    Captions that come with the inputs (list columns, webdataset ``.txt``) are added to the
+    :class:`~clipsieve.moderation.CaptionSource` ``captions`` when given. A URL among PATHS
+    without --allow-urls is a usage error; one inside a list fails as its own item. Says so
+    on stderr when nothing was found.
+    """
+    from clipsieve.media.inputs import is_url, iter_sources, with_captions
+
+    input_path = kw.pop("input_path", None)
+    allow_urls = kw.pop("allow_urls", False)
+    paths = [str(p) for p in paths]
+    if not allow_urls:
+        urls = [p for p in paths if is_url(p)]
+        if urls:
+            raise click.UsageError(f"{urls[0]}: URL inputs are refused unless --allow-urls "
+                                   "is given")
+    if not paths and not input_path:
+        raise click.UsageError("give at least one PATH or --input FILE")
+    it = iter_sources(
+        paths, input_file=input_path, recursive=recursive,
+        include=kw.pop("include", ()) or (), exclude=kw.pop("exclude", ()) or (),
+        limit=kw.pop("limit", None), allow_urls=allow_urls,
+    )
+    if captions is not None:
+        it = with_captions(it, captions.add)
+    sources = list(it)
+    if not sources:
+        where = ", ".join([*paths, *([input_path] if input_path else [])]) or "the given paths"
+        click.echo(f"clipsieve: warning: no image files found under {where}", err=True)
+    return sources
+
+
 def find_files(paths: Any, *, recursive: bool = True) -> list[str]:
     """The files under ``paths`` (see :func:`clipsieve.media.discover.iter_files`).
 

@@ -9,7 +9,8 @@ import click
 
 from clipsieve.cli.common import (
     Progress,
-    find_files,
+    collect_sources,
+    input_options,
     load_cli_policy,
     make_analyzer,
     make_console,
@@ -37,9 +38,6 @@ def top_categories(categories: dict[str, float], n: int = 3) -> str:
 @click.option("--caption", metavar="TEXT",
               help="Caption for every image (unless the --input line gives one); "
                    "scored with the image.")
-@click.option("--input", "input_path", type=click.Path(dir_okay=False, allow_dash=True),
-              help='JSONL with one {"path": ..., "caption": ...} per line: more images to '
-                   "moderate, with their captions (relative paths: from the file's folder).")
 @click.option("--no-sidecars", is_flag=True,
               help="Do not read a caption from <stem>.txt beside each image.")
 @click.option("--format", "fmt", type=click.Choice(["table", "jsonl"]), default="table",
@@ -48,10 +46,10 @@ def top_categories(categories: dict[str, float], n: int = 3) -> str:
               help="Write the table or JSONL here instead of stdout.")
 @click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
+@input_options
 @model_options
 def moderate(paths: tuple[str, ...], policy: str, thresholds: tuple[str, ...],
-             caption: str | None, input_path: str | None,
-             no_sidecars: bool, fmt: str, out: str | None, no_recursive: bool, quiet: bool,
+             caption: str | None, no_sidecars: bool, fmt: str, out: str | None, no_recursive: bool, quiet: bool,
              **kw: Any) -> None:
     """Moderate images (and their captions) with a policy: allow, review or block.
 
@@ -69,16 +67,13 @@ def moderate(paths: tuple[str, ...], policy: str, thresholds: tuple[str, ...],
       clipsieve moderate uploads/ --threshold violence.block=0.5 --threshold violence.review=0.3
     """
     from clipsieve.factory import build_heads
-    from clipsieve.moderation import CaptionSource, read_items_jsonl
+    from clipsieve.moderation import CaptionSource
 
-    if not paths and not input_path:
-        raise click.UsageError("give at least one PATH or --input FILE")
     # a bad policy or --threshold fails before the model loads
     head_policy = load_cli_policy(policy, thresholds)
-    items = read_items_jsonl(input_path) if input_path else []
-    captions = CaptionSource.from_items(items, default=caption, sidecars=not no_sidecars)
+    captions = CaptionSource(default=caption, sidecars=not no_sidecars)
     recursive = not no_recursive
-    files = find_files([*paths, *(it.path for it in items)], recursive=recursive)
+    files = collect_sources(paths, kw, recursive=recursive, captions=captions)
 
     analyzer = make_analyzer(kw)
     heads = build_heads(analyzer, policy=head_policy, quality=False, captions=captions, lazy=True)

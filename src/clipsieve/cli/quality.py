@@ -10,7 +10,8 @@ import click
 
 from clipsieve.cli.common import (
     Progress,
-    find_files,
+    collect_sources,
+    input_options,
     make_analyzer,
     model_options,
     open_output,
@@ -43,7 +44,7 @@ def _row(item: Any) -> list[str]:
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--quality-head", type=click.Path(dir_okay=False),
               help="Learned head for the aesthetic part: a .npz from train-quality, or a LAION "
                    "aesthetic predictor .pth (ViT-L/14 models).")
@@ -55,6 +56,7 @@ def _row(item: Any) -> list[str]:
               help="List only images whose score is at least this (errors are always listed).")
 @click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
+@input_options
 @model_options
 def quality(paths: tuple[str, ...], quality_head: str | None, fmt: str, out: str | None,
             min_score: float | None, no_recursive: bool, quiet: bool, **kw: Any) -> None:
@@ -79,7 +81,7 @@ def quality(paths: tuple[str, ...], quality_head: str | None, fmt: str, out: str
     try:
         # fail fast: a bad head file, or one trained on another model
         heads = build_heads(analyzer, policy=None, quality=quality_head or True, lazy=True)
-        files = find_files(paths, recursive=not no_recursive)
+        files = collect_sources(paths, kw, recursive=not no_recursive)
         progress = Progress(len(files), "quality", enabled=None if not quiet else False)
         try:
             with open_output(out) as fh:

@@ -10,7 +10,8 @@ import click
 from clipsieve.cli.classify import label_head_options, label_options
 from clipsieve.cli.common import (
     Progress,
-    find_files,
+    collect_sources,
+    input_options,
     load_cli_policy,
     make_analyzer,
     model_options,
@@ -21,7 +22,7 @@ from clipsieve.cli.common import (
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--out", "-o", type=click.Path(dir_okay=False, allow_dash=True),
               help="Write the output here instead of stdout.")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "table"]), default="jsonl",
@@ -41,6 +42,7 @@ from clipsieve.cli.common import (
 @click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders.")
 @click.option("--embeddings", is_flag=True, help="Include each embedding in the JSONL.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
+@input_options
 @label_options
 @model_options
 def scan(paths: tuple[str, ...], out: str | None, fmt: str, policy: str,
@@ -69,16 +71,17 @@ def scan(paths: tuple[str, ...], out: str | None, fmt: str, policy: str,
     from clipsieve.moderation import CaptionSource
 
     analyzer = make_analyzer(kw)
+    captions = None if no_moderation else CaptionSource(default=caption)
     # a bad policy, --threshold, probe or head file fails here, before any model work
     heads = build_heads(
         analyzer,
         policy=None if no_moderation else load_cli_policy(policy, thresholds),
         quality=False if no_quality else (quality_head or True),
-        captions=None if no_moderation else CaptionSource(default=caption),
+        captions=captions,
         **label_head_options(kw, required=False),
         lazy=True,
     )
-    files = find_files(paths, recursive=not no_recursive)
+    files = collect_sources(paths, kw, recursive=not no_recursive, captions=captions)
     progress = Progress(len(files), "scan", enabled=None if not quiet else False)
     kept: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []

@@ -98,6 +98,12 @@ class CaptionSource:
         """Build a source from JSONL input items (their captions count as explicit)."""
         return cls({it.path: it.caption for it in items}, default, sidecars=sidecars)
 
+    def add(self, path: str | os.PathLike[str], text: str | None) -> None:
+        """Give ``path`` an explicit caption (e.g. from an input list or a tar shard)."""
+        cleaned = _clean(text)
+        if cleaned is not None:
+            self._explicit[_key(path)] = cleaned
+
     def caption_for(self, path: str | os.PathLike[str]) -> Caption | None:
         """Return the caption of the image at ``path``, or ``None`` if it has none."""
         key = _key(path)

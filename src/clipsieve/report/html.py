@@ -61,12 +61,14 @@ def thumbnail_data_uri(path: str, size: int = THUMB_SIZE) -> str | None:
 
 
 def thumbnail_bytes(path: str, size: int = THUMB_SIZE) -> bytes | None:
-    """A JPEG thumbnail (longer side ``size``) of an image file, or ``None`` if unreadable."""
+    """A JPEG thumbnail (longer side ``size``) of an image file or a tar member
+    (``shard.tar#member``), or ``None`` if unreadable."""
     try:
-        from clipsieve.media.decode import DecodeLimits, decode_image, read_bytes
+        from clipsieve.media.decode import DecodeLimits, decode_image
+        from clipsieve.media.inputs import read_named
 
         limits = DecodeLimits()
-        dec = decode_image(read_bytes(path, limits), path, min_side=size, limits=limits)
+        dec = decode_image(read_named(path, limits), path, min_side=size, limits=limits)
         im = dec.image
         im.thumbnail((size, size))
         buf = io.BytesIO()
