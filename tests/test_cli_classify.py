@@ -289,3 +289,52 @@ def test_probe_as_a_policy_category(trained: dict, tiny_clip: Path, train_dir: P
         moderate(other.embed_images([items[0].path]), build_class_embeddings(other, policy),
                  policy, other.logit_scale)
     an.close()
+
+
+def test_classify_probe_alone_has_no_empty_labels_column(
+    trained: dict, tiny_clip: Path, train_dir: Path
+) -> None:
+    code, stdout, stderr = run([
+        "classify", str(train_dir), "--probe", str(trained["npz"]), "--model", str(tiny_clip),
+        "--store", str(trained["store"]), "--quiet"])
+    assert code == EXIT_OK, stderr
+    header, first = stdout.splitlines()[:2]
+    assert "LABELS" not in header and "STABILITY" not in header and "PROBE (top 3)" in header
+    assert "|" not in first and ("drink" in first or "space" in first)
+
+
+def test_classify_with_several_templates_adds_label_stability(
+    trained: dict, tiny_clip: Path, train_dir: Path
+) -> None:
+    code, stdout, _ = run([
+        "classify", str(train_dir), "--labels", "astronaut,cat", "--format", "jsonl",
+        "--model", str(tiny_clip), "--store", str(trained["store"]), "--quiet"])
+    rows = [json.loads(line) for line in stdout.splitlines()]
+    assert all(0.0 <= r["label_stability"] <= 1.0 for r in rows)
+    # the value is the share of the 10 default templates that agree: a multiple of 0.1
+    assert all(abs(r["label_stability"] * 10 - round(r["label_stability"] * 10)) < 1e-9
+               for r in rows)
+    code, stdout, _ = run([
+        "classify", str(train_dir), "--labels", "astronaut,cat", "--templates", "single",
+        "--format", "jsonl", "--model", str(tiny_clip), "--store", str(trained["store"]),
+        "--quiet"])
+    assert all("label_stability" not in json.loads(line) for line in stdout.splitlines())
+    code, stdout, _ = run([
+        "classify", str(train_dir), "--labels", "astronaut,cat", "--model", str(tiny_clip),
+        "--store", str(trained["store"]), "--quiet"])
+    assert "STABILITY" in stdout.splitlines()[0]
+
+
+def test_classify_warns_on_counting_and_identity_labels(
+    trained: dict, tiny_clip: Path, train_dir: Path
+) -> None:
+    code, _, stderr = run([
+        "classify", str(train_dir), "--labels", "two dogs,3 people,cat,Taylor Swift",
+        "--model", str(tiny_clip), "--store", str(trained["store"]), "--quiet"])
+    assert code == EXIT_OK
+    assert "labels 'two dogs', '3 people' ask for counting" in stderr
+    assert "label 'Taylor Swift' look like names or identities of people" in stderr
+    code, _, stderr = run([
+        "classify", str(train_dir), "--labels", "cat,sports car", "--model", str(tiny_clip),
+        "--store", str(trained["store"]), "--quiet"])
+    assert "warning" not in stderr

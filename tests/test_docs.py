@@ -61,3 +61,16 @@ def test_library_never_imports_cli_or_web_layers() -> None:
                      text, re.M):
             offenders.append(str(py.relative_to(src)))
     assert offenders == []
+
+
+def test_readme_states_clips_limits_where_users_decide() -> None:
+    limits = README.split("## Limits", 1)[1].split("\n## ", 1)[0]
+    for needle in (
+        "Wording matters", "ensembl", "clipsieve prompts", "label_stability",
+        "Counting", "spatial", "fine-grained", "car model", "flower",
+        "handwritten digits", "32.3%", "8.7%", "child", "neutral classes", "bias audit",
+        "Privacy", "not a tool for identifying people",
+        "starting points", "not validated on real model weights", "clipsieve calibrate",
+        "--from-reviews", "train-quality",
+    ):
+        assert needle in limits, needle

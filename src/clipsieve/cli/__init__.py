@@ -33,6 +33,7 @@ _COMMANDS: list[tuple[str, str]] = [
     ("clipsieve.cli.review", "review"),
     ("clipsieve.cli.serve", "serve"),
     ("clipsieve.cli.policy", "policy"),
+    ("clipsieve.cli.prompts", "prompts"),
 ]
 
 _EPILOG = "\b\nExit codes:\n" + "\n".join(f"  {k}  {v}" for k, v in EXIT_CODES.items()) + "\n"

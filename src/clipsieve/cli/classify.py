@@ -94,10 +94,21 @@ def _top(probs: dict[str, float] | None, k: int) -> str:
 
 
 class _Table:
-    def __init__(self, fh: IO[str], path_width: int, top: int, probe: bool) -> None:
-        self.fh, self.width, self.top, self.probe = fh, path_width, top, probe
-        head = f"{'PATH':<{self.width}}  LABELS (top {top})"
-        self.fh.write(head + ("  |  PROBE" if probe else "") + "\n")
+    """The table: path, then the top labels (with --labels), the label stability (with
+    several templates) and the probe's top classes (with --probe); no empty columns."""
+
+    def __init__(self, fh: IO[str], path_width: int, top: int, *, labels: bool, probe: bool,
+                 stability: bool) -> None:
+        self.fh, self.width, self.top = fh, path_width, top
+        self.labels, self.probe, self.stability = labels, probe, stability
+        cols = []
+        if labels:
+            cols.append(f"LABELS (top {top})")
+        if stability:
+            cols.append("STABILITY")
+        if probe:
+            cols.append(f"PROBE (top {top})")
+        self.fh.write(f"{'PATH':<{self.width}}  " + "  |  ".join(cols) + "\n")
 
     def row(self, item: Any) -> None:
         path = item.path if len(item.path) <= self.width else "…" + item.path[-self.width + 1 :]
@@ -105,10 +116,15 @@ class _Table:
             err = item.error
             self.fh.write(f"{path:<{self.width}}  error: {err.code}: {err.message}\n")
         else:
-            text = _top(item.labels, self.top)
+            parts = []
+            if self.labels:
+                parts.append(_top(item.labels, self.top))
+            if self.stability:
+                v = item.extra.get("label_stability")
+                parts.append("" if v is None else f"{v:.2f}")
             if self.probe:
-                text = f"{text}  |  {_top(item.extra.get('probe'), self.top)}".lstrip()
-            self.fh.write(f"{path:<{self.width}}  {text}\n")
+                parts.append(_top(item.extra.get("probe"), self.top))
+            self.fh.write(f"{path:<{self.width}}  " + "  |  ".join(parts) + "\n")
         self.fh.flush()
 
 
@@ -132,8 +148,11 @@ def classify(paths: tuple[str, ...], fmt: str, out: str | None, top: int, no_rec
     Each label's prompts (its own, or the templates with {} replaced by the label) are
     embedded once and averaged; an image's probabilities are a softmax of the model's
     logit scale times its cosine with each label. Results carry `labels` ({label:
-    probability}) and, with --probe, `probe` ({class: probability}). Embeddings come
-    from the store when the files were scanned before.
+    probability}) and, with --probe, `probe` ({class: probability}). With several
+    templates each result also has `label_stability`: the share of templates whose top
+    label alone agrees with the ensemble's. Labels that ask for counting ("two dogs") or
+    look like names of people get a warning. Embeddings come from the store when the files
+    were scanned before.
 
     \b
     Example:
@@ -146,8 +165,22 @@ def classify(paths: tuple[str, ...], fmt: str, out: str | None, top: int, no_rec
 
     analyzer = make_analyzer(kw)
     try:
-        heads = build_heads(analyzer, policy=None, quality=False,
-                            **label_head_options(kw), lazy=True)
+        chosen = label_head_options(kw)
+        heads = build_heads(analyzer, policy=None, quality=False, **chosen, lazy=True)
+        labels_head = next((h for h in heads if h.field == "labels"), None)
+        if labels_head is not None:
+            from clipsieve.heads.prompt_checks import LabelStabilityHead, label_warnings
+
+            for warning in label_warnings(list(labels_head.labels)):
+                click.echo(f"clipsieve: warning: {warning}", err=True)
+            tmpl = chosen["templates"]
+            if isinstance(tmpl, str):
+                from clipsieve.heads.zeroshot import load_templates
+
+                tmpl = load_templates(tmpl)
+            stability = LabelStabilityHead(chosen["labels"], tmpl)
+            if stability.meaningful:
+                heads.append(stability)
         files = collect_sources(paths, kw, recursive=not no_recursive)
         progress = Progress(len(files), "classify", enabled=None if not quiet else False)
         try:
@@ -155,7 +188,10 @@ def classify(paths: tuple[str, ...], fmt: str, out: str | None, top: int, no_rec
                 table = None
                 if fmt == "table":
                     width = min(max([len(f.name) for f in files] + [4]), 60)
-                    table = _Table(fh, width, top, any(h.field == "probe" for h in heads))
+                    fields = {h.field for h in heads}
+                    table = _Table(fh, width, top, labels="labels" in fields,
+                                   probe="probe" in fields,
+                                   stability="label_stability" in fields)
                 for item in analyzer.scan(files, heads=heads, recursive=not no_recursive):
                     if table is not None:
                         table.row(item)
