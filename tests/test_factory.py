@@ -141,3 +141,18 @@ def test_analyze_goes_on_past_a_bad_image(analyzer: Analyzer) -> None:
     assert results[1].error.code == "unsupported" and "shape" in results[1].error.message
     assert results[0].quality is not None and results[1].quality is None
     assert np.array_equal(results[0].embedding, results[2].embedding)
+
+
+def test_the_architecture_notes_custom_head_plugs_in(analyzer: Analyzer) -> None:
+    """The worked example of docs/architecture.md, run."""
+    import re
+
+    doc = (Path(__file__).parent.parent / "docs" / "architecture.md").read_text()
+    code = re.search(r"## How a new head plugs in.*?```python\n(.*?)```", doc, re.S).group(1)
+    code = code.split("heads = build_heads")[0]  # the class; the scan below needs files
+    ns: dict = {}
+    exec(code, ns)
+    head = ns["NearestPromptHead"](["a cat", "a dog"])
+    results = analyzer.analyze([np.zeros((40, 40, 3), np.uint8)], heads=[head])
+    assert results[0].extra["nearest"]["prompt"] in ("a cat", "a dog")
+    assert head.compute(np.stack([results[0].embedding]), [None]) == [results[0].extra["nearest"]]

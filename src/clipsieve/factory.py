@@ -44,6 +44,7 @@ def build_heads(
     policy: Policy | str | os.PathLike[str] | None = "default",
     quality: bool | str | os.PathLike[str] | LearnedHead = True,
     quality_prompts: Any = None,
+    quality_config: Any = None,
     labels: LabelsArg | LabelSpec | None = None,
     templates: Sequence[str] | str | None = None,
     probe: Probe | str | os.PathLike[str] | None = None,
@@ -63,6 +64,8 @@ def build_heads(
             ``.npz`` from train-quality, a LAION ``.pth``, or a loaded head) for its
             aesthetic part.
         quality_prompts: extra CLIP-IQA pairs reported as quality components.
+        quality_config: a :class:`~clipsieve.quality.config.QualityConfig` or quality TOML
+            file (default: the shipped ``quality.toml``).
         labels: zero-shot labels (names, label → prompts, or a :class:`LabelSpec`); ``None``:
             no labels.
         templates: prompt templates for the labels, or the name of a built-in set.
@@ -94,7 +97,8 @@ def build_heads(
         heads.append(ModerationHead(loaded, captions, min_clip_score=min_clip_score))
     if quality is not False and quality is not None:
         head_file = None if quality is True else quality
-        q = QualityHead(head_file, prompts=quality_prompts)  # type: ignore[arg-type]
+        q = QualityHead(head_file, prompts=quality_prompts,  # type: ignore[arg-type]
+                        config=quality_config)
         q.learned_for(model_id)
         heads.append(q)
     if labels is not None:

@@ -8,13 +8,13 @@
 """
 
 from clipsieve.quality.clipiqa import (
-    BUILTIN_PAIRS,
     ClipIQA,
     clip_iqa,
     clip_iqa_compute,
     format_prompts,
     list_pairs,
 )
+from clipsieve.quality.config import QualityConfig, default_quality_config, load_quality_config
 from clipsieve.quality.head import QualityHead
 from clipsieve.quality.learned import (
     LearnedHead,
@@ -24,12 +24,9 @@ from clipsieve.quality.learned import (
     train_quality_head,
     train_quality_head_from_csv,
 )
-from clipsieve.quality.score import QUALITY_VERSION, QualityResult, quality_from_parts
+from clipsieve.quality.score import QualityResult, quality_from_parts
 from clipsieve.quality.technical import (
-    ANALYSIS_SIZE,
-    COMPONENTS,
     QUALITY_CONFIG_PATH,
-    TECHNICAL_VERSION,
     estimate_jpeg_quality,
     pixel_stats,
     technical_score,
@@ -45,13 +42,16 @@ __all__ = [
     "TECHNICAL_VERSION",
     "ClipIQA",
     "LearnedHead",
+    "QualityConfig",
     "QualityHead",
     "QualityResult",
     "clip_iqa",
     "clip_iqa_compute",
+    "default_quality_config",
     "estimate_jpeg_quality",
     "format_prompts",
     "list_pairs",
+    "load_quality_config",
     "load_laion_aesthetic",
     "load_quality_head",
     "pixel_stats",
@@ -62,3 +62,13 @@ __all__ = [
     "train_quality_head",
     "train_quality_head_from_csv",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Configuration values of the shipped quality.toml, read on first use (not at import)."""
+    from clipsieve.quality import clipiqa, score, technical
+
+    for module in (technical, clipiqa, score):
+        if name in module.__all__:
+            return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,15 +24,13 @@ row by row, so an image's scores do not depend on the other images of its batch.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from clipsieve._compat import tomllib
 from clipsieve.errors import ConfigError, did_you_mean
-from clipsieve.quality.technical import QUALITY_CONFIG_PATH
+from clipsieve.quality.config import QualityConfig, default_quality_config
 
 if TYPE_CHECKING:
     from clipsieve.pipeline import Analyzer
@@ -53,99 +51,40 @@ __all__ = [
 #: One pair: a built-in pair name, or a ``(positive, negative)`` tuple of prompts.
 PromptSpec = str | tuple[str, str]
 
-_SRC = QUALITY_CONFIG_PATH.name
-
-
-def _read_tables() -> dict[str, Any]:
-    """The whole quality.toml (read once per process)."""
-    try:
-        return tomllib.loads(QUALITY_CONFIG_PATH.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:  # pragma: no cover - shipped file
-        raise ConfigError(f"{QUALITY_CONFIG_PATH}: unreadable quality config: {exc}") from None
-
-
-_TABLES = _read_tables()
-
-
 def config_table(name: str) -> dict[str, Any]:
-    """A top-level table of quality.toml.
+    """A top-level table of the shipped quality.toml (see :class:`QualityConfig`).
 
     Raises:
         ConfigError: the table is missing.
     """
-    table = _TABLES.get(name)
-    if not isinstance(table, dict):
-        raise ConfigError(f"{_SRC}: missing table [{name}]")
-    return table
+    return default_quality_config().table(name)
 
 
-def weights_table(table: Any, where: str, names: Iterable[str] | None = None) -> dict[str, float]:
-    """Validate a ``{name: weight}`` table (weights ≥ 0, at least one > 0).
-
-    Args:
-        table: the parsed TOML value.
-        where: its dotted path, for error messages.
-        names: if given, the allowed names.
-
-    Raises:
-        ConfigError: ``quality.toml: WHERE.KEY: reason``.
-    """
-    if not isinstance(table, dict) or not table:
-        raise ConfigError(f"{_SRC}: {where}: must be a non-empty table of name = weight")
-    allowed = None if names is None else list(names)
-    out: dict[str, float] = {}
-    for key, value in table.items():
-        if allowed is not None and key not in allowed:
-            raise ConfigError(f"{_SRC}: {where}.{key}: unknown name{did_you_mean(key, allowed)}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            math.isfinite(value) and value >= 0
-        ):
-            raise ConfigError(
-                f"{_SRC}: {where}.{key}: must be a number >= 0, got {json.dumps(value)}"
-            )
-        out[key] = float(value)
-    if not any(out.values()):
-        raise ConfigError(f"{_SRC}: {where}: at least one weight must be > 0")
-    return out
+def __getattr__(name: str) -> Any:
+    """The shipped configuration's values under their module names, read on first use:
+    ``BUILTIN_PAIRS`` (every built-in pair: name → (positive, negative), in quality.toml
+    order), ``TORCHMETRICS_PAIRS`` (the names of torchmetrics' 16 pairs, the first 16) and
+    ``CLIP_IQA_LOGIT_SCALE`` (the softmax scale, 100 as in the paper)."""
+    if name not in ('BUILTIN_PAIRS', 'TORCHMETRICS_PAIRS', 'CLIP_IQA_LOGIT_SCALE'):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    cfg = default_quality_config()
+    if name == "BUILTIN_PAIRS":
+        return cfg.pairs
+    if name == "TORCHMETRICS_PAIRS":
+        return tuple(cfg.pairs)[:16]
+    if name == "CLIP_IQA_LOGIT_SCALE":
+        return cfg.clip_logit_scale
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _load_pairs() -> tuple[dict[str, tuple[str, str]], float]:
-    table = config_table("clip_iqa")
-    scale = table.get("logit_scale")
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
-        raise ConfigError(f"{_SRC}: clip_iqa.logit_scale: must be a number > 0, got {scale!r}")
-    raw = table.get("pairs")
-    if not isinstance(raw, dict) or not raw:
-        raise ConfigError(f"{_SRC}: clip_iqa.pairs: must be a non-empty table")
-    pairs: dict[str, tuple[str, str]] = {}
-    for name, value in raw.items():
-        if not (isinstance(value, list) and len(value) == 2
-                and all(isinstance(v, str) and v.strip() for v in value)):
-            raise ConfigError(
-                f"{_SRC}: clip_iqa.pairs.{name}: must be [positive prompt, negative prompt], "
-                f"got {json.dumps(value)}"
-            )
-        pairs[name] = (value[0], value[1])
-    return pairs, float(scale)
-
-
-_PAIRS, _LOGIT_SCALE = _load_pairs()
-
-#: Every built-in pair: name → (positive prompt, negative prompt), in quality.toml order.
-BUILTIN_PAIRS: Mapping[str, tuple[str, str]] = _PAIRS
-#: Names of torchmetrics' 16 built-in pairs (the first 16 of :data:`BUILTIN_PAIRS`).
-TORCHMETRICS_PAIRS: tuple[str, ...] = tuple(_PAIRS)[:16]
-#: The softmax scale of CLIP-IQA (100, as in the paper and torchmetrics).
-CLIP_IQA_LOGIT_SCALE: float = _LOGIT_SCALE
-
-
-def list_pairs() -> list[str]:
+def list_pairs(config: QualityConfig | None = None) -> list[str]:
     """Names of the built-in pairs, in quality.toml order."""
-    return list(_PAIRS)
+    return list((config or default_quality_config()).pairs)
 
 
 def format_prompts(
     prompts: PromptSpec | Sequence[PromptSpec] | Mapping[str, tuple[str, str]] = ("quality",),
+    config: QualityConfig | None = None,
 ) -> tuple[list[str], list[str]]:
     """Turn pair names and custom pairs into a flat prompt list and pair names.
 
@@ -156,6 +95,7 @@ def format_prompts(
 
     Args:
         prompts: the pairs.
+        config: where the built-in pairs come from (default: the shipped configuration).
 
     Returns:
         ``(prompts_list, names)``: ``prompts_list`` holds each pair's positive then negative
@@ -174,18 +114,19 @@ def format_prompts(
     else:
         seq = (prompts,) if isinstance(prompts, str) else tuple(prompts)
         items = [(None, p) for p in seq]
+    builtin = (config or default_quality_config()).pairs
     names: list[str] = []
     prompts_list: list[str] = []
     count = 0
     for name, p in items:
         if name is None and isinstance(p, str):
-            if p not in _PAIRS:
+            if p not in builtin:
                 raise ConfigError(
-                    f"unknown CLIP-IQA pair {json.dumps(p)}{did_you_mean(p, _PAIRS)} "
-                    f"(built-in: {', '.join(_PAIRS)}; or give a (positive, negative) tuple)"
+                    f"unknown CLIP-IQA pair {json.dumps(p)}{did_you_mean(p, builtin)} "
+                    f"(built-in: {', '.join(builtin)}; or give a (positive, negative) tuple)"
                 )
             names.append(p)
-            prompts_list.extend(_PAIRS[p])
+            prompts_list.extend(builtin[p])
             continue
         if not (isinstance(p, (tuple, list)) and len(p) == 2
                 and all(isinstance(s, str) and s.strip() for s in p)):
@@ -229,7 +170,7 @@ def clip_iqa_compute(
     anchors: np.ndarray,
     names: Sequence[str],
     *,
-    logit_scale: float = CLIP_IQA_LOGIT_SCALE,
+    logit_scale: float | None = None,
 ) -> dict[str, np.ndarray]:
     """Per image, the probability of each pair's positive prompt.
 
@@ -250,6 +191,8 @@ def clip_iqa_compute(
     Raises:
         ValueError: shapes that do not match.
     """
+    if logit_scale is None:
+        logit_scale = default_quality_config().clip_logit_scale
     x = np.asarray(image_features, dtype=np.float64)
     if x.ndim == 1:
         x = x[None, :]
@@ -279,7 +222,8 @@ class ClipIQA:
     Args:
         prompts: built-in pair names and/or ``(positive, negative)`` tuples (see
             :func:`format_prompts`); default: every built-in pair.
-        logit_scale: the softmax scale (default 100).
+        logit_scale: the softmax scale (default: the configuration's, 100).
+        config: the quality configuration (default: the shipped one).
 
     Example:
         >>> iqa = ClipIQA(("quality", "sharpness", ("Crisp photo.", "Smeared photo.")))
@@ -291,12 +235,14 @@ class ClipIQA:
         self,
         prompts: PromptSpec | Sequence[PromptSpec] | Mapping[str, tuple[str, str]] | None = None,
         *,
-        logit_scale: float = CLIP_IQA_LOGIT_SCALE,
+        logit_scale: float | None = None,
+        config: QualityConfig | None = None,
     ) -> None:
+        cfg = config or default_quality_config()
         self.prompts_list, self.names = format_prompts(
-            tuple(_PAIRS) if prompts is None else prompts
+            tuple(cfg.pairs) if prompts is None else prompts, cfg
         )
-        self.logit_scale = float(logit_scale)
+        self.logit_scale = float(cfg.clip_logit_scale if logit_scale is None else logit_scale)
         self._anchors: dict[str, np.ndarray] = {}
 
     def anchors(self, analyzer: Analyzer) -> np.ndarray:

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from clipsieve.heads.base import BuiltHead
-from clipsieve.quality.clipiqa import BUILTIN_PAIRS, ClipIQA, PromptSpec
+from clipsieve.quality.clipiqa import ClipIQA, PromptSpec
+from clipsieve.quality.config import QualityConfig, default_quality_config, load_quality_config
 from clipsieve.quality.learned import LearnedHead, load_quality_head
 from clipsieve.quality.score import QualityResult, quality_from_parts
 
@@ -43,6 +44,8 @@ class QualityHead(BuiltHead):
         prompts: extra CLIP-IQA pairs reported as components (``clip_<name>``): built-in
             names, ``(positive, negative)`` tuples (named ``user_defined_0``, …) or a mapping
             ``{name: (positive, negative)}``. The built-in pairs are always computed.
+        config: the quality configuration (a loaded :class:`~clipsieve.quality.config.
+            QualityConfig` or a quality TOML file); default: the shipped ``quality.toml``.
 
     Example:
         >>> an = Analyzer(store=False)
@@ -58,15 +61,21 @@ class QualityHead(BuiltHead):
         head_file: str | os.PathLike[str] | LearnedHead | None = None,
         *,
         prompts: PromptSpec | Sequence[PromptSpec] | Mapping[str, tuple[str, str]] | None = None,
+        config: QualityConfig | str | os.PathLike[str] | None = None,
     ) -> None:
-        pairs: dict[str, tuple[str, str]] = dict(BUILTIN_PAIRS)
+        if config is None:
+            config = default_quality_config()
+        elif not isinstance(config, QualityConfig):
+            config = load_quality_config(config)
+        self.config = config
+        pairs: dict[str, tuple[str, str]] = dict(config.pairs)
         if prompts is not None:
             from clipsieve.quality.clipiqa import format_prompts
 
-            plist, names = format_prompts(prompts)
+            plist, names = format_prompts(prompts, config)
             for i, name in enumerate(names):
                 pairs[name] = (plist[2 * i], plist[2 * i + 1])
-        self.iqa = ClipIQA(pairs)
+        self.iqa = ClipIQA(pairs, config=config)
         if isinstance(head_file, LearnedHead):
             self._learned: LearnedHead | None = head_file
             self.head_path: str | None = head_file.path
@@ -126,6 +135,7 @@ class QualityHead(BuiltHead):
                 learned_aesthetic=None if predictions is None else float(predictions[i]),
                 model=self._model_id,
                 head=head_info,
+                config=self.config,
             )
             for i in range(len(feats))
         ]

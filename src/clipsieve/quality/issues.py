@@ -27,8 +27,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from clipsieve.errors import ConfigError
-from clipsieve.quality.clipiqa import config_table
+from clipsieve.quality.config import COMPONENT_ISSUES, default_quality_config
 
 __all__ = ["ISSUE_NAMES", "ISSUE_THRESHOLDS", "ISSUES_VERSION", "detect_issues", "near_duplicate"]
 
@@ -45,36 +44,20 @@ ISSUE_NAMES: tuple[str, ...] = (
     "near_duplicate",
 )
 
-_COMPONENT_ISSUES = ("blurry", "dark", "light", "low_information", "grayscale", "jpeg_artifacts")
+_COMPONENT_ISSUES = COMPONENT_ISSUES
 
 
-def _load() -> tuple[str, dict[str, dict[str, Any]]]:
-    table = config_table("issues")
-    version = table.get("version")
-    if not isinstance(version, str) or not version:
-        raise ConfigError("quality.toml: issues.version: must be a non-empty string")
-    out: dict[str, dict[str, Any]] = {}
-    for name in _COMPONENT_ISSUES:
-        entry = table.get(name)
-        if not isinstance(entry, dict) or not isinstance(entry.get("component"), str):
-            raise ConfigError(f"quality.toml: issues.{name}: needs component and below")
-        below = entry.get("below")
-        if not isinstance(below, (int, float)) or not 0 <= below <= 10:
-            raise ConfigError(f"quality.toml: issues.{name}.below: must be a number in 0–10")
-        out[name] = {"component": entry["component"], "below": float(below)}
-    for name, keys in (("odd_aspect_ratio", ("max_ratio",)), ("odd_size", ("min_side", "max_side"))):
-        entry = table.get(name)
-        if not isinstance(entry, dict):
-            raise ConfigError(f"quality.toml: missing table [issues.{name}]")
-        for k in keys:
-            if not isinstance(entry.get(k), (int, float)) or entry[k] <= 0:
-                raise ConfigError(f"quality.toml: issues.{name}.{k}: must be a positive number")
-        out[name] = {k: float(entry[k]) for k in keys}
-    return version, out
-
-
-#: Version of the ``[issues]`` table.
-ISSUES_VERSION, ISSUE_THRESHOLDS = _load()
+def __getattr__(name: str) -> Any:
+    """``ISSUES_VERSION`` (version of the ``[issues]`` table) and ``ISSUE_THRESHOLDS`` of the
+    shipped configuration, read on first use."""
+    if name not in ('ISSUES_VERSION', 'ISSUE_THRESHOLDS'):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    cfg = default_quality_config()
+    if name == "ISSUES_VERSION":
+        return cfg.issues_version
+    if name == "ISSUE_THRESHOLDS":
+        return cfg.issue_thresholds
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def detect_issues(
@@ -96,7 +79,7 @@ def detect_issues(
         [{'name': 'blurry', 'component': 'sharpness', 'value': 1.2, 'threshold': 3.0},
          {'name': 'odd_aspect_ratio', 'component': 'aspect_ratio', 'value': 4.0, 'threshold': 3.0}]
     """
-    th = ISSUE_THRESHOLDS if thresholds is None else thresholds
+    th = default_quality_config().issue_thresholds if thresholds is None else thresholds
     found: dict[str, dict[str, Any]] = {}
     for name in _COMPONENT_ISSUES:
         spec = th[name]

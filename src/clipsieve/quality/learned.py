@@ -53,7 +53,8 @@ from clipsieve.heads._files import (
     weights_path,
     write_weights,
 )
-from clipsieve.quality.technical import COMPONENTS, TECHNICAL_VERSION, technical_scores
+from clipsieve.quality.config import default_quality_config
+from clipsieve.quality.technical import technical_scores
 
 if TYPE_CHECKING:
     from clipsieve.pipeline import Analyzer
@@ -83,7 +84,22 @@ QUALITY_HEAD_FORMAT_VERSION = 1
 #: Version of the head input (embedding + technical components / 10, imputed, standardised).
 QUALITY_FEATURES_VERSION = "qfeat-1"
 #: Technical components appended to the embedding, in this order.
-TECHNICAL_FEATURES: tuple[str, ...] = tuple(COMPONENTS)
+
+
+def _technical_features() -> tuple[str, ...]:
+    return default_quality_config().components
+
+
+def _technical_version() -> str:
+    return default_quality_config().technical_version
+
+
+def __getattr__(name: str) -> Any:
+    """``TECHNICAL_FEATURES``: the technical components a head reads, in order (from the
+    shipped quality configuration, read on first use)."""
+    if name == "TECHNICAL_FEATURES":
+        return _technical_features()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 #: Kinds a user can train.
 HEAD_KINDS = ("ridge", "mlp")
 #: Penalties RidgeCV chooses among.
@@ -121,10 +137,10 @@ def _normalise_rows(x: np.ndarray) -> np.ndarray:
 
 def _technical_row(stats: Mapping[str, Any] | None) -> list[float]:
     if not stats:
-        return [math.nan] * len(TECHNICAL_FEATURES)
+        return [math.nan] * len(_technical_features())
     clean = {k: math.nan if v is None else float(v) for k, v in stats.items()}
     comps = technical_scores(clean)
-    return [comps.get(name, math.nan) / 10.0 for name in TECHNICAL_FEATURES]
+    return [comps.get(name, math.nan) / 10.0 for name in _technical_features()]
 
 
 def head_features(
@@ -143,7 +159,7 @@ def head_features(
     if len(features) != x.shape[0]:
         raise ValueError(f"{len(features)} feature rows for {x.shape[0]} embeddings")
     tech = np.array([_technical_row(f) for f in features], dtype=np.float64).reshape(
-        x.shape[0], len(TECHNICAL_FEATURES)
+        x.shape[0], len(_technical_features())
     )
     return np.concatenate([x, tech], axis=1)
 
@@ -315,24 +331,24 @@ def load_quality_head(path: str | os.PathLike[str], model_id: str | None = None)
         raise HeadError(f"{src}: not a {kind} quality head: lacks {', '.join(missing)}")
     trained = trained_on(info, side, _HEAD_FILES)
     dim = info.get("embedding_dim")
-    width = int(dim) + len(TECHNICAL_FEATURES) if isinstance(dim, int) else -1
+    width = int(dim) + len(_technical_features()) if isinstance(dim, int) else -1
     if arrays["mean"].shape != (width,) or arrays["scale"].shape != (width,):
         raise HeadError(
             f"{src}: inconsistent quality head: {dim}-dimensional embeddings + "
-            f"{len(TECHNICAL_FEATURES)} technical features, but mean {arrays['mean'].shape}"
+            f"{len(_technical_features())} technical features, but mean {arrays['mean'].shape}"
         )
     if info.get("features_version") != QUALITY_FEATURES_VERSION or info.get(
         "feature_names", {}
-    ).get("technical") != list(TECHNICAL_FEATURES):
+    ).get("technical") != list(_technical_features()):
         raise HeadError(
             f"{side}: the head takes features {info.get('features_version')!r} "
             f"({info.get('feature_names')}), this clipsieve computes {QUALITY_FEATURES_VERSION!r} "
-            f"({list(TECHNICAL_FEATURES)}); retrain it with clipsieve train-quality"
+            f"({list(_technical_features())}); retrain it with clipsieve train-quality"
         )
-    if info.get("technical_version") != TECHNICAL_VERSION:
+    if info.get("technical_version") != _technical_version():
         warnings.warn(
             f"{src}: trained with technical measures {info.get('technical_version')!r}, now "
-            f"{TECHNICAL_VERSION!r}; predictions may drift a little (retrain to refresh)",
+            f"{_technical_version()!r}; predictions may drift a little (retrain to refresh)",
             stacklevel=2,
         )
     head = LearnedHead(kind, arrays, trained, info, src)
@@ -609,9 +625,9 @@ def train_quality_head(
         "model": model_id,
         "preprocess_version": preprocess_version,
         "features_version": QUALITY_FEATURES_VERSION,
-        "technical_version": TECHNICAL_VERSION,
+        "technical_version": _technical_version(),
         "embedding_dim": dim,
-        "feature_names": {"embedding": dim, "technical": list(TECHNICAL_FEATURES)},
+        "feature_names": {"embedding": dim, "technical": list(_technical_features())},
         "scale": {"min": lo, "max": hi, "to": [0.0, 10.0],
                   "note": "ratings rescaled to 0-10 by the min-max of the training ratings"},
         "n_examples": int(y.size),

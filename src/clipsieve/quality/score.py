@@ -31,9 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from clipsieve.errors import ConfigError
-from clipsieve.quality.clipiqa import BUILTIN_PAIRS, config_table, weights_table
-from clipsieve.quality.technical import TECHNICAL_VERSION, technical_score, technical_scores
+from clipsieve.quality.config import QualityConfig, default_quality_config
+from clipsieve.quality.technical import technical_score, technical_scores
 
 __all__ = [
     "AESTHETIC_PAIRS",
@@ -49,31 +48,25 @@ __all__ = [
     "technical_from_clip",
 ]
 
-_combine = config_table("combine")
-_version = _combine.get("version")
-if not isinstance(_version, str) or not _version:
-    raise ConfigError("quality.toml: combine.version: must be a non-empty string")
-
-#: Version of the tables [clip_iqa], [aesthetic] and [combine] (pairs, aesthetic map, weights).
-COMBINE_VERSION: str = _version
-#: The ``version`` of every quality result: combination version + technical version.
-QUALITY_VERSION: str = f"{COMBINE_VERSION}+{TECHNICAL_VERSION}"
-#: Weights of the pixel and CLIP-IQA parts of ``technical``.
-TECHNICAL_WEIGHTS: dict[str, float] = weights_table(
-    _combine.get("technical"), "combine.technical", ("pixels", "clip_iqa")
-)
-#: CLIP-IQA pairs (and weights) of ``technical_clip``.
-TECHNICAL_PAIRS: dict[str, float] = weights_table(
-    _combine.get("technical_pairs"), "combine.technical_pairs", BUILTIN_PAIRS
-)
-#: Weights of ``technical`` and ``aesthetic`` in ``score``.
-SCORE_WEIGHTS: dict[str, float] = weights_table(
-    _combine.get("score"), "combine.score", ("technical", "aesthetic")
-)
-#: CLIP-IQA pairs (and weights) of the zero-shot ``aesthetic``.
-AESTHETIC_PAIRS: dict[str, float] = weights_table(
-    config_table("aesthetic").get("pairs"), "aesthetic.pairs", BUILTIN_PAIRS
-)
+def __getattr__(name: str) -> Any:
+    """The shipped configuration's values under their module names, read on first use:
+    ``COMBINE_VERSION`` (version of [clip_iqa], [aesthetic] and [combine]), ``QUALITY_VERSION``
+    (the ``version`` of every quality result: combination + technical version),
+    ``TECHNICAL_WEIGHTS``, ``TECHNICAL_PAIRS``, ``SCORE_WEIGHTS`` and ``AESTHETIC_PAIRS``."""
+    if name not in ('COMBINE_VERSION', 'QUALITY_VERSION', 'TECHNICAL_WEIGHTS', 'TECHNICAL_PAIRS', 'SCORE_WEIGHTS', 'AESTHETIC_PAIRS'):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    cfg = default_quality_config()
+    values = {
+        "COMBINE_VERSION": lambda: cfg.combine_version,
+        "QUALITY_VERSION": lambda: cfg.version,
+        "TECHNICAL_WEIGHTS": lambda: dict(cfg.technical_weights),
+        "TECHNICAL_PAIRS": lambda: dict(cfg.technical_pairs),
+        "SCORE_WEIGHTS": lambda: dict(cfg.score_weights),
+        "AESTHETIC_PAIRS": lambda: dict(cfg.aesthetic_pairs),
+    }
+    if name in values:
+        return values[name]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -102,7 +95,7 @@ class QualityResult:
     technical: float
     aesthetic: float
     components: dict[str, float] = field(default_factory=dict)
-    version: str = QUALITY_VERSION
+    version: str = field(default_factory=lambda: default_quality_config().version)
     model: str | None = None
     aesthetic_source: str = "clip_iqa"
     head: dict[str, Any] | None = None
@@ -137,21 +130,28 @@ def _clip10(x: float) -> float:
     return min(10.0, max(0.0, float(x)))
 
 
-def technical_from_clip(probs: Mapping[str, float]) -> float | None:
+def technical_from_clip(
+    probs: Mapping[str, float], config: QualityConfig | None = None
+) -> float | None:
     """10 × the weighted mean of the technical CLIP-IQA pairs present in ``probs`` (or None)."""
-    mean = _weighted_mean(probs, TECHNICAL_PAIRS)
+    mean = _weighted_mean(probs, (config or default_quality_config()).technical_pairs)
     return None if mean is None else 10.0 * mean
 
 
-def aesthetic_from_clip(probs: Mapping[str, float]) -> float | None:
+def aesthetic_from_clip(
+    probs: Mapping[str, float], config: QualityConfig | None = None
+) -> float | None:
     """10 × the weighted mean of the aesthetic CLIP-IQA pairs present in ``probs`` (or None)."""
-    mean = _weighted_mean(probs, AESTHETIC_PAIRS)
+    mean = _weighted_mean(probs, (config or default_quality_config()).aesthetic_pairs)
     return None if mean is None else 10.0 * mean
 
 
-def combine_score(technical: float, aesthetic: float) -> float:
+def combine_score(
+    technical: float, aesthetic: float, config: QualityConfig | None = None
+) -> float:
     """``score`` from the two parts (weights of ``[combine.score]``)."""
-    mean = _weighted_mean({"technical": technical, "aesthetic": aesthetic}, SCORE_WEIGHTS)
+    mean = _weighted_mean({"technical": technical, "aesthetic": aesthetic},
+                          (config or default_quality_config()).score_weights)
     return _clip10(mean if mean is not None else math.nan)
 
 
@@ -163,6 +163,7 @@ def quality_from_parts(
     model: str | None = None,
     head: dict[str, Any] | None = None,
     size: tuple[int, int] | None = None,
+    config: QualityConfig | None = None,
 ) -> QualityResult:
     """Build an image's :class:`QualityResult` from its pixel statistics and CLIP-IQA scores.
 
@@ -177,28 +178,30 @@ def quality_from_parts(
         head: description of the learned head, recorded.
         size: the image's (width, height), for the geometry issues (default: the ``width``
             and ``height`` of ``features``).
+        config: the quality configuration (default: the shipped one).
 
     Raises:
         ValueError: neither pixel statistics nor technical CLIP-IQA pairs, or no aesthetic
             pair and no learned prediction.
     """
+    cfg = config or default_quality_config()
     components: dict[str, float] = {}
     pixels: float | None = None
     if features:
         # statistics read back from the store have NaN as null (JSON): treat both as missing
         stats = {k: math.nan if v is None else float(v) for k, v in features.items()}
-        tech_components = technical_scores(stats)
+        tech_components = technical_scores(stats, cfg)
         components.update(tech_components)
         try:
-            pixels = technical_score(tech_components)
+            pixels = technical_score(tech_components, cfg)
         except ValueError:
             pixels = None
     for name, p in clip_probs.items():
         components[f"clip_{name}"] = 10.0 * float(p)
-    clip_tech = technical_from_clip(clip_probs)
+    clip_tech = technical_from_clip(clip_probs, cfg)
     parts = {"pixels": pixels, "clip_iqa": clip_tech}
     present = {k: v for k, v in parts.items() if v is not None}
-    technical = _weighted_mean(present, TECHNICAL_WEIGHTS)
+    technical = _weighted_mean(present, cfg.technical_weights)
     if technical is None:
         raise ValueError("no pixel statistics and no technical CLIP-IQA pair to score")
     technical = _clip10(technical)
@@ -206,7 +209,7 @@ def quality_from_parts(
         components["technical_pixels"] = pixels
     if clip_tech is not None:
         components["technical_clip"] = clip_tech
-    clip_aes = aesthetic_from_clip(clip_probs)
+    clip_aes = aesthetic_from_clip(clip_probs, cfg)
     if clip_aes is not None:
         components["aesthetic_clip"] = clip_aes
     if learned_aesthetic is not None:
@@ -226,13 +229,13 @@ def quality_from_parts(
             size = (int(fw), int(fh))
     w, h = size if size else (None, None)
     return QualityResult(
-        score=combine_score(technical, aesthetic),
+        score=combine_score(technical, aesthetic, cfg),
         technical=technical,
         aesthetic=aesthetic,
         components=components,
-        version=QUALITY_VERSION,
+        version=cfg.version,
         model=model,
         aesthetic_source=source,
         head=head,
-        issues=detect_issues(components, w, h),
+        issues=detect_issues(components, w, h, thresholds=cfg.issue_thresholds),
     )

@@ -70,8 +70,8 @@ from typing import Any
 from PIL import Image
 
 from clipsieve import settings
-from clipsieve._compat import tomllib
 from clipsieve.media import stats as _stats
+from clipsieve.quality.config import QualityConfig, default_quality_config
 
 __all__ = [
     "ANALYSIS_SIZE",
@@ -87,33 +87,35 @@ __all__ = [
 #: The TOML file holding every scoring constant.
 QUALITY_CONFIG_PATH = settings.QUALITY_CONFIG_PATH
 
-_CONFIG: dict[str, Any] = tomllib.loads(QUALITY_CONFIG_PATH.read_text(encoding="utf-8"))[
-    "technical"
-]
-_MEASURE: dict[str, Any] = _CONFIG["measure"]
-_COMPONENT_TERMS: dict[str, list[dict[str, Any]]] = _CONFIG["components"]
-_WEIGHTS: dict[str, float] = _CONFIG["weights"]
 
-#: Version of the technical measures; changes whenever any constant does.
-TECHNICAL_VERSION: str = _CONFIG["version"]
-#: Longer side (px) of the image the pixel statistics are computed on (never enlarged).
-ANALYSIS_SIZE: int = int(_CONFIG["analysis_size"])
-#: Names of the technical components, in breakdown order.
-COMPONENTS: tuple[str, ...] = tuple(_COMPONENT_TERMS)
+def __getattr__(name: str) -> Any:
+    """The shipped configuration's values under their module names, read on first use:
+    ``TECHNICAL_VERSION`` (version of the technical measures), ``ANALYSIS_SIZE`` (longer side
+    of the analysis image), ``COMPONENTS`` (the component names, in breakdown order)."""
+    if name not in ('TECHNICAL_VERSION', 'ANALYSIS_SIZE', 'COMPONENTS'):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    cfg = default_quality_config()
+    if name == "TECHNICAL_VERSION":
+        return cfg.technical_version
+    if name == "ANALYSIS_SIZE":
+        return cfg.pixel_stats.analysis_size
+    if name == "COMPONENTS":
+        return cfg.components
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 def pixel_stats(
     img: Image.Image,
     *,
     original_size: tuple[int, int] | None = None,
     jpeg_quant: Mapping[int, Sequence[int]] | None = None,
+    config: QualityConfig | None = None,
 ) -> dict[str, float]:
-    """:func:`clipsieve.media.stats.pixel_stats` with the shipped configuration."""
-    return _stats.pixel_stats(img, config=_pixel_stats_config(), original_size=original_size,
+    """:func:`clipsieve.media.stats.pixel_stats` with a quality configuration's constants
+    (default: the shipped one)."""
+    cfg = config or default_quality_config()
+    return _stats.pixel_stats(img, config=cfg.pixel_stats, original_size=original_size,
                               jpeg_quant=jpeg_quant)
-
-
-def _pixel_stats_config() -> _stats.PixelStatsConfig:
-    return _stats.PixelStatsConfig.from_table(_CONFIG, str(QUALITY_CONFIG_PATH))
 
 
 estimate_jpeg_quality = _stats.estimate_jpeg_quality
@@ -140,7 +142,9 @@ def _term_score(value: float, term: Mapping[str, Any]) -> float:
     return 1.0 / (1.0 + math.exp(t))
 
 
-def technical_scores(stats: Mapping[str, float]) -> dict[str, float]:
+def technical_scores(
+    stats: Mapping[str, float], config: QualityConfig | None = None
+) -> dict[str, float]:
     """Map the statistics of :func:`pixel_stats` to 0–10 component scores (10 is best).
 
     Each component is 10 times the product of its terms' log-logistic scores (see
@@ -151,12 +155,14 @@ def technical_scores(stats: Mapping[str, float]) -> dict[str, float]:
 
     Args:
         stats: the statistics, as returned by :func:`pixel_stats`.
+        config: the quality configuration (default: the shipped one).
 
     Returns:
         Component name → score in [0, 10], in :data:`COMPONENTS` order.
     """
+    cfg = config or default_quality_config()
     scores: dict[str, float] = {}
-    for name, terms in _COMPONENT_TERMS.items():
+    for name, terms in cfg.component_terms.items():
         product, measured = 1.0, False
         for term in terms:
             value = stats.get(term["stat"], math.nan)
@@ -168,7 +174,9 @@ def technical_scores(stats: Mapping[str, float]) -> dict[str, float]:
     return scores
 
 
-def technical_score(components: Mapping[str, float]) -> float:
+def technical_score(
+    components: Mapping[str, float], config: QualityConfig | None = None
+) -> float:
     """Combine component scores into one 0–10 technical score.
 
     A weighted geometric mean over the components present (weights from ``quality.toml``,
@@ -187,8 +195,10 @@ def technical_score(components: Mapping[str, float]) -> float:
     Raises:
         ValueError: if no known component is given.
     """
-    floor = float(_CONFIG["score_floor"])
-    weighted = [(_WEIGHTS[n], s) for n, s in components.items() if n in _WEIGHTS]
+    cfg = config or default_quality_config()
+    floor = cfg.score_floor
+    weights = cfg.component_weights
+    weighted = [(weights[n], s) for n, s in components.items() if n in weights]
     total = sum(w for w, _ in weighted)
     if not total:
         raise ValueError("no technical component to combine")
