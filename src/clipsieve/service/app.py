@@ -102,10 +102,12 @@ class Service:
             config.store or settings.default_store_path())
         self.engine = engine if engine is not None else Engine(config, self.store)
         self.in_flight = 0
+        self.decoding = 0  # images admitted and not yet queued for the model
         self.model_seconds = 0.0
         self.batcher: MicroBatcher[Any, Any] = MicroBatcher(
             self.engine.run_batch, max_batch_size=config.max_batch_size,
-            max_wait_ms=config.max_wait_ms, on_batch=self._on_batch)
+            max_wait_ms=config.max_wait_ms, on_batch=self._on_batch,
+            incoming=lambda: self.decoding)
         self.metrics = Metrics(lambda: self.batcher.depth, lambda: self.in_flight)
         self.decode_pool = ThreadPoolExecutor(
             max_workers=config.workers or settings.default_workers(),
@@ -243,7 +245,11 @@ class Service:
             for up in body.uploads
         ]
         del body
-        outcomes = await asyncio.gather(*decoding, return_exceptions=True)
+        self.decoding += len(decoding)
+        try:
+            outcomes = await asyncio.gather(*decoding, return_exceptions=True)
+        finally:
+            self.decoding -= len(decoding)
         for out in outcomes:
             if isinstance(out, DecodeError):
                 raise ServiceError(DECODE_STATUS.get(out.code, 422), out.code, str(out))
