@@ -129,13 +129,17 @@ class _Prepared:
     record: dict[str, Any] | None = None
 
 
+def error_of(exc: Exception) -> ErrorInfo:
+    """The per-item error for an exception raised while reading or decoding one input."""
+    if isinstance(exc, DecodeError):
+        return ErrorInfo(exc.code, exc.message)
+    code = "too_large" if isinstance(exc, MemoryError) else "unsupported"
+    return ErrorInfo(code, f"unexpected {type(exc).__name__}: {exc}")
+
+
 def _set_error(item: ItemResult, exc: Exception) -> None:
     item.status = "error"
-    if isinstance(exc, DecodeError):
-        item.error = ErrorInfo(exc.code, exc.message)
-    else:
-        code = "too_large" if isinstance(exc, MemoryError) else "unsupported"
-        item.error = ErrorInfo(code, f"unexpected {type(exc).__name__}: {exc}")
+    item.error = error_of(exc)
 
 
 #: How many distinct file contents a scan remembers for sharing between copies (about 5 KB
@@ -395,6 +399,23 @@ class Analyzer:
             for i in range(0, len(pixels), self.batch_size)
         ]
         return np.concatenate(out)
+
+    @property
+    def decode_min_side(self) -> int:
+        """Smallest side a decoder may reduce an image to (model input, pixel statistics)."""
+        return self._decode_min_side(self.preprocess)
+
+    @property
+    def pixel_features_enabled(self) -> bool:
+        """Whether pixel statistics (quality inputs) are computed while preparing images."""
+        return self._pixel_features is not None
+
+    def prepare_decoded(self, item: ItemResult, dec: Decoded) -> np.ndarray:
+        """Size, pixel statistics (into ``item``) and model pixels of one decoded image.
+
+        The first half of the batch step, for drivers that decode elsewhere (Ray tasks).
+        """
+        return self._pixels(item, dec, self.preprocess)
 
     def _decode_min_side(self, prep: Preprocess) -> int:
         if self._pixel_features is None:

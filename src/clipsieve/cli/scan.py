@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -23,12 +24,10 @@ from clipsieve.cli.common import (
 
 @click.command()
 @click.argument("paths", nargs=-1, type=click.Path())
-@click.option("--out", "-o", type=click.Path(dir_okay=False, allow_dash=True),
-              help="Write the output here instead of stdout; a name ending .parquet or .csv "
-                   "writes that format directly, in row groups (bounded memory).")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "table", "csv", "parquet"]),
-              default=None, help="One JSON object per file (jsonl), a table for people, csv or "
-                                 "parquet [default: from the --out name, else jsonl].")
+@click.option("--out", "-o", type=click.Path(allow_dash=True),
+              help="Write the output here instead of stdout (with --engine ray: a folder).")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "table"]), default="jsonl",
+              show_default=True, help="One JSON object per file, or a table for people.")
 @click.option("--policy", "-p", default="default", show_default=True, metavar="NAME|FILE",
               help="Moderation policy (shipped name or .toml file); adds `moderation`.")
 @threshold_option
@@ -45,12 +44,28 @@ from clipsieve.cli.common import (
 @click.option("--embeddings", is_flag=True, help="Include each embedding in the JSONL.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")
 @input_options
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True,
+              help="local: this process; ray: Ray Data (one INPUT, --out DIR of Parquet files).")
+@click.option("--address", metavar="auto|ray://HOST:PORT",
+              help="[ray] join this Ray cluster instead of starting a local one.")
+@click.option("--ray-num-cpus", type=click.IntRange(1), metavar="N",
+              help="[ray] CPUs of the local Ray started when no --address is given "
+                   "[default: all cores].")
+@click.option("--ray-actors", type=click.IntRange(1), default=1, show_default=True,
+              help="[ray] embedding actors (each loads the encoder once).")
+@click.option("--ray-cpus-per-actor", type=click.FloatRange(0, min_open=True), default=1.0,
+              show_default=True, help="[ray] CPUs reserved by each embedding actor.")
+@click.option("--ray-gpus-per-actor", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="[ray] GPUs per embedding actor (1 = one actor per GPU, on CUDA).")
 @label_options
 @model_options
 def scan(paths: tuple[str, ...], out: str | None, fmt: str, policy: str,
          thresholds: tuple[str, ...], no_moderation: bool,
          quality_head: str | None, no_quality: bool, caption: str | None,
          report_path: str | None, no_recursive: bool, embeddings: bool, quiet: bool,
+         engine: str, address: str | None, ray_num_cpus: int | None, ray_actors: int,
+         ray_cpus_per_actor: float, ray_gpus_per_actor: float,
          **kw: Any) -> None:
     """Embed and analyse images in files and folders; one JSON line per file.
 
@@ -67,7 +82,18 @@ def scan(paths: tuple[str, ...], out: str | None, fmt: str, policy: str,
       clipsieve scan photos/ --labels "cat,dog,car" --no-moderation
       clipsieve scan photos/ --format table
       CLIPSIEVE_MODEL=/models/clip-vit-b32 clipsieve scan a.jpg b.png
+      clipsieve scan --engine ray s3://bucket/photos/ --out s3://bucket/results/
     """
+    if engine == "ray":
+        if len(paths) != 1 or not out or out == "-":
+            raise click.UsageError(
+                "--engine ray takes one INPUT (a folder, a .txt/.csv list of paths or a "
+                ".parquet file with a path column) and --out DIR")
+        if report_path or fmt != "jsonl" or embeddings:
+            raise click.UsageError("--engine ray writes Parquet only: drop --report, "
+                                   "--format and --embeddings")
+    elif out and out != "-" and os.path.isdir(out):
+        raise click.UsageError(f"--out {out} is a folder (a folder is for --engine ray)")
 
     from clipsieve.factory import build_heads
     from clipsieve.moderation import CaptionSource
@@ -81,39 +107,29 @@ def scan(paths: tuple[str, ...], out: str | None, fmt: str, policy: str,
         quality=False if no_quality else (quality_head or True),
         captions=captions,
         **label_head_options(kw, required=False),
-        lazy=True,
+        lazy=engine != "ray",
     )
-    fmt = _output_format(fmt, out)
+    if engine == "ray":
+        _scan_on_ray(analyzer, heads, paths[0], out or "", quiet=quiet, address=address,
+                     num_cpus=ray_num_cpus, actors=ray_actors, cpus=ray_cpus_per_actor,
+                     gpus=ray_gpus_per_actor, recursive=not no_recursive)
     files = collect_sources(paths, kw, recursive=not no_recursive, captions=captions)
     progress = Progress(len(files), "scan", enabled=None if not quiet else False)
     kept: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     try:
-        if fmt in ("csv", "parquet"):
-            from clipsieve.report.streaming import ResultWriter
-
-            with ResultWriter(out or "-", fmt, metadata={
-                "clipsieve.model": analyzer.model_id,
-                "clipsieve.preprocess_version": analyzer.preprocess.version,
-            }) as writer:
-                for item in analyzer.scan(files, heads=heads, recursive=not no_recursive):
-                    writer.write(item.to_dict(include_embedding=embeddings))
-                    if report_path:
-                        kept.append(item.to_dict())
-                    progress.advance(item)
-        else:
-            with open_output(out) as fh:
-                for item in analyzer.scan(files, heads=heads, recursive=not no_recursive):
-                    if fmt == "jsonl":
-                        write_jsonl(fh, item.to_dict(include_embedding=embeddings))
-                    else:
-                        rows.append(item.to_dict())
-                    if report_path:
-                        kept.append(item.to_dict())
-                    progress.advance(item)
-                progress.close()
-                if fmt == "table":
-                    _print_table(fh, rows)
+        with open_output(out) as fh:
+            for item in analyzer.scan(files, heads=heads, recursive=not no_recursive):
+                if fmt == "jsonl":
+                    write_jsonl(fh, item.to_dict(include_embedding=embeddings))
+                else:
+                    rows.append(item.to_dict())
+                if report_path:
+                    kept.append(item.to_dict())
+                progress.advance(item)
+            progress.close()
+            if fmt == "table":
+                _print_table(fh, rows)
     finally:
         progress.close()
         analyzer.close()
@@ -128,20 +144,39 @@ def scan(paths: tuple[str, ...], out: str | None, fmt: str, policy: str,
     sys.exit(progress.exit_code())
 
 
-def _output_format(fmt: str | None, out: str | None) -> str:
-    """The output format: --format, else from the --out name (.csv, .parquet), else jsonl."""
-    named = None
-    if out and out != "-":
-        low = out.lower()
-        named = ("csv" if low.endswith(".csv") else
-                 "parquet" if low.endswith((".parquet", ".pq")) else None)
-    if fmt is None:
-        return named or "jsonl"
-    if named is not None and fmt != named:
-        raise click.UsageError(f"--format {fmt} does not match the --out name {out!r}")
-    if fmt == "parquet" and (not out or out == "-"):
-        raise click.UsageError("--format parquet needs --out FILE.parquet")
-    return fmt
+def _scan_on_ray(analyzer: Any, heads: list[Any], source: str, out: str, *, quiet: bool,
+                 address: str | None, num_cpus: int | None, actors: int, cpus: float,
+                 gpus: float, recursive: bool) -> None:
+    """``scan --engine ray``: the Ray Data driver; prints a summary and exits."""
+    from clipsieve.cli.common import plural
+    from clipsieve.errors import EXIT_BLOCKED, EXIT_BLOCKED_AND_FAILED, EXIT_ITEMS_FAILED
+    from clipsieve.ray_engine import run_ray_scan
+
+    def say(msg: str) -> None:
+        if not quiet:
+            click.echo(msg, err=True)
+
+    try:
+        s = run_ray_scan(source, out, analyzer=analyzer, heads=heads, address=address,
+                         num_cpus=num_cpus, actors=actors, cpus_per_actor=cpus,
+                         gpus_per_actor=gpus, recursive=recursive, on_progress=say)
+    finally:
+        analyzer.close()
+    if not quiet:
+        for path, code in s.errors:
+            click.echo(f"  failed: {path}: {code}", err=True)
+        click.echo(
+            f"{plural(s.total, 'file')}: {s.written} written, {s.skipped} already done; "
+            f"{s.ok} ok, {s.failed} failed, {s.blocked} blocked in {s.seconds:.1f}s "
+            f"-> {s.out_dir}", err=True)
+    code = 0
+    if s.failed and s.blocked:
+        code = EXIT_BLOCKED_AND_FAILED
+    elif s.failed:
+        code = EXIT_ITEMS_FAILED
+    elif s.blocked:
+        code = EXIT_BLOCKED
+    sys.exit(code)
 
 
 def _print_table(fh: Any, rows: list[dict[str, Any]]) -> None:

@@ -20,7 +20,9 @@ from clipsieve.quality.learned import (
     LearnedHead,
     load_laion_aesthetic,
     load_quality_head,
+    read_ratings,
     train_quality_head,
+    train_quality_head_from_csv,
 )
 from clipsieve.quality.score import QualityResult, quality_from_parts
 from clipsieve.quality.technical import (
@@ -54,9 +56,11 @@ __all__ = [
     "load_quality_head",
     "pixel_stats",
     "quality_from_parts",
+    "read_ratings",
     "technical_score",
     "technical_scores",
     "train_quality_head",
+    "train_quality_head_from_csv",
 ]
 
 
