@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from clipsieve.cli import main
-from clipsieve.cli.calibrate import LabelRow, read_labels_csv
 from clipsieve.errors import EXIT_ITEMS_FAILED, EXIT_OK, EXIT_USAGE, ConfigError
 from clipsieve.moderation import load_policy
+from clipsieve.training import LabelRow, read_labels_csv
 
 POLICY = load_policy("default")
 

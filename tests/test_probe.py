@@ -14,11 +14,11 @@ from clipsieve.heads.probe import (
     ProbeHead,
     cross_validate_probe,
     load_probe,
-    read_dataset,
     read_probe_classes,
     sidecar_path,
     train_probe,
 )
+from clipsieve.training import read_dataset
 from clipsieve.types import ItemResult
 
 

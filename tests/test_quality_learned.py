@@ -17,9 +17,9 @@ from clipsieve.quality.learned import (
     head_features,
     load_laion_aesthetic,
     load_quality_head,
-    read_ratings,
     train_quality_head,
 )
+from clipsieve.training import read_ratings
 
 torch = pytest.importorskip("torch")
 

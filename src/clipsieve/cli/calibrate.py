@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import csv
-import json
-import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
 
 from clipsieve.cli.common import Progress, make_analyzer, model_options, plural
-from clipsieve.errors import EXIT_ITEMS_FAILED, EXIT_OK, ConfigError, did_you_mean
-
-#: Cell values of a ``label`` column that mean "belongs to no category".
-NEGATIVE_LABELS = frozenset({"", "none", "safe"})
-
-_TRUE = frozenset({"1", "true", "yes"})
-_FALSE = frozenset({"", "0", "false", "no"})
+from clipsieve.errors import EXIT_ITEMS_FAILED, EXIT_OK, ConfigError
 
 #: Recall levels whose strictest threshold is printed in the precision-recall trade-off.
 TRADE_OFF_RECALLS = (1.0, 0.95, 0.9, 0.8, 0.5)
@@ -28,205 +18,16 @@ TRADE_OFF_RECALLS = (1.0, 0.95, 0.9, 0.8, 0.5)
 TRADE_OFF_PRECISIONS = (0.5, 0.8, 0.9, 0.95)
 
 
-@dataclass
-class LabelRow:
-    """One usable row of a labels CSV.
-
-    Attributes:
-        line: line number in the file (the header is line 1).
-        path: the image path, resolved against the CSV's folder when relative.
-        labels: category → 0/1 for every calibrated category.
-        group: the ``group`` cell, or ``None`` without a group column.
-    """
-
-    line: int
-    path: str
-    labels: dict[str, int]
-    group: str | None = None
-
-
-@dataclass
-class LabelFile:
-    """A parsed labels CSV.
-
-    Attributes:
-        rows: the rows with a path.
-        categories: categories to calibrate, in policy order.
-        has_group: whether the file has a ``group`` column.
-        errors: per-row problems (``"line N: ..."``) of rows that were skipped.
-    """
-
-    rows: list[LabelRow]
-    categories: list[str]
-    has_group: bool
-    errors: list[str] = field(default_factory=list)
-
-
-def read_labels_csv(path: str, policy: Any) -> LabelFile:
-    """Read a labels CSV for ``policy``.
-
-    The file has a ``path`` column, an optional ``group`` column, and either a ``label``
-    column naming one category per row (several separated by ``;``; ``none``, ``safe`` or an
-    empty cell for benign items) or one 0/1 column per category (``1``/``true``/``yes``,
-    ``0``/``false``/``no`` or empty). Relative paths are relative to the CSV's folder.
-
-    Raises:
-        ConfigError: unreadable file, no ``path`` column, unknown columns or categories (with
-            a "did you mean"), or a cell that is not a valid label.
-    """
-    cats = list(policy.categories)
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as fh:
-            reader = csv.reader(fh)
-            try:
-                header = [h.strip() for h in next(reader)]
-            except StopIteration:
-                raise ConfigError(f"{path}: empty file (expected a header row)") from None
-            raw_rows = [(reader.line_num, row) for row in reader]
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such labels file") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ConfigError(f"{path}: cannot read labels CSV: {exc}") from None
-
-    shown = ", ".join(json.dumps(h) for h in header)
-    if "path" not in header:
-        raise ConfigError(
-            f'{path}: no "path" column{did_you_mean("path", [h.lower() for h in header])}'
-            f" (columns: {shown})"
-        )
-    for name in set(header):
-        if header.count(name) > 1:
-            raise ConfigError(f"{path}: column {json.dumps(name)} appears twice")
-    extra = [h for h in header if h not in ("path", "group", "label")]
-    label_mode = "label" in header
-    if label_mode and extra:
-        raise ConfigError(
-            f'{path}: give either a "label" column or one 0/1 column per category, not both '
-            f"(extra columns: {', '.join(json.dumps(h) for h in extra)})"
-        )
-    unknown = [h for h in extra if h not in cats]
-    if unknown:
-        problems = "; ".join(
-            f"unknown category column {json.dumps(h)}{did_you_mean(h.lower(), cats)}"
-            for h in unknown
-        )
-        raise ConfigError(
-            f'{path}: {problems} (categories of policy "{policy.name}": {", ".join(cats)}; '
-            f'other columns allowed: "path", "group", "label")'
-        )
-    if not label_mode and not extra:
-        raise ConfigError(
-            f'{path}: needs a "label" column or one 0/1 column per category '
-            f"(columns: {shown})"
-        )
-
-    index = {h: i for i, h in enumerate(header)}
-    base = os.path.dirname(path)
-    rows: list[LabelRow] = []
-    errors: list[str] = []
-    seen_labels: set[str] = set()
-    for line, cells in raw_rows:
-        if not any(c.strip() for c in cells):
-            continue
-        cells = cells + [""] * (len(header) - len(cells))
-
-        def cell(name: str, cells: list[str] = cells) -> str:
-            return cells[index[name]].strip()
-
-        img = cell("path")
-        if not img:
-            errors.append(f"line {line}: empty path")
-            continue
-        if label_mode:
-            values = [v.strip().lower() for v in cell("label").split(";")]
-            named = [v for v in values if v not in NEGATIVE_LABELS]
-            for v in named:
-                if v not in cats:
-                    raise ConfigError(
-                        f"{path}: line {line}: label {json.dumps(v)} is not a category of "
-                        f'policy "{policy.name}"{did_you_mean(v.lower(), cats)} '
-                        f"(use none, safe or an empty cell for benign items)"
-                    )
-            seen_labels.update(named)
-            labels = {c: int(c in named) for c in cats}
-        else:
-            labels = {}
-            for c in extra:
-                v = cell(c).lower()
-                if v not in _TRUE and v not in _FALSE:
-                    raise ConfigError(
-                        f"{path}: line {line}, column {json.dumps(c)}: expected 0 or 1, "
-                        f"got {json.dumps(cell(c))}"
-                    )
-                labels[c] = int(v in _TRUE)
-        if not os.path.isabs(img) and base:
-            img = os.path.join(base, img)
-        group = (cell("group") or "(blank)") if "group" in index else None
-        rows.append(LabelRow(line=line, path=img, labels=labels, group=group))
-    if label_mode:
-        categories = [c for c in cats if c in seen_labels]
-        for row in rows:
-            row.labels = {c: row.labels[c] for c in categories}
-    else:
-        categories = [c for c in cats if c in extra]
-    return LabelFile(rows=rows, categories=categories, has_group="group" in index, errors=errors)
-
-
-def labels_from_reviews(store_path: str | None, policy: Any) -> tuple[LabelFile, list[Any]]:
-    """Labels from the human decisions in the store (``clipsieve review import``).
-
-    ``block`` is a positive for its category: the one the reviewer's export names (the
-    model's top category when the item was marked), else the top category of the stored
-    moderation result; ``allow`` is benign for every category; ``review`` is undecided and
-    left out.
-
-    Returns:
-        The label file (paths as stored; line numbers count the labels from 1) and the
-        human labels used, in the same order.
-    """
+def labels_from_reviews(store_path: str | None, policy: Any) -> tuple[Any, list[Any]]:
+    """:func:`clipsieve.training.labels_from_store` over the store at ``store_path``."""
     from clipsieve.cli.common import open_existing_store
+    from clipsieve.training import labels_from_store
 
-    cats = list(policy.categories)
     store = open_existing_store(store_path)
     try:
-        human = store.human_labels()
-        rows: list[LabelRow] = []
-        used: list[Any] = []
-        errors: list[str] = []
-        for n, lab in enumerate(human, 1):
-            if lab["decision"] == "review":
-                continue  # undecided: not a label
-            named: list[str] = []
-            if lab["decision"] == "block":
-                cat = lab.get("category")
-                if not cat or cat not in cats:
-                    stored = store.execute(
-                        "SELECT result FROM results WHERE path=? OR (sha256 IS NOT NULL AND "
-                        "sha256=?) ORDER BY updated_at DESC LIMIT 1",
-                        (lab["path"], lab.get("sha256") or ""),
-                    )
-                    mod = json.loads(stored[0][0]).get("moderation") if stored else None
-                    scores = (mod or {}).get("categories") or {}
-                    known = {k: v for k, v in scores.items() if k in cats}
-                    cat = max(known, key=lambda k: known[k]) if known else None
-                if cat is None:
-                    errors.append(
-                        f"review {n}: {lab['path']}: blocked, but no category is known "
-                        "(give a category column or moderate the file first)"
-                    )
-                    continue
-                named = [cat]
-            rows.append(
-                LabelRow(line=n, path=lab["path"], labels={c: int(c in named) for c in cats})
-            )
-            used.append(lab)
+        return labels_from_store(store, policy)
     finally:
         store.close()
-    seen = {c for r in rows for c, v in r.labels.items() if v}
-    categories = [c for c in cats if c in seen]
-    for r in rows:
-        r.labels = {c: r.labels[c] for c in categories}
-    return LabelFile(rows=rows, categories=categories, has_group=False, errors=errors), used
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
@@ -272,8 +73,9 @@ def calibrate(labels_csv: str | None, from_reviews: bool, policy: str,
     """
     import numpy as np
 
-    from clipsieve.moderation import ModerationHead, load_policy, moderate
-    from clipsieve.moderation.calibrate import bias_audit, calibrate_policy
+    from clipsieve.moderation import load_policy, moderate
+    from clipsieve.moderation.calibrate import bias_audit
+    from clipsieve.training import calibrate_from_labels, read_labels_csv
 
     if (target_precision is None) == (target_recall is None):
         raise click.UsageError("give exactly one of --target-precision and --target-recall")
@@ -296,58 +98,26 @@ def calibrate(labels_csv: str | None, from_reviews: bool, policy: str,
         raise ConfigError(f"{labels_csv}: no row is labelled with a category; nothing to calibrate")
     out_path = out or f"{pol.name}-calibrated.toml"
 
-    # Scan: each distinct file once (embeddings come from the store when they are there).
-    row_errors = list(labels.errors)
-    candidates = []
-    for row in labels.rows:
-        if os.path.isdir(row.path):
-            row_errors.append(f"line {row.line}: {row.path}: is a folder, not an image")
-        else:
-            candidates.append(row)
-    files = list(dict.fromkeys(os.path.realpath(r.path) for r in candidates))
+    # Scan each distinct file once (embeddings come from the store when they are there).
     analyzer = make_analyzer(kw)
-    progress = Progress(len(files), "calibrate", enabled=None if not quiet else False)
-    embedding: dict[str, Any] = {}
-    failure: dict[str, str] = {}
-    try:
-        for item in analyzer.scan(files):
-            progress.advance(item)
-            if item.ok:
-                embedding[item.path] = item.embedding
-            else:
-                err = item.error
-                failure[item.path] = f"{err.code}: {err.message}" if err else "failed"
-        progress.close()
-        usable = []
-        for row in candidates:
-            key = os.path.realpath(row.path)
-            if key in embedding:
-                usable.append(row)
-            else:
-                row_errors.append(f"line {row.line}: {row.path}: {failure.get(key, 'not read')}")
-        if not usable:
-            shown = "; ".join(row_errors[:3]) + ("; ..." if len(row_errors) > 3 else "")
-            raise ConfigError(
-                f"{labels_csv}: no row could be used ({len(row_errors)} failed: {shown})"
-            )
-        embs = np.stack([embedding[os.path.realpath(r.path)] for r in usable])
-        head = ModerationHead(pol)
-        bank = head.bank(analyzer)
-        scale = analyzer.logit_scale
-    finally:
-        progress.close()
-        analyzer.close()
+    progress: Any = None
 
-    results = moderate(embs, bank, pol, scale)
-    scores = {c: np.array([r.categories[c] for r in results]) for c in labels.categories}
-    y = {c: np.array([row.labels[c] for row in usable]) for c in labels.categories}
+    def start(n: int) -> None:
+        nonlocal progress
+        progress = Progress(n, "calibrate", enabled=None if not quiet else False)
+
     try:
-        new_policy, report = calibrate_policy(
-            pol, scores, y, target_precision=target_precision, target_recall=target_recall,
-            level=level,  # type: ignore[arg-type]
+        run = calibrate_from_labels(
+            analyzer, labels, pol, target_precision=target_precision,
+            target_recall=target_recall, level=level, source=str(labels_csv),
+            on_item=lambda item: progress.advance(item), on_files=start,
         )
-    except ValueError as exc:
-        raise ConfigError(f"{labels_csv}: cannot calibrate: {exc}") from None
+    finally:
+        if progress is not None:
+            progress.close()
+        analyzer.close()
+    new_policy, report, usable, row_errors = run.policy, run.report, run.usable, run.row_errors
+    embs, bank, scale = run.embeddings, run.bank, run.logit_scale
     _write_calibrated(policy, new_policy, out_path)
 
     from rich.table import Table
@@ -482,7 +252,7 @@ def _write_calibrated(source: str, new_policy: Any, out_path: str) -> None:
 REVIEW_LABELS_SHOWN = 50
 
 
-def _print_review_labels(used: list[Any], labels: LabelFile, store_path: str | None) -> None:
+def _print_review_labels(used: list[Any], labels: Any, store_path: str | None) -> None:
     from clipsieve.cli.common import open_existing_store, plural
 
     store = open_existing_store(store_path)

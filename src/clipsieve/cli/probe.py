@@ -37,7 +37,7 @@ def train_probe(data: str, out: str, folds: int, c: float, quiet: bool, **kw: An
       clipsieve train-probe labels.csv --folds 10 --C 10
       clipsieve classify photos/ --probe probes/pets.npz
     """
-    from clipsieve.heads.probe import read_dataset, train_probe_from_data
+    from clipsieve.training import read_dataset, train_probe_from_data
 
     probe, failed, progress = train_with_progress(
         kw, quiet, lambda: len(read_dataset(data)),

@@ -44,9 +44,9 @@ def prompts(labels_csv: str, labels_file: str, template_list: tuple[str, ...],
     import numpy as np
 
     from clipsieve.errors import ConfigError
-    from clipsieve.heads.probe import read_dataset
     from clipsieve.heads.prompt_checks import evaluate_templates, label_warnings
     from clipsieve.heads.zeroshot import check_templates, load_labels, load_templates
+    from clipsieve.training import read_dataset
 
     if template_list and template_set:
         raise click.UsageError("give --template (repeatable) or --templates NAME, not both")

@@ -152,7 +152,7 @@ def train_quality(ratings: str, out: str, kind: str, folds: int, quiet: bool,
       clipsieve train-quality ratings.csv --kind mlp --folds 10
       clipsieve quality photos/ --quality-head my-taste.npz
     """
-    from clipsieve.quality.learned import read_ratings, train_quality_head_from_csv
+    from clipsieve.training import read_ratings, train_quality_head_from_csv
 
     head, failed, progress = train_with_progress(
         kw, quiet, lambda: len(read_ratings(ratings)),

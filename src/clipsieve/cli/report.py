@@ -153,9 +153,16 @@ def report(
     type=click.Path(dir_okay=False, allow_dash=True),
     help="Output file ('-' = stdout, for jsonl and csv).",
 )
+@click.option("--embeddings", is_flag=True,
+              help="Add each result's stored embedding: a fixed-size list column in Parquet, a "
+                   "JSON list in JSONL and CSV (one model only).")
+@click.option("--embeddings-npy", "npy_dir", type=click.Path(file_okay=False),
+              help="Write DIR/embeddings.npy + DIR/ids.parquet (+ embeddings.json) as "
+                   "clip-retrieval does, instead of --out.")
 @_store_options
 def export(
-    paths: tuple[str, ...], fmt: str | None, out: str, store_path: str | None, model: str | None
+    paths: tuple[str, ...], fmt: str | None, out: str, embeddings: bool, npy_dir: str | None,
+    store_path: str | None, model: str | None,
 ) -> None:
     """Export the stored results as JSONL, CSV or Parquet, with the same fields.
 
@@ -169,9 +176,44 @@ def export(
       clipsieve export --out results.jsonl
       clipsieve export photos/ --format csv --out results.csv
       clipsieve export --format parquet --out results.parquet
+      clipsieve export --embeddings --out vectors.parquet
+      clipsieve export --embeddings-npy vectors/
     """
     from clipsieve.report import export_results
 
+    if embeddings or npy_dir:
+        _export_embeddings(paths, fmt, out, npy_dir, store_path, model)
+        return
     n = export_results(stored_results(store_path, model, paths), out, fmt)
     if out != "-":
         click.echo(f"{n} results written to {out}", err=True)
+
+
+def _export_embeddings(paths: tuple[str, ...], fmt: str | None, out: str, npy_dir: str | None,
+                       store_path: str | None, model: str | None) -> None:
+    from clipsieve.errors import ConfigError
+    from clipsieve.report.embeddings import export_embeddings_npy, export_with_embeddings
+    from clipsieve.search import stored_prep
+
+    results = list(stored_results(store_path, model, paths))
+    models = sorted({str(r.get("model")) for r in results if r.get("model")})
+    if len(models) > 1:
+        raise ConfigError(f"the results are of {len(models)} models ({', '.join(models)}); "
+                          "embeddings are exported for one: pass --model")
+    store = open_existing_store(store_path)
+    try:
+        if not models:
+            from clipsieve.errors import StoreError
+
+            raise StoreError(_no_results_message(store_path, model, paths))
+        prep = stored_prep(store, models[0])
+        if npy_dir:
+            n = export_embeddings_npy(store, models[0], prep, results, npy_dir)
+            click.echo(f"{n} embeddings written to {os.path.join(npy_dir, 'embeddings.npy')} "
+                       f"(ids.parquet, embeddings.json beside it)", err=True)
+        else:
+            n = export_with_embeddings(store, models[0], prep, results, out, fmt)
+            if out != "-":
+                click.echo(f"{n} results with embeddings written to {out}", err=True)
+    finally:
+        store.close()

@@ -25,9 +25,12 @@ from clipsieve.cli.common import (
 @click.command()
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--out", "-o", type=click.Path(allow_dash=True),
-              help="Write the output here instead of stdout (with --engine ray: a folder).")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "table"]), default="jsonl",
-              show_default=True, help="One JSON object per file, or a table for people.")
+              help="Write the output here instead of stdout; a name ending .parquet or .csv "
+                   "writes that format directly, in row groups (bounded memory); with --engine ray, "
+                   "a folder.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "table", "csv", "parquet"]),
+              default=None, help="One JSON object per file (jsonl), a table for people, csv or "
+                                 "parquet [default: from the --out name, else jsonl].")
 @click.option("--policy", "-p", default="default", show_default=True, metavar="NAME|FILE",
               help="Moderation policy (shipped name or .toml file); adds `moderation`.")
 @threshold_option
@@ -89,7 +92,7 @@ def scan(paths: tuple[str, ...], out: str | None, fmt: str, policy: str,
             raise click.UsageError(
                 "--engine ray takes one INPUT (a folder, a .txt/.csv list of paths or a "
                 ".parquet file with a path column) and --out DIR")
-        if report_path or fmt != "jsonl" or embeddings:
+        if report_path or fmt not in (None, "jsonl") or embeddings:
             raise click.UsageError("--engine ray writes Parquet only: drop --report, "
                                    "--format and --embeddings")
     elif out and out != "-" and os.path.isdir(out):
@@ -113,23 +116,37 @@ def scan(paths: tuple[str, ...], out: str | None, fmt: str, policy: str,
         _scan_on_ray(analyzer, heads, paths[0], out or "", quiet=quiet, address=address,
                      num_cpus=ray_num_cpus, actors=ray_actors, cpus=ray_cpus_per_actor,
                      gpus=ray_gpus_per_actor, recursive=not no_recursive)
+    fmt = _output_format(fmt, out)
     files = collect_sources(paths, kw, recursive=not no_recursive, captions=captions)
     progress = Progress(len(files), "scan", enabled=None if not quiet else False)
     kept: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     try:
-        with open_output(out) as fh:
-            for item in analyzer.scan(files, heads=heads, recursive=not no_recursive):
-                if fmt == "jsonl":
-                    write_jsonl(fh, item.to_dict(include_embedding=embeddings))
-                else:
-                    rows.append(item.to_dict())
-                if report_path:
-                    kept.append(item.to_dict())
-                progress.advance(item)
-            progress.close()
-            if fmt == "table":
-                _print_table(fh, rows)
+        if fmt in ("csv", "parquet"):
+            from clipsieve.report.streaming import ResultWriter
+
+            with ResultWriter(out or "-", fmt, metadata={
+                "clipsieve.model": analyzer.model_id,
+                "clipsieve.preprocess_version": analyzer.preprocess.version,
+            }) as writer:
+                for item in analyzer.scan(files, heads=heads, recursive=not no_recursive):
+                    writer.write(item.to_dict(include_embedding=embeddings))
+                    if report_path:
+                        kept.append(item.to_dict())
+                    progress.advance(item)
+        else:
+            with open_output(out) as fh:
+                for item in analyzer.scan(files, heads=heads, recursive=not no_recursive):
+                    if fmt == "jsonl":
+                        write_jsonl(fh, item.to_dict(include_embedding=embeddings))
+                    else:
+                        rows.append(item.to_dict())
+                    if report_path:
+                        kept.append(item.to_dict())
+                    progress.advance(item)
+                progress.close()
+                if fmt == "table":
+                    _print_table(fh, rows)
     finally:
         progress.close()
         analyzer.close()
@@ -142,6 +159,22 @@ def scan(paths: tuple[str, ...], out: str | None, fmt: str, policy: str,
         if report_path:
             click.echo(f"report: {report_path}", err=True)
     sys.exit(progress.exit_code())
+
+
+def _output_format(fmt: str | None, out: str | None) -> str:
+    """The output format: --format, else from the --out name (.csv, .parquet), else jsonl."""
+    named = None
+    if out and out != "-":
+        low = out.lower()
+        named = ("csv" if low.endswith(".csv") else
+                 "parquet" if low.endswith((".parquet", ".pq")) else None)
+    if fmt is None:
+        return named or "jsonl"
+    if named is not None and fmt != named:
+        raise click.UsageError(f"--format {fmt} does not match the --out name {out!r}")
+    if fmt == "parquet" and (not out or out == "-"):
+        raise click.UsageError("--format parquet needs --out FILE.parquet")
+    return fmt
 
 
 def _scan_on_ray(analyzer: Any, heads: list[Any], source: str, out: str, *, quiet: bool,

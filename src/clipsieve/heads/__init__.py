@@ -1,6 +1,6 @@
 """Heads: cheap functions of stored embeddings (and pixel statistics) that fill result fields.
 
-* :class:`Head` — the protocol (``field`` + ``apply(items, embeddings, analyzer)``);
+* :class:`Head` — the protocol (``field``, ``score_range``, ``build``, ``compute``);
 * :class:`LabelsHead` — zero-shot labels from words with prompt ensembles (``labels``);
 * :class:`ProbeHead` — a trained linear probe (``probe``); :func:`train_probe`,
   :func:`load_probe`.
@@ -10,7 +10,7 @@ The moderation head lives in :mod:`clipsieve.moderation`, the quality head in
 """
 
 from clipsieve.heads.base import Head
-from clipsieve.heads.probe import Probe, ProbeHead, load_probe, train_probe, train_probe_from_data
+from clipsieve.heads.probe import Probe, ProbeHead, load_probe, train_probe
 from clipsieve.heads.zeroshot import (
     LabelsHead,
     build_zero_shot_classifier,
@@ -33,6 +33,5 @@ __all__ = [
     "load_templates",
     "parse_labels",
     "train_probe",
-    "train_probe_from_data",
     "zero_shot_probabilities",
 ]

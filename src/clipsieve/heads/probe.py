@@ -14,7 +14,7 @@ trained on another model: embeddings of different models live in unrelated space
 probe is plain numpy (``softmax(x W^T + b)``, or the logistic sigmoid for two classes), so
 scikit-learn is imported only to train.
 
-Training data (:func:`read_dataset`) is a folder with one sub-folder per class, or a CSV file
+Training data (:func:`clipsieve.training.read_dataset`) is a folder with one sub-folder per class, or a CSV file
 of ``path,label`` rows (an optional ``path,label`` header; relative paths are relative to the
 CSV file's folder).
 """
@@ -25,7 +25,7 @@ import datetime
 import json
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +35,6 @@ import numpy as np
 from clipsieve.errors import ConfigError, HeadError
 from clipsieve.heads._files import (
     WeightsFormat,
-    csv_pairs,
     model_mismatch,
     read_sidecar,
     read_weights,
@@ -48,8 +47,7 @@ from clipsieve.heads._vectors import l2_normalize
 from clipsieve.heads.base import BuiltHead
 
 if TYPE_CHECKING:
-    from clipsieve.pipeline import Analyzer
-    from clipsieve.types import ItemResult
+    pass
 
 __all__ = [
     "PROBE_FORMAT",
@@ -58,11 +56,9 @@ __all__ = [
     "ProbeHead",
     "cross_validate_probe",
     "load_probe",
-    "read_dataset",
     "read_probe_classes",
     "sidecar_path",
     "train_probe",
-    "train_probe_from_data",
 ]
 
 #: ``format`` value of every probe sidecar.
@@ -381,132 +377,6 @@ def train_probe(
         model_id=model_id,
         info=info,
     )
-
-
-# -- data -----------------------------------------------------------------------------------
-def read_dataset(data: str | os.PathLike[str]) -> list[tuple[str, str]]:
-    """List ``(image path, label)`` pairs from a class-folder tree or a ``path,label`` CSV.
-
-    A folder: each sub-folder (not starting with ``.``) is a class named after it; its images
-    are found recursively (by extension). Files directly inside ``data`` are ignored. A CSV:
-    rows ``path,label`` with an optional ``path,label`` header; relative paths are taken
-    relative to the CSV file's folder; a path listed twice must carry the same label.
-
-    Raises:
-        ConfigError: no such path, an empty class folder, a malformed CSV row, or a path
-            listed with two labels; messages name the folder or ``file:line``.
-    """
-    from clipsieve.media.discover import iter_files
-
-    src = os.fspath(data)
-    if os.path.isdir(src):
-        with os.scandir(src) as it:
-            subdirs = sorted(
-                (e.name, e.path) for e in it
-                if e.is_dir(follow_symlinks=True) and not e.name.startswith(".")
-            )
-        rows: list[tuple[str, str]] = []
-        for name, sub in subdirs:
-            files = list(iter_files([sub]))
-            if not files:
-                raise ConfigError(f"{sub}: no images found (each sub-folder of {src} is a class)")
-            rows += [(f, name) for f in files]
-        if not subdirs:
-            raise ConfigError(
-                f"{src}: no class sub-folders (give a folder with one sub-folder of images per "
-                "class, or a CSV file of path,label rows)"
-            )
-        return rows
-    if not os.path.exists(src):
-        raise ConfigError(f"{src}: no such folder or CSV file")
-    base = Path(src).resolve().parent
-    out: dict[str, tuple[str, str, int]] = {}
-    for lineno, path, label in csv_pairs(src, "path,label"):
-        if lineno == 1 and (path.lower(), label.lower()) == ("path", "label"):
-            continue
-        if not path or not label:
-            raise ConfigError(f"{src}:{lineno}: empty {'path' if not path else 'label'}")
-        full = path if os.path.isabs(path) else str(base / path)
-        if os.path.isdir(full):
-            raise ConfigError(f"{src}:{lineno}: {path} is a folder; list image files")
-        key = os.path.realpath(full)
-        if key in out:
-            first_label, _, first_line = out[key]
-            if first_label != label:
-                raise ConfigError(
-                    f"{src}:{lineno}: {path} is labelled {json.dumps(label)} here but "
-                    f"{json.dumps(first_label)} on line {first_line}"
-                )
-            continue
-        out[key] = (label, full, lineno)
-    if not out:
-        raise ConfigError(f"{src}: no path,label rows")
-    return [(full, label) for label, full, _ in out.values()]
-
-
-def train_probe_from_data(
-    analyzer: Analyzer,
-    data: str | os.PathLike[str],
-    *,
-    C: float = 1.0,
-    folds: int = 5,
-    seed: int = 0,
-    on_item: Callable[[ItemResult], None] | None = None,
-) -> tuple[Probe, list[ItemResult]]:
-    """Embed the images of a dataset with ``analyzer`` (stored embeddings reused) and train.
-
-    Args:
-        analyzer: supplies the embeddings and the model id.
-        data: class-folder tree or CSV (see :func:`read_dataset`).
-        C: inverse regularisation strength.
-        folds: requested cross-validation folds.
-        seed: shuffling seed of the folds.
-        on_item: called with each scanned item (e.g. to advance a progress bar).
-
-    Returns:
-        The probe (not yet saved) and the items that failed to decode (skipped).
-
-    Raises:
-        ConfigError: bad data, or too few examples per class once failed files are skipped.
-    """
-    rows = read_dataset(data)
-    label_of = dict(rows)
-    embs: list[np.ndarray] = []
-    labels: list[str] = []
-    failed: list[ItemResult] = []
-    for item in analyzer.scan([p for p, _ in rows], recursive=False):
-        if on_item is not None:
-            on_item(item)
-        if not item.ok or item.embedding is None:
-            failed.append(item)
-            continue
-        embs.append(np.asarray(item.embedding, dtype=np.float32))
-        labels.append(label_of[item.path])
-    if not embs:
-        raise ConfigError(f"{os.fspath(data)}: none of the {len(rows)} images could be read")
-    try:
-        probe = train_probe(
-            np.stack(embs),
-            labels,
-            model_id=analyzer.model_id,
-            preprocess_version=analyzer.preprocess.version,
-            C=C,
-            folds=folds,
-            seed=seed,
-            extra_info={
-                "data": os.path.abspath(os.fspath(data)),
-                "skipped_files": [i.path for i in failed],
-            },
-        )
-    except ConfigError as exc:
-        if not failed:
-            raise
-        first = failed[0]
-        why = f"{first.error.code}: {first.error.message}" if first.error else "failed"
-        raise ConfigError(
-            f"{exc} (after skipping {len(failed)} unreadable file(s), e.g. {first.path}: {why})"
-        ) from None
-    return probe, failed
 
 
 # -- head -----------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -55,6 +55,7 @@ from clipsieve.errors import ConfigError, HeadError, did_you_mean
 from clipsieve.heads._files import read_bytes
 from clipsieve.heads._vectors import embed_prompts, l2_normalize
 from clipsieve.heads.base import BuiltHead
+from clipsieve.protocols import TextSource as _TextSource
 
 if TYPE_CHECKING:
     pass
@@ -86,12 +87,8 @@ PLACEHOLDER = "{}"
 LabelsArg = Sequence[str] | Mapping[str, Sequence[str] | None]
 
 
-class TextEmbedder(Protocol):
-    """What the classifier needs from a model: L2-normalised text embeddings."""
-
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Return an ``(len(texts), D)`` array."""
-        ...
+#: What the classifier needs from a model (:class:`clipsieve.protocols.TextSource`).
+TextSource = _TextSource
 
 
 # -- templates ------------------------------------------------------------------------------
@@ -346,7 +343,7 @@ def label_prompts(
 
 # -- arithmetic -----------------------------------------------------------------------------
 def build_zero_shot_classifier(
-    encoder: TextEmbedder, prompts: Mapping[str, Sequence[str]]
+    encoder: TextSource, prompts: Mapping[str, Sequence[str]]
 ) -> np.ndarray:
     """Embed every prompt once and return one L2-normalised row per label (prompt ensembling).
 
@@ -424,7 +421,7 @@ class LabelsHead(BuiltHead):
         self.labels = tuple(self.prompts)
         self._classifier: dict[str, np.ndarray] = {}
 
-    def classifier(self, encoder: TextEmbedder) -> np.ndarray:
+    def classifier(self, encoder: TextSource) -> np.ndarray:
         """The ``(L, D)`` class embeddings under ``encoder``'s model (computed once per model)."""
         key = str(getattr(encoder, "model_id", id(encoder)))
         if key not in self._classifier:
@@ -432,7 +429,7 @@ class LabelsHead(BuiltHead):
         return self._classifier[key]
 
     def probabilities(
-        self, embeddings: np.ndarray, encoder: TextEmbedder, logit_scale: float
+        self, embeddings: np.ndarray, encoder: TextSource, logit_scale: float
     ) -> np.ndarray:
         """``(N, L)`` probabilities of ``embeddings`` (label order of :attr:`labels`)."""
         return zero_shot_probabilities(embeddings, self.classifier(encoder), logit_scale)

@@ -38,12 +38,13 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from clipsieve.heads._vectors import embed_prompts, l2_normalize
 from clipsieve.moderation.policy import Policy
+from clipsieve.protocols import TextSource
 from clipsieve.types import dataclass_dict
 
 __all__ = [
@@ -85,20 +86,9 @@ _BANK_KEYS = (
 )
 
 
-class TextEncoder(Protocol):
-    """What moderation needs from a CLIP model's text side.
-
-    Attributes:
-        model_id: identifier of the model (goes into cache keys and results).
-        logit_scale: the model's ``exp(logit_scale)``, about 100 for CLIP.
-    """
-
-    model_id: str
-    logit_scale: float
-
-    def embed_texts(self, texts: list[str]) -> np.ndarray:
-        """Return an ``(len(texts), D)`` float32 array of L2-normalised text embeddings."""
-        ...
+#: What moderation needs from a model's text side: ``model_id``, ``logit_scale`` and
+#: ``embed_texts`` (one protocol for every head: :class:`clipsieve.protocols.TextSource`).
+TextEncoder = TextSource
 
 
 @dataclass(frozen=True, eq=False)

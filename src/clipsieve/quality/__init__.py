@@ -20,9 +20,7 @@ from clipsieve.quality.learned import (
     LearnedHead,
     load_laion_aesthetic,
     load_quality_head,
-    read_ratings,
     train_quality_head,
-    train_quality_head_from_csv,
 )
 from clipsieve.quality.score import QualityResult, quality_from_parts
 from clipsieve.quality.technical import (
@@ -56,11 +54,9 @@ __all__ = [
     "load_quality_head",
     "pixel_stats",
     "quality_from_parts",
-    "read_ratings",
     "technical_score",
     "technical_scores",
     "train_quality_head",
-    "train_quality_head_from_csv",
 ]
 
 

@@ -35,7 +35,7 @@ import io
 import math
 import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,7 +45,6 @@ import numpy as np
 from clipsieve.errors import ConfigError, HeadError
 from clipsieve.heads._files import (
     WeightsFormat,
-    csv_pairs,
     model_mismatch,
     read_sidecar,
     read_weights,
@@ -57,8 +56,7 @@ from clipsieve.quality.config import default_quality_config
 from clipsieve.quality.technical import technical_scores
 
 if TYPE_CHECKING:
-    from clipsieve.pipeline import Analyzer
-    from clipsieve.types import ItemResult
+    pass
 
 __all__ = [
     "HEAD_KINDS",
@@ -72,9 +70,7 @@ __all__ = [
     "head_features",
     "load_laion_aesthetic",
     "load_quality_head",
-    "read_ratings",
     "train_quality_head",
-    "train_quality_head_from_csv",
 ]
 
 #: ``format`` of every quality head sidecar.
@@ -425,45 +421,6 @@ def load_laion_aesthetic(path: str | os.PathLike[str]) -> LearnedHead:
     return LearnedHead("laion", {"w": w[0], "b": np.array(b[0])}, None, info, src)
 
 
-# -- ratings --------------------------------------------------------------------------------
-def read_ratings(ratings: str | os.PathLike[str]) -> list[tuple[str, float]]:
-    """Read a ``path,score`` CSV (optional header; relative paths relative to the CSV's folder).
-
-    Raises:
-        ConfigError: no such file, a malformed row, a non-numeric score, or a path rated twice
-            with different scores; messages name ``file:line``.
-    """
-    src = os.fspath(ratings)
-    if not os.path.isfile(src):
-        raise ConfigError(f"{src}: no such ratings CSV file")
-    base = Path(src).resolve().parent
-    out: dict[str, tuple[str, float, int]] = {}
-    for lineno, path, raw in csv_pairs(src, "path,score"):
-        try:
-            score = float(raw)
-        except ValueError:
-            if lineno == 1 and not out:  # a header
-                continue
-            raise ConfigError(f"{src}:{lineno}: score {raw!r} is not a number") from None
-        if not math.isfinite(score):
-            raise ConfigError(f"{src}:{lineno}: score {raw!r} is not a finite number")
-        if not path:
-            raise ConfigError(f"{src}:{lineno}: empty path")
-        full = path if os.path.isabs(path) else str(base / path)
-        key = os.path.realpath(full)
-        if key in out:
-            if out[key][1] != score:
-                raise ConfigError(
-                    f"{src}:{lineno}: {path} is rated {raw} here but {out[key][1]:g} on line "
-                    f"{out[key][2]}"
-                )
-            continue
-        out[key] = (full, score, lineno)
-    if not out:
-        raise ConfigError(f"{src}: no path,score rows")
-    return [(full, score) for full, score, _ in out.values()]
-
-
 # -- training -------------------------------------------------------------------------------
 def _prepare(raw: np.ndarray, dim: int) -> dict[str, np.ndarray]:
     """Imputation values and standardisation of the training features."""
@@ -641,51 +598,3 @@ def train_quality_head(
     info.update(extra_info or {})
     head.info = info
     return head
-
-
-def train_quality_head_from_csv(
-    analyzer: Analyzer,
-    ratings: str | os.PathLike[str],
-    *,
-    kind: str = "ridge",
-    folds: int = 5,
-    seed: int = 0,
-    on_item: Callable[[ItemResult], None] | None = None,
-) -> tuple[LearnedHead, list[ItemResult]]:
-    """Embed the rated images with ``analyzer`` (stored embeddings reused) and train a head.
-
-    Returns:
-        The head (not yet saved) and the items that could not be read (skipped).
-
-    Raises:
-        ConfigError: bad CSV, or too few readable images.
-    """
-    rows = read_ratings(ratings)
-    score_of = dict(rows)
-    embs: list[np.ndarray] = []
-    feats: list[Mapping[str, Any] | None] = []
-    ys: list[float] = []
-    failed: list[ItemResult] = []
-    for item in analyzer.scan([p for p, _ in rows], recursive=False):
-        if on_item is not None:
-            on_item(item)
-        if not item.ok or item.embedding is None:
-            failed.append(item)
-            continue
-        embs.append(np.asarray(item.embedding, dtype=np.float32))
-        feats.append(item.features)
-        ys.append(score_of[item.path])
-    if len(embs) < MIN_RATINGS:
-        raise ConfigError(
-            f"{os.fspath(ratings)}: only {len(embs)} of the {len(rows)} rated images could be "
-            f"read; a quality head needs at least {MIN_RATINGS}"
-        )
-    head = train_quality_head(
-        np.stack(embs), feats, ys,
-        model_id=analyzer.model_id,
-        preprocess_version=analyzer.preprocess.version,
-        kind=kind, folds=folds, seed=seed,
-        extra_info={"ratings": os.path.abspath(os.fspath(ratings)),
-                    "skipped_files": [i.path for i in failed]},
-    )
-    return head, failed

@@ -42,6 +42,9 @@ CORE_COLUMNS: tuple[str, ...] = (
     "precision",
     "cached",
 )
+#: Column of fields written after a streamed file's columns were fixed (a JSON object); see
+#: :mod:`clipsieve.report.streaming`.
+_EXTRA = "_extra"
 _GROUP_ORDER = ("quality", "moderation", "labels", "filter", "timing")
 _STRING_COLUMNS = {
     "path", "status", "error.code", "error.message", "sha256", "model", "device", "precision",
@@ -268,10 +271,14 @@ def read_export(path: str | os.PathLike[str], fmt: str | None = None) -> list[di
             return [json.loads(line) for line in fh if line.strip()]
     if fmt == "csv":
         with open(path, encoding="utf-8", newline="") as fh:
-            return [
-                unflatten({k: _parse_cell(k, v) for k, v in row.items() if v != ""})
-                for row in csv.DictReader(fh)
-            ]
+            out = []
+            for row in csv.DictReader(fh):
+                extra = row.pop(_EXTRA, None)
+                flat = {k: _parse_cell(k, v) for k, v in row.items() if v != ""}
+                if extra:
+                    flat.update(json.loads(extra))
+                out.append(unflatten(flat))
+            return out
     _require_pyarrow()
     import pyarrow.parquet as pq
 
@@ -280,11 +287,14 @@ def read_export(path: str | os.PathLike[str], fmt: str | None = None) -> list[di
     json_cols = set(json.loads(meta.get(b"clipsieve.json_columns", b"[]")))
     out = []
     for row in table.to_pylist():
+        extra = row.pop(_EXTRA, None)
         flat = {
             k: (json.loads(v) if k in json_cols and isinstance(v, str) else v)
             for k, v in row.items()
             if v is not None
         }
+        if extra:
+            flat.update(json.loads(extra))
         out.append(unflatten(flat))
     return out
 

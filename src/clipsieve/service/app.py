@@ -102,10 +102,12 @@ class Service:
             config.store or settings.default_store_path())
         self.engine = engine if engine is not None else Engine(config, self.store)
         self.in_flight = 0
+        self.decoding = 0  # images admitted and not yet queued for the model
         self.model_seconds = 0.0
         self.batcher: MicroBatcher[Any, Any] = MicroBatcher(
             self.engine.run_batch, max_batch_size=config.max_batch_size,
-            max_wait_ms=config.max_wait_ms, on_batch=self._on_batch)
+            max_wait_ms=config.max_wait_ms, on_batch=self._on_batch,
+            incoming=lambda: self.decoding)
         self.metrics = Metrics(lambda: self.batcher.depth, lambda: self.in_flight)
         self.decode_pool = ThreadPoolExecutor(
             max_workers=config.workers or settings.default_workers(),
@@ -243,7 +245,11 @@ class Service:
             for up in body.uploads
         ]
         del body
-        outcomes = await asyncio.gather(*decoding, return_exceptions=True)
+        self.decoding += len(decoding)
+        try:
+            outcomes = await asyncio.gather(*decoding, return_exceptions=True)
+        finally:
+            self.decoding -= len(decoding)
         for out in outcomes:
             if isinstance(out, DecodeError):
                 raise ServiceError(DECODE_STATUS.get(out.code, 422), out.code, str(out))
@@ -271,9 +277,16 @@ class Service:
             if not body.uploads:
                 raise ServiceError(400, "no_video", "the request holds no video")
             up = body.uploads[0]
-            require_kind(up, "video", "/v1/videos")
             assert up.path is not None
-            options = {k: v for k, v in opts.items() if v not in (None, "", []) and k != "name"}
+            _require_video(up)
+            options = _video_options(opts)
+            try:
+                self.engine.image_heads(options.get("policy"), options.get("labels"))
+                from clipsieve.service.video import sampling_from_options
+
+                sampling_from_options(options)
+            except ClipsieveError as exc:
+                raise ServiceError(422, "invalid_request", str(exc)) from None
             job = self.jobs.submit("video", up.path, name=up.name, sha256=up.sha256,
                                    size=up.size, options=options)
         except BaseException:
@@ -298,6 +311,49 @@ def _default_runners(service: Service) -> dict[str, Callable[..., dict[str, Any]
         return {}
     runner = make_video_runner(service)
     return {"video": runner} if runner is not None else {}
+
+
+def _require_video(up: Any) -> None:
+    """A video container, or an animated GIF or WebP (which the video driver reads too)."""
+    from clipsieve.media.sniff import sniff
+
+    got = sniff(up.head)
+    if got is not None and got.kind == "image" and got.format in ("gif", "webp"):
+        try:
+            from clipsieve.video.sniff import media_kind
+        except ImportError:
+            pass
+        else:
+            if media_kind(up.path) == "video":
+                up.sniffed = got
+                return
+    require_kind(up, "video", "/v1/videos")
+
+
+_VIDEO_OPTIONS = {"policy": str, "labels": str, "fps": float, "max_frames": int,
+                  "keyframes": bool, "scenes": bool, "stop_on_block": bool}
+
+
+def _video_options(opts: dict[str, Any]) -> dict[str, Any]:
+    """The job's options, typed (form fields arrive as text)."""
+    out: dict[str, Any] = {}
+    for name, kind in _VIDEO_OPTIONS.items():
+        value = opts.get(name)
+        if value in (None, "", []):
+            continue
+        try:
+            if kind is bool:
+                if isinstance(value, str):
+                    if value.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                        raise ValueError(value)
+                    value = value.lower() in ("1", "true", "yes", "on")
+                out[name] = bool(value)
+            else:
+                out[name] = kind(value)
+        except ValueError:
+            raise ServiceError(422, "invalid_request",
+                               f"{name}: not a valid {kind.__name__}: {value!r}") from None
+    return out
 
 
 def _merge_options(query: dict[str, Any], body: Body) -> dict[str, Any]:
@@ -468,20 +524,29 @@ def _routes(app: FastAPI, service: Service) -> None:
             "labels": labels, "templates": template, "url": url, "name": name})
 
     @app.post("/v1/videos", tags=["videos"], status_code=202, openapi_extra=_upload_body(
-        "policy", "labels", "fps", "max_frames", video=True),
+        "policy", "labels", "fps", "keyframes", "scenes", "max_frames", "stop_on_block",
+        video=True),
         responses=_error_responses(400, 401, 413, 415, 422, 501, 503),
         summary="Analyse a video in the background")
     async def videos(request: Request, policy: str | None = policy_q,
                      labels: str | None = labels_q, name: str | None = name_q,
-                     fps: float | None = Query(None, gt=0, le=60, description="frames sampled "
+                     fps: float | None = Query(None, gt=0, le=120, description="frames sampled "
                                                "per second (default 1)"),
+                     keyframes: bool | None = Query(None, description="keyframes only"),
+                     scenes: bool | None = Query(None, description="one frame per shot (and "
+                                                 "fps, if given)"),
                      max_frames: int | None = Query(None, ge=1, description="frames at most"),
+                     stop_on_block: bool | None = Query(None, description="stop at the first "
+                                                        "block segment"),
                      ) -> JSONResponse:
-        """One video as the raw body or one multipart file. Answers `202` with the job
-        (`id`, `status`…) and a `Location` header; poll `GET /v1/jobs/{id}`."""
+        """One video (MP4, MOV, MKV, WebM, AVI, or an animated GIF or WebP) as the raw body or
+        one multipart file. Answers `202` with the job (`id`, `status`…) and a `Location`
+        header; poll `GET /v1/jobs/{id}`: when `done`, its `result` is the object
+        `clipsieve video` prints for the file (frames, segments, verdict, quality, checks)."""
         return await service.submit_video(request, {
             "policy": policy, "labels": labels, "name": name, "fps": fps,
-            "max_frames": max_frames})
+            "keyframes": keyframes, "scenes": scenes, "max_frames": max_frames,
+            "stop_on_block": stop_on_block})
 
     @app.get("/v1/jobs/{job_id}", tags=["videos"], responses=_error_responses(401, 404),
              summary="A job's status, progress and result")

@@ -1,11 +1,12 @@
 """Micro-batching: images from concurrent requests share one model call.
 
-Requests put their decoded images in one queue. A single loop takes the oldest image and
-waits until ``max_batch_size`` images are there or the oldest has waited ``max_wait_ms``,
-whichever comes first, then runs the batch on the one model thread while the event loop and the
-decode pool go on. When the model is the bottleneck, images pile up while it runs and the next
-batch starts at once, full. An image whose request has gone (timed out, client left) is dropped
-before the model sees it.
+Requests put their decoded images in one queue. A single loop takes the waiting images as one
+batch on the model thread, while the event loop and the decode pool go on. Before it starts a
+batch that is not full, it waits for more images for at most ``max_wait_ms`` — counted from
+the oldest image's arrival, or from the end of the previous model call when that is later (so
+the wait also gathers images under full load) — and only while images admitted by requests are
+still being decoded (``incoming``): when nothing more is on its way, the batch starts at once.
+An image whose request has gone (timed out, client left) is dropped before the model sees it.
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ class MicroBatcher(Generic[W, R]):
         run_batch: called on the model thread with a list of items; returns one result per
             item, in order.
         max_batch_size: items per call at most.
-        max_wait_ms: how long the oldest waiting item may wait for others.
+        max_wait_ms: how long a batch that is not full may wait for more items.
         on_batch: called on the event loop after each batch with its size and seconds.
+        incoming: the number of items on their way (being decoded); ``None``: unknown, so a
+            batch that is not full always waits up to ``max_wait_ms``.
     """
 
     def __init__(
@@ -49,11 +52,14 @@ class MicroBatcher(Generic[W, R]):
         max_batch_size: int,
         max_wait_ms: float,
         on_batch: Callable[[int, float], None] | None = None,
+        incoming: Callable[[], int] | None = None,
     ) -> None:
         self.run_batch = run_batch
         self.max_batch_size = max(1, int(max_batch_size))
         self.max_wait = max(0.0, float(max_wait_ms)) / 1000.0
         self.on_batch = on_batch
+        self.incoming = incoming
+        self._free_at = 0.0  # when the model thread finished its last batch
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._items: deque[_Pending[W]] = deque()
         self._wake: asyncio.Event | None = None
@@ -113,11 +119,13 @@ class MicroBatcher(Generic[W, R]):
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            deadline = self._items[0].enqueued + self.max_wait
+            deadline = max(self._items[0].enqueued, self._free_at) + self.max_wait
             while len(self._items) < self.max_batch_size:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
+                if self.incoming is not None and self.incoming() <= 0:
+                    break  # nothing more is on its way: waiting would only add latency
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), remaining)
@@ -142,6 +150,7 @@ class MicroBatcher(Generic[W, R]):
                         p.future.set_exception(exc)
                 continue
             finally:
+                self._free_at = time.monotonic()
                 self.batches += 1
                 self.items += len(batch)
                 if self.on_batch is not None:

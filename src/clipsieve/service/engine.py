@@ -1,9 +1,20 @@
 """The service's view of the library: decode one upload, analyse one batch.
 
-:meth:`Engine.decode` runs in the decode worker pool (never on the event loop);
-:meth:`Engine.run_batch` runs on the single model thread, over images from many requests at
-once. Heads are the library's, built once per (policy, labels, templates) and kept; requests
-with different heads share the model call and part only for the heads.
+:meth:`Engine.decode` runs in the decode worker pool (never on the event loop): it decodes the
+upload exactly as ``clipsieve scan`` decodes a file (JPEG DCT scaling, EXIF orientation), and
+measures the pixel statistics with the original size and JPEG tables, then preprocesses.
+:meth:`Engine.run_batch` runs on the single model thread over images from many requests at once:
+one call of the analyzer's encoder, then the library's heads through
+:meth:`~clipsieve.pipeline.Analyzer.score`, once per group of requests that asked for the same
+heads. Heads come from :func:`clipsieve.build_heads`, built once per (policy, labels,
+templates) and kept.
+
+Why not :meth:`~clipsieve.pipeline.Analyzer.analyze` over the decoded images: it takes
+in-memory images, so it would see the DCT-reduced image as the original (wrong ``width``,
+``height`` and resolution score) without its JPEG tables, and would measure and preprocess on
+the model thread. The split here — decode, statistics and preprocessing in the pool; encoder
+and :meth:`score` on the model thread — is the same work as ``analyze``/``scan`` and gives the
+same result objects as the CLI.
 """
 
 from __future__ import annotations
@@ -92,6 +103,16 @@ class Engine:
         self.default_policy = next(iter(self.policies))
         self._heads: OrderedDict[HeadKey, list[Any]] = OrderedDict()
         self._ready = threading.Event()
+        # the pixel statistics the analyzer measures (the quality inputs), from the same config
+        from clipsieve.media.stats import load_pixel_stats_config
+        from clipsieve.pipeline import ANALYSIS_MIN_SIDE
+
+        self._analysis_min_side = ANALYSIS_MIN_SIDE
+        self._stats = None
+        if self.analyzer.features_version is not None:
+            self._stats = load_pixel_stats_config()
+            if self._stats.version != self.analyzer.features_version:
+                raise ConfigError("pixel statistics configuration differs from the analyzer's")
 
     # -- state ------------------------------------------------------------------------------
     @property
@@ -104,7 +125,7 @@ class Engine:
 
     def load(self) -> None:
         """Load the model and build the default heads (on the model thread)."""
-        self.analyzer.load()
+        _ = self.analyzer.encoder  # loads the model (once, under the analyzer's lock)
         for name in self.policies:
             self.heads_for(HeadKey(policy=name, quality=True))
         self._ready.set()
@@ -114,8 +135,8 @@ class Engine:
         return {
             "model": self.model_id,
             "ready": self.ready,
-            "device": an.backend.device if an.model_loaded else None,
-            "precision": an.backend.precision if an.model_loaded else None,
+            "device": an.encoder.device if an.model_loaded else None,
+            "precision": an.encoder.precision if an.model_loaded else None,
             "policies": [
                 {"name": p.name, "version": p.version, "default": p.name == self.default_policy,
                  "categories": list(p.categories)}
@@ -170,76 +191,68 @@ class Engine:
         item = ItemResult(path=name, model=self.model_id)
         item.sha256 = sha256 or hashlib.sha256(data).hexdigest()
         prep = an.preprocess
-        dec = decode_image(data, name, min_side=an._decode_min_side(prep), limits=an.limits)
+        min_side = prep.min_side if self._stats is None else max(prep.min_side,
+                                                                 self._analysis_min_side)
+        dec = decode_image(data, name, min_side=min_side, limits=an.limits)
         item.width, item.height = dec.width, dec.height
-        if an._pixel_features is not None:
-            item.features = to_jsonable(an._pixel_features(dec))
+        if self._stats is not None:  # as the analyzer measures a decoded file
+            from clipsieve.media.stats import pixel_stats
+
+            item.features = to_jsonable(pixel_stats(
+                dec.image, config=self._stats, original_size=(dec.width, dec.height),
+                jpeg_quant=dec.jpeg_quant))
         pixels = prep(dec.image)
         item.timing["decode_ms"] = (time.perf_counter() - t0) * 1000
         return Work(item=item, pixels=pixels, heads=heads, caption=caption)
 
     def run_batch(self, works: list[Work]) -> list[ItemResult]:
         """Encode a batch in one model call, then run each request's heads (model thread)."""
-        from clipsieve.moderation import Caption, ModerationHead
-
-        backend = self.analyzer.backend
-        encoder: Any = self.analyzer
+        an = self.analyzer
+        encoder = an.encoder
         t0 = time.perf_counter()
-        embs = backend.encode_pixels(np.stack([w.pixels for w in works]))
+        embs = encoder.encode_pixels(np.stack([w.pixels for w in works]))
         per_item = (time.perf_counter() - t0) * 1000 / len(works)
         groups: dict[HeadKey, list[int]] = {}
-        for i, (w, e) in enumerate(zip(works, embs)):
-            it = w.item
-            it.embedding = e
-            it.device, it.precision = backend.device, backend.precision
-            it.timing["encode_ms"] = per_item
-            it.timing["total_ms"] = it.timing.get("decode_ms", 0.0) + per_item
+        for i, w in enumerate(works):
+            w.pixels = None  # type: ignore[assignment]
             groups.setdefault(w.heads, []).append(i)
+        out: list[ItemResult | None] = [None] * len(works)
         for key, rows in groups.items():
-            items = [works[i].item for i in rows]
-            mat = embs[rows]
-            for head in self.heads_for(key):
-                if isinstance(head, ModerationHead):
-                    captions = [_caption(works[i].caption, Caption) for i in rows]
-                    results = head.moderate_embeddings(mat, encoder, captions)
-                    for it, res in zip(items, results):
-                        it.moderation = res
-                else:
-                    head.apply(items, mat, self.analyzer)
-        return [w.item for w in works]
+            scored = an.score(
+                embs[rows], [works[i].item.features for i in rows], heads=self.heads_for(key),
+                ids=[works[i].item.path for i in rows],
+                captions=[works[i].caption for i in rows],
+            )
+            for i, got in zip(rows, scored, strict=True):
+                base = works[i].item
+                got.sha256, got.width, got.height = base.sha256, base.width, base.height
+                got.device, got.precision = encoder.device, encoder.precision
+                got.timing = {"decode_ms": base.timing.get("decode_ms", 0.0),
+                              "encode_ms": per_item}
+                got.timing["total_ms"] = got.timing["decode_ms"] + per_item
+                out[i] = got
+        return [r for r in out if r is not None]
 
     def heads_for(self, key: HeadKey) -> list[Any]:
-        """The heads of ``key``, built on first use and kept (model thread only)."""
+        """The heads of ``key`` from :func:`clipsieve.build_heads`, built on first use (prompt
+        embeddings computed then) and kept (model thread only)."""
         heads = self._heads.get(key)
         if heads is not None:
             self._heads.move_to_end(key)
             return heads
-        heads = []
-        if key.policy is not None:
-            from clipsieve.moderation import ModerationHead
+        from clipsieve.factory import build_heads
 
-            head = ModerationHead(self.policies[key.policy])
-            encoder: Any = self.analyzer
-            head.bank(encoder)
-            heads.append(head)
-        if key.quality:
-            from clipsieve.quality import QualityHead
-
-            heads.append(QualityHead())
-        if key.labels is not None:
-            from clipsieve.heads.zeroshot import LabelsHead
-
-            labels_head = LabelsHead(dict(key.labels), key.templates)
-            labels_head.classifier(self.analyzer)
-            heads.append(labels_head)
+        heads = build_heads(
+            self.analyzer,
+            policy=self.policies[key.policy] if key.policy is not None else None,
+            quality=key.quality,
+            labels=dict(key.labels) if key.labels is not None else None,
+            templates=list(key.templates) if key.templates is not None else None,
+        )
         self._heads[key] = heads
         while len(self._heads) > MAX_HEAD_SETS:
             self._heads.popitem(last=False)
         return heads
-
-
-def _caption(text: str | None, caption: Any) -> Any:
-    return caption(text, "input") if text else None
 
 
 def _labels(

@@ -54,6 +54,7 @@ class JobContext:
     options: dict[str, Any]
     deadline: float
     _jobs: Jobs = field(repr=False)
+    name: str = "upload"
     _last: float = field(default=0.0, repr=False)
 
     def progress(self, fraction: float) -> None:
@@ -166,7 +167,7 @@ class Jobs:
             "options, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
             (job_id, kind, "queued", 0.0, name, sha256, size, json.dumps(options), time.time()),
         )
-        self._executor.submit(self._run, job_id, kind, str(final), options)
+        self._executor.submit(self._run, job_id, kind, str(final), options, name)
         job = self.get(job_id)
         assert job is not None
         return job
@@ -212,7 +213,8 @@ class Jobs:
         self.store.execute("UPDATE jobs SET progress=? WHERE id=? AND status='running'",
                            (fraction, job_id))
 
-    def _run(self, job_id: str, kind: str, path: str, options: dict[str, Any]) -> None:
+    def _run(self, job_id: str, kind: str, path: str, options: dict[str, Any],
+             name: str = "upload") -> None:
         try:
             with self.store.transaction() as db:
                 cur = db.execute(
@@ -222,7 +224,7 @@ class Jobs:
                 started = cur.rowcount == 1
             if not started:  # cancelled while queued
                 return
-            ctx = JobContext(job_id, path, options, time.monotonic() + self.timeout_s, self)
+            ctx = JobContext(job_id, path, options, time.monotonic() + self.timeout_s, self, name)
             status, result, code, message = "done", None, None, None
             try:
                 ctx.progress(0.0)

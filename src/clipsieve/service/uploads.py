@@ -22,7 +22,7 @@ __all__ = ["OPTION_FIELDS", "Body", "Upload", "read_body", "require_kind"]
 
 #: Multipart parts with these names (and no file name) are options, not uploads.
 OPTION_FIELDS = frozenset({"caption", "policy", "labels", "templates", "template", "url",
-                           "name"})
+                           "name", "fps", "keyframes", "scenes", "max_frames", "stop_on_block"})
 #: Longest option value accepted in a multipart part.
 MAX_FIELD_BYTES = 64 * 1024
 
