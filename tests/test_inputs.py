@@ -331,3 +331,28 @@ def test_sources_pass_through_analyzer_scan(folder: Path, tiny_clip: Path) -> No
     import hashlib
 
     assert items[0].sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_filter_selects_with_globs_limit_and_lists_but_refuses_shards(
+    folder: Path, tmp_path: Path, tiny_clip: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def run(*args: str) -> tuple[int, list[str]]:
+        manifest = tmp_path / "m.csv"
+        if manifest.exists():
+            manifest.unlink()
+        with pytest.raises(SystemExit) as exc:
+            main(["filter", *args, "--action", "none", "--manifest", str(manifest),
+                  "--model", str(tiny_clip), "--no-store", "-q"])
+        capsys.readouterr()
+        if not manifest.exists():
+            return int(exc.value.code or 0), []
+        with open(manifest, newline="") as fh:
+            return int(exc.value.code or 0), [Path(r["path"]).name for r in csv.DictReader(fh)]
+
+    assert run(str(folder), "--include", "c*.jpg") == (0, ["chelsea.jpg", "coffee.jpg"])
+    assert run(str(folder), "--exclude", "c*", "--limit", "1") == (0, ["astronaut.jpg"])
+    (tmp_path / "l.txt").write_text("imgs/rocket.jpg\nimgs/coffee.jpg\n")
+    assert run("--input", str(tmp_path / "l.txt")) == (0, ["coffee.jpg", "rocket.jpg"])
+    _shard(folder, tmp_path / "s.tar")
+    code, rows = run(str(tmp_path / "s.tar"))
+    assert code == EXIT_USAGE and rows == []

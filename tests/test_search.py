@@ -237,3 +237,10 @@ def test_cli_search_similar_index_and_report(scanned: tuple[Path, Path], tiny_cl
     assert "coffee.jpg" in out
     code, _, err = run("similar", str(tmp_path / "nope.jpg"), *common)
     assert code == 3 and "no such file" in err
+    import tarfile
+
+    with tarfile.open(tmp_path / "s.tar", "w") as tf:  # a member with the content of a file
+        tf.add(folder / "rocket.jpg", arcname="k/rocket.jpg")
+    code, out, err = run("similar", f"{tmp_path / 's.tar'}#k/rocket.jpg", "--top", "1",
+                         "--include-self", "--format", "jsonl", *common)
+    assert code == 0 and json.loads(out)["path"] == str(folder / "rocket.jpg")

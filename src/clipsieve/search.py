@@ -175,6 +175,28 @@ def exact_search(
     """
     q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
     best = TopK(q.shape[0], top)
+    with _blas_threads(1 if q.shape[0] <= 16 else None):
+        _exact_blocks(q, blocks, best, keep)
+    return [best.result(i) for i in range(q.shape[0])]
+
+
+def _blas_threads(n: int | None) -> Any:
+    """Limit BLAS threads (threadpoolctl, with scikit-learn) for matrix-vector products:
+    they are memory-bound, and a threaded BLAS on a busy machine can be several times
+    slower than one thread (see ``benchmarks/search_exact.py``)."""
+    import contextlib
+
+    if n is None:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - comes with scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=n, user_api="blas")
+
+
+def _exact_blocks(q: np.ndarray, blocks: Iterable[tuple[Sequence[str], np.ndarray]],
+                  best: TopK, keep: Callable[[str], bool] | None) -> None:
     for keys, mat in blocks:
         if keep is not None:
             mask = np.fromiter((keep(k) for k in keys), dtype=bool, count=len(keys))
@@ -184,7 +206,6 @@ def exact_search(
                 mat = mat[mask]
                 keys = [k for k, m in zip(keys, mask) if m]
         best.add((mat @ q.T).T, keys)
-    return [best.result(i) for i in range(q.shape[0])]
 
 
 # -- the index ------------------------------------------------------------------------------
@@ -457,8 +478,9 @@ def stored_prep(store: Store, model: str, prep: str | None = None) -> str:
 def query_for_image(store: Store, model: str, prep: str, image: str | os.PathLike[str]) -> tuple[str, np.ndarray]:
     """(sha256, stored embedding) of a content hash or an image file, without decoding.
 
-    A 64-hex-digit string is a content hash; anything else is a file, found by its recorded
-    hash when its size and modification time are unchanged, else by hashing its bytes.
+    A 64-hex-digit string is a content hash; anything else is a file (or a tar member
+    ``shard.tar#member``), found by its recorded hash when its size and modification time are
+    unchanged, else by hashing its bytes.
 
     Raises:
         StoreError: the image has no stored embedding of this model (scan it first).
@@ -468,6 +490,14 @@ def query_for_image(store: Store, model: str, prep: str, image: str | os.PathLik
     if len(text) == 64 and all(c in "0123456789abcdef" for c in text.lower()) and \
             not os.path.exists(text):
         sha = text.lower()
+    elif not os.path.exists(text) and "#" in text:  # a tar member: shard.tar#member
+        from clipsieve.errors import DecodeError
+        from clipsieve.media.inputs import read_named
+
+        try:
+            sha = hashlib.sha256(read_named(text)).hexdigest()
+        except DecodeError as exc:
+            raise StoreError(f"{text}: {exc.message}") from None
     else:
         try:
             st = os.stat(text)

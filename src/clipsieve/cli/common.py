@@ -249,9 +249,15 @@ class Progress:
         return EXIT_OK
 
 
-def input_options(f: F) -> F:
+def input_options(f: F | None = None, *, urls: bool = True) -> Any:
     """--input, --include, --exclude, --limit, --allow-urls: what every image-reading command
-    accepts besides PATHS (see :func:`clipsieve.media.inputs.iter_sources`)."""
+    accepts besides PATHS (see :func:`clipsieve.media.inputs.iter_sources`).
+
+    ``input_options(urls=False)`` (``filter``, which acts on local files) leaves out
+    --allow-urls.
+    """
+    if f is None:
+        return lambda g: input_options(g, urls=urls)
     opts = [
         click.option("--input", "input_path", type=click.Path(dir_okay=False, allow_dash=True),
                      help="A list of inputs: .txt (one a line), .csv or .parquet (a `path` "
@@ -263,10 +269,12 @@ def input_options(f: F) -> F:
                      help="Leave out inputs whose name or path matches (repeatable)."),
         click.option("--limit", type=click.IntRange(1), metavar="N",
                      help="Stop after N inputs."),
-        click.option("--allow-urls", is_flag=True,
-                     help="Download http(s) inputs (bounded size and time, public addresses "
-                          "only, content sniffed); refused otherwise."),
     ]
+    if urls:
+        opts.append(click.option(
+            "--allow-urls", is_flag=True,
+            help="Download http(s) inputs (bounded size and time, public addresses only, "
+                 "content sniffed); refused otherwise."))
     for opt in reversed(opts):
         f = opt(f)
     return f
@@ -308,6 +316,24 @@ def collect_sources(
         where = ", ".join([*paths, *([input_path] if input_path else [])]) or "the given paths"
         click.echo(f"clipsieve: warning: no image files found under {where}", err=True)
     return sources
+
+
+def local_sources(paths: Any, kw: dict[str, Any]) -> list[str]:
+    """PATHS plus the entries of --input, for a command that acts on local files (``filter``):
+    a tar shard or URL among them is a usage error. Pops --input from ``kw``."""
+    from clipsieve.media.inputs import is_tar, is_url, read_list
+
+    input_path = kw.pop("input_path", None)
+    out = [str(p) for p in paths]
+    if input_path:
+        out += [e.target for e in read_list(input_path)]
+    for p in out:
+        if is_url(p) or is_tar(p):
+            raise click.UsageError(f"{p}: filter moves, copies or links files; a URL or tar "
+                                   "shard cannot be a filter source (scan it instead)")
+    if not out:
+        raise click.UsageError("give at least one SOURCE or --input FILE")
+    return out
 
 
 def find_files(paths: Any, *, recursive: bool = True) -> list[str]:

@@ -9,7 +9,9 @@ import click
 
 from clipsieve.cli.common import (
     Progress,
+    input_options,
     load_cli_policy,
+    local_sources,
     make_analyzer,
     model_options,
     threshold_option,
@@ -17,7 +19,7 @@ from clipsieve.cli.common import (
 
 
 @click.command("filter")
-@click.argument("sources", nargs=-1, required=True, type=click.Path())
+@click.argument("sources", nargs=-1, type=click.Path())
 @click.option(
     "--accept",
     type=click.Path(file_okay=False),
@@ -88,6 +90,7 @@ from clipsieve.cli.common import (
 )
 @click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
+@input_options(urls=False)
 @model_options
 def filter_cmd(
     sources: tuple[str, ...],
@@ -140,6 +143,8 @@ def filter_cmd(
     if thresholds and not policy:
         raise click.UsageError("--threshold needs --policy (the policy whose thresholds change)")
     loaded = load_cli_policy(policy, thresholds) if policy else None
+    sources = tuple(local_sources(sources, kw))
+    include, exclude, limit = kw.pop("include", ()), kw.pop("exclude", ()), kw.pop("limit", None)
     analyzer = make_analyzer(kw)
     enabled = None if not quiet else False
     scan_progress: Progress | None = None
@@ -174,6 +179,9 @@ def filter_cmd(
             on_item=on_item,
             on_scanned=on_scanned,
             prefer_human=prefer_human,
+            include=include,
+            exclude=exclude,
+            limit=limit,
         )
     finally:
         for p in (scan_progress, act_progress):

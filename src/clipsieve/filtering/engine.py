@@ -31,6 +31,7 @@ from clipsieve.filtering.actions import (
 from clipsieve.filtering.dedupe import duplicate_groups, tie_round
 from clipsieve.filtering.rules import Rules, missing_everywhere, parse_where
 from clipsieve.media.discover import iter_files
+from clipsieve.media.inputs import matches_glob
 from clipsieve.store import Store
 
 #: Columns of the decisions manifest (CSV), in order.
@@ -201,8 +202,18 @@ class Entry:
     rel: str
 
 
-def discover(sources: Sequence[str | os.PathLike[str]], *, recursive: bool = True) -> list[Entry]:
+def discover(
+    sources: Sequence[str | os.PathLike[str]],
+    *,
+    recursive: bool = True,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    limit: int | None = None,
+) -> list[Entry]:
     """Files under the sources, each once, with the source folder they were found under.
+
+    ``include`` / ``exclude`` globs and ``limit`` select as for every other command
+    (:func:`clipsieve.media.inputs.matches_glob`; the first ``limit`` in path order).
 
     Raises:
         FilterError: a source does not exist.
@@ -219,13 +230,17 @@ def discover(sources: Sequence[str | os.PathLike[str]], *, recursive: bool = Tru
         else:
             found = [(src, os.path.dirname(src) or ".")]
         for path, root in found:
+            if include and not matches_glob(path, include):
+                continue
+            if exclude and matches_glob(path, exclude):
+                continue
             key = os.path.realpath(path)
             if key in seen:
                 continue
             seen.add(key)
             out.append(Entry(path, root, os.path.relpath(path, root)))
     out.sort(key=lambda e: e.path)
-    return out
+    return out if limit is None else out[:limit]
 
 
 def _inside(child: str, parent: str) -> bool:
@@ -538,6 +553,9 @@ def filter_collection(
     on_item: Callable[[ItemDecision], None] | None = None,
     on_scanned: Callable[[Any], None] | None = None,
     prefer_human: bool = False,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    limit: int | None = None,
 ) -> FilterRun:
     """Sort files into accept / review / reject folders by their results; never lose one.
 
@@ -558,6 +576,8 @@ def filter_collection(
         dedupe: cosine threshold for near duplicates (exact duplicates always group).
         dry_run: decide and plan destinations, touch nothing.
         recursive: walk sub-folders.
+        include, exclude: globs selecting files (see :func:`discover`).
+        limit: act on the first ``limit`` files (in path order) only.
         on_item: called after each file's action.
         on_scanned: called for each file scanned now.
         prefer_human: a person's decision stored by ``clipsieve review import`` replaces
@@ -619,7 +639,8 @@ def filter_collection(
             recovered = recover(store)
         elif store is not None:
             pending = len(Journal(store).open_rows())
-        entries = discover(srcs, recursive=recursive)
+        entries = discover(srcs, recursive=recursive, include=include, exclude=exclude,
+                           limit=limit)
         where_tops = {f.parts[0] for f in wexpr.fields()} if wexpr is not None else set()
         heads = default_heads(
             analyzer,

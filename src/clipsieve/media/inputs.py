@@ -481,7 +481,7 @@ def read_list(name: str, stdin: IO[str] | None = None) -> Iterator[_Entry]:
 # -- everything together ----------------------------------------------------------------------
 
 
-def _matches(name: str, globs: Sequence[str]) -> bool:
+def matches_glob(name: str, globs: Sequence[str]) -> bool:
     """Whether a glob matches the whole name, its last path part, or (a tar member) the
     member's last part: ``d/s.tar#k/x.jpg`` is tried as itself, ``s.tar#k/x.jpg`` (the part
     after the shard's folder) and ``x.jpg``."""
@@ -542,9 +542,9 @@ def iter_sources(
 
     for e in entries():
         for src in expand(e):
-            if include and not _matches(src.name, include):
+            if include and not matches_glob(src.name, include):
                 continue
-            if exclude and _matches(src.name, exclude):
+            if exclude and matches_glob(src.name, exclude):
                 continue
             if src.path is not None:
                 key = os.path.realpath(src.path)
@@ -602,6 +602,7 @@ __all__ = [
     "is_url",
     "iter_sources",
     "iter_tar",
+    "matches_glob",
     "read_list",
     "read_named",
     "sniff_image",
