@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from clipsieve.errors import EXIT_ITEMS_FAILED
+from clipsieve.errors import EXIT_FATAL, EXIT_ITEMS_FAILED, EXIT_OK, EXIT_USAGE
 from clipsieve.testing import public_temp_dir, unprivileged_prefix
 
 
@@ -171,3 +171,213 @@ def test_case5_pillow_odd_files_get_codes_by_cause(tiny_clip: Path, tmp_path: Pa
         run_cli("scan", str(d), "--no-store", "--model", str(tiny_clip)))}
     got = {name: (r["error"] or {}).get("code") for name, r in rows.items()}
     assert got == want
+
+
+# -- 1: file names that are not UTF-8 ------------------------------------------------------------
+
+
+def test_case1_non_utf8_name_scan_store_out_filter_and_undo(
+    tiny_clip: Path, tmp_path: Path, jpg: Path
+) -> None:
+    u8 = tmp_path / "u8"
+    u8.mkdir()
+    odd = os.fsdecode(b"a\xff.jpg")
+    shutil.copy(jpg, u8 / odd)
+    shutil.copy(jpg, u8 / "b.jpg")
+    store = tmp_path / "s.sqlite"
+    common = ("--model", str(tiny_clip), "--store", str(store))
+    # stdout with a store (it used to end in "internal error: UnicodeEncodeError")
+    proc = run_cli("scan", str(u8), *common)
+    assert proc.returncode == EXIT_OK, proc.stderr
+    rows = lines(proc)
+    assert [real_path(r) for r in rows] == [str(u8 / odd), str(u8 / "b.jpg")]
+    assert rows[0]["path"] == str(u8 / "a\ufffd.jpg")  # shown with U+FFFD
+    assert "path_bytes" not in rows[1]  # only names that need it
+    # --out FILE, and the second run reads everything from the store
+    out = tmp_path / "r.jsonl"
+    proc = run_cli("scan", str(u8), *common, "--out", str(out))
+    assert proc.returncode == EXIT_OK, proc.stderr
+    again = [json.loads(x) for x in out.read_bytes().decode("utf-8").splitlines()]
+    assert [real_path(r) for r in again] == [str(u8 / odd), str(u8 / "b.jpg")]
+    assert all(r["cached"] for r in again)
+    # filter moves it, undo moves it back, and the stored results follow
+    acc = tmp_path / "acc"
+    proc = run_cli("filter", str(u8), "--accept", str(acc), "--action", "move", *common)
+    assert proc.returncode == EXIT_OK, proc.stderr
+    assert sorted(os.listdir(acc)) == sorted([odd, "b.jpg"]) and os.listdir(u8) == []
+    exported = lines(run_cli("export", "--store", str(store)))
+    assert str(acc / odd) in [real_path(r) for r in exported]
+    run_id = proc.stderr.decode().split("undo with: clipsieve undo ")[1].split()[0]
+    proc = run_cli("undo", run_id, "--store", str(store))
+    assert proc.returncode == EXIT_OK, proc.stderr
+    assert sorted(os.listdir(u8)) == sorted([odd, "b.jpg"])
+    exported = lines(run_cli("export", "--store", str(store)))
+    assert sorted(real_path(r) for r in exported) == sorted([str(u8 / odd), str(u8 / "b.jpg")])
+
+
+def test_case1_no_store_output_is_valid_utf8(tiny_clip: Path, tmp_path: Path, jpg: Path) -> None:
+    u8 = tmp_path / "u8"
+    u8.mkdir()
+    shutil.copy(jpg, u8 / os.fsdecode(b"x\xe9\xff.jpg"))
+    proc = run_cli("scan", str(u8), "--no-store", "--model", str(tiny_clip))
+    assert b"\xff" not in proc.stdout  # no raw byte leaks into the JSON
+    (row,) = lines(proc)
+    assert real_path(row) == str(u8 / os.fsdecode(b"x\xe9\xff.jpg"))
+    for fmt_cmd in (("scan", "--format", "table"), ("moderate",), ("quality",)):
+        p = run_cli(*fmt_cmd, "u8", "--no-store", "--model", str(tiny_clip), cwd=tmp_path)
+        assert p.returncode == EXIT_OK, p.stderr
+        assert "x\ufffd\ufffd.jpg" in p.stdout.decode("utf-8")
+
+
+# -- 9, 10, 11, 12: outputs ------------------------------------------------------------------
+
+
+def test_case9_outputs_in_missing_folders_are_created(
+    tiny_clip: Path, tmp_path: Path, jpg: Path
+) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    shutil.copy(jpg, d / "a.jpg")
+    store = tmp_path / "s.sqlite"
+    m = ("--model", str(tiny_clip), "--store", str(store))
+    for cmd in (("scan", "--out"), ("moderate", "--format", "jsonl", "--out")):
+        out = tmp_path / "nodir" / cmd[0] / "x.jsonl"
+        proc = run_cli(*cmd, str(out), str(d), *m)
+        assert proc.returncode == EXIT_OK, proc.stderr
+        assert json.loads(out.read_text())["status"] == "ok"
+    proc = run_cli("report", "-o", str(tmp_path / "nodir2" / "r.html"), "--store", str(store))
+    assert proc.returncode == EXIT_OK and (tmp_path / "nodir2" / "r.html").stat().st_size > 0
+    proc = run_cli("export", "-o", str(tmp_path / "nodir3" / "e.jsonl"), "--store", str(store))
+    assert proc.returncode == EXIT_OK and (tmp_path / "nodir3" / "e.jsonl").read_text()
+    proc = run_cli("filter", str(d), "--action", "copy", "--accept", str(tmp_path / "acc"),
+                   "--manifest", str(tmp_path / "nodir4" / "m.csv"),
+                   "--report", str(tmp_path / "nodir5" / "r.html"), *m)
+    assert proc.returncode == EXIT_OK, proc.stderr
+    assert (tmp_path / "nodir4" / "m.csv").read_text().startswith("path,decision")
+    assert (tmp_path / "nodir5" / "r.html").exists()
+
+
+def test_case9_write_failures_give_one_line_and_exit_3(
+    tiny_clip: Path, tmp_path: Path, jpg: Path
+) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    shutil.copy(jpg, d / "a.jpg")
+    proc = run_cli("scan", str(d), "--out", "/dev/full", "--no-store", "--model", str(tiny_clip))
+    assert proc.returncode == EXIT_FATAL
+    assert proc.stderr.decode().strip().splitlines() == [
+        "clipsieve: error: cannot write /dev/full: No space left on device"]
+    with open("/dev/full", "wb") as full:
+        proc = subprocess.run([sys.executable, "-m", "clipsieve", "scan", str(d), "--no-store",
+                               "--model", str(tiny_clip), "-q"],
+                              stdout=full, stderr=subprocess.PIPE, timeout=180)
+    assert proc.returncode == EXIT_FATAL
+    assert proc.stderr.decode().strip().splitlines() == [
+        "clipsieve: error: cannot write to standard output: No space left on device"]
+    # an output under a plain file cannot be created: refused before any work
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    proc = run_cli("scan", str(d), "--out", str(blocker / "x.jsonl"), "--no-store",
+                   "--model", str(tiny_clip))
+    assert proc.returncode == EXIT_FATAL
+    assert "--out" in proc.stderr.decode() and "cannot create the folder" in proc.stderr.decode()
+    assert b"scanned" not in proc.stderr and b"internal error" not in proc.stderr
+
+
+def test_case9_filter_that_touched_files_always_prints_its_run_id(
+    tiny_clip: Path, tmp_path: Path, jpg: Path
+) -> None:
+    """The manifest write fails after the files were moved: the run id and the undo command
+    are still printed, in one clear error, exit 3; undo then restores everything."""
+    d = tmp_path / "d"
+    d.mkdir()
+    shutil.copy(jpg, d / "a.jpg")
+    store = tmp_path / "s.sqlite"
+    proc = run_cli("filter", str(d), "--action", "move", "--accept", str(tmp_path / "acc"),
+                   "--manifest", "/dev/full", "--quiet", "--model", str(tiny_clip),
+                   "--store", str(store))
+    err = proc.stderr.decode()
+    assert proc.returncode == EXIT_FATAL, err
+    assert "cannot write /dev/full: No space left on device" in err
+    assert "internal error" not in err
+    run_id = err.split("undo with: clipsieve undo ")[1].split()[0]
+    assert os.listdir(tmp_path / "acc") == ["a.jpg"]
+    assert run_cli("undo", run_id, "--store", str(store)).returncode == EXIT_OK
+    assert os.listdir(d) == ["a.jpg"]
+
+
+def test_case10_outputs_never_overwrite_inputs(
+    tiny_clip: Path, tmp_path: Path, jpg: Path
+) -> None:
+    a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    shutil.copy(jpg, a)
+    shutil.copy(jpg, b)
+    before = a.read_bytes()
+    m = ("--no-store", "--model", str(tiny_clip))
+    proc = run_cli("scan", str(a), "--out", str(a), *m)
+    assert proc.returncode == EXIT_USAGE and a.read_bytes() == before
+    assert "is also an input" in proc.stderr.decode()
+    proc = run_cli("scan", str(a), str(b), "--report", str(b), *m)
+    assert proc.returncode == EXIT_USAGE and b.read_bytes() == before
+    os.link(a, tmp_path / "hardlink.jsonl")  # same inode under another name
+    proc = run_cli("scan", str(a), "--out", str(tmp_path / "hardlink.jsonl"), *m)
+    assert proc.returncode == EXIT_USAGE and a.read_bytes() == before
+    proc = run_cli("scan", str(a), "--out", str(tmp_path / "r.html"),
+                   "--report", str(tmp_path / "r.html"), *m)
+    assert proc.returncode == EXIT_USAGE and "name the same file" in proc.stderr.decode()
+
+
+def test_case11_closed_pipe_ends_quietly(tiny_clip: Path, tmp_path: Path, jpg: Path) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    for i in range(30):
+        shutil.copy(jpg, d / f"{i:02}.jpg")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clipsieve", "scan", str(d), "--no-store", "--batch-size", "1",
+         "--model", str(tiny_clip)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()  # like `| head -1`
+    proc.stdout.close()
+    err = proc.stderr.read()
+    rc = proc.wait(timeout=180)
+    assert json.loads(first)["status"] == "ok"
+    import signal
+
+    assert rc == -signal.SIGPIPE, err  # the Unix convention: the shell shows 141
+    assert b"Traceback" not in err and b"internal error" not in err and b"rror" not in err
+
+
+def test_case12_calibrate_checks_its_output_before_scanning(
+    tiny_clip: Path, tmp_path: Path, jpg: Path
+) -> None:
+    shutil.copy(jpg, tmp_path / "a.jpg")
+    (tmp_path / "labels.csv").write_text("path,label\na.jpg,violence\n")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    proc = run_cli("calibrate", str(tmp_path / "labels.csv"), "--target-precision", "0.9",
+                   "--out", str(blocker / "p.toml"), "--model", str(tiny_clip),
+                   "--store", str(tmp_path / "s.sqlite"))
+    assert proc.returncode == EXIT_FATAL
+    assert "--out" in proc.stderr.decode() and "cannot create the folder" in proc.stderr.decode()
+    assert not (tmp_path / "s.sqlite").exists() or b"calibrat" not in proc.stdout
+    # and it never overwrites its own labels file
+    proc = run_cli("calibrate", str(tmp_path / "labels.csv"), "--target-precision", "0.9",
+                   "--out", str(tmp_path / "labels.csv"), "--model", str(tiny_clip),
+                   "--no-store")
+    assert proc.returncode == EXIT_USAGE
+    assert (tmp_path / "labels.csv").read_text() == "path,label\na.jpg,violence\n"
+
+
+def test_train_outputs_are_checked_first(tiny_clip: Path, tmp_path: Path, jpg: Path) -> None:
+    for cls in ("cat", "dog"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for i in range(2):
+            shutil.copy(jpg, tmp_path / "data" / cls / f"{i}.jpg")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    proc = run_cli("train-probe", str(tmp_path / "data"), "--out", str(blocker / "p.npz"),
+                   "--model", str(tiny_clip), "--no-store")
+    assert proc.returncode == EXIT_FATAL and b"cannot create the folder" in proc.stderr
+    assert b"accuracy" not in proc.stdout  # nothing was trained

@@ -106,3 +106,24 @@ def test_video_frames_and_samplings(tmp_path: Path) -> None:
     s.record_file("clip.mp4", 10, 20, "v")
     assert s.lookup_file("clip.mp4", 10, 20) == "v"
     assert s.counts()["video_frames"] == 2
+
+
+def test_paths_that_are_not_utf8_are_stored_looked_up_and_moved(tmp_path) -> None:
+    import os
+
+    from clipsieve.paths import from_json
+    from clipsieve.store import Store
+
+    odd = str(tmp_path / os.fsdecode(b"a\xff.jpg"))
+    moved = str(tmp_path / os.fsdecode(b"b\xfe.jpg"))
+    with Store(tmp_path / "s.sqlite") as s:
+        s.put_items([{"path": odd, "size": 3, "mtime_ns": 7, "sha256": "h"}], model="m", prep="p")
+        s.put_results([{"path": odd, "status": "ok", "sha256": "h", "quality": {"score": 1}}],
+                      model="m")
+        assert s.lookup_file(odd, 3, 7) == "h"
+        assert from_json(s.get_result(odd, "m")) == odd
+        s.move_path(odd, moved)
+        assert s.lookup_file(odd, 3, 7) is None and s.lookup_file(moved, 3, 7) == "h"
+        (r,) = list(s.iter_results())
+        assert from_json(r) == moved and r["path"].endswith("b\ufffd.jpg")
+        assert r["quality"] == {"score": 1}

@@ -8,7 +8,8 @@ Every error that clipsieve raises on purpose derives from :class:`ClipsieveError
     ├── DecodeError            one input file cannot be read (carries a reason code)
     ├── PolicyError            a moderation policy file is invalid
     ├── HeadError              a probe / quality head file is invalid or for another model
-    └── StoreError             the SQLite store cannot be opened or migrated
+    ├── StoreError             the SQLite store cannot be opened or migrated
+    └── OutputError            an output file cannot be created or written
 
 The command line turns each into a one-line message and the exit code in :data:`EXIT_CODES`.
 Per-file problems (:class:`DecodeError`) never stop a batch: they become an ``error`` on the
@@ -34,7 +35,8 @@ EXIT_CODES: dict[int, str] = {
     EXIT_OK: "every item was processed (and, for moderation, nothing was blocked)",
     EXIT_INTERNAL: "unexpected internal error (a bug: please report it)",
     EXIT_USAGE: "bad command-line usage",
-    EXIT_FATAL: "the job could not start: model, policy, head or store error",
+    EXIT_FATAL: "the job could not start or could not write: model, policy, head, store or "
+                "output error",
     EXIT_ITEMS_FAILED: "some items failed (see their `error`); the others were processed",
     EXIT_BLOCKED: "at least one item was blocked by the moderation policy",
     EXIT_BLOCKED_AND_FAILED: "at least one item was blocked and some items failed",
@@ -115,6 +117,13 @@ class StoreError(ClipsieveError):
     """The SQLite store cannot be opened, migrated or written."""
 
     code = "store_error"
+
+
+class OutputError(ClipsieveError):
+    """An output file cannot be created or written (checked before work starts; a write that
+    fails later, such as a full disk, raises it too)."""
+
+    code = "output_error"
 
 
 class DecodeError(ClipsieveError):

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from clipsieve.errors import StoreError
+from clipsieve.paths import clean_text, from_db, from_json, to_db, with_path
 
 #: Ordered schema migrations: (version, name, SQL). Never edit one that shipped; append.
 MIGRATIONS: list[tuple[int, str, str]] = [
@@ -221,7 +222,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
 
 #: Result fields that describe the scan itself; every other field is a head's output.
 BASE_FIELDS = frozenset({
-    "path", "status", "error", "sha256", "width", "height", "model", "device", "precision",
+    "path", "path_bytes", "status", "error", "sha256", "width", "height", "model", "device", "precision",
     "cached", "timing", "embedding",
 })
 
@@ -311,7 +312,7 @@ class Store:
         with self._lock:
             row = self._db.execute(
                 "SELECT sha256 FROM files WHERE path=? AND size=? AND mtime_ns=?",
-                (path_key(path), size, mtime_ns),
+                (to_db(path_key(path)), size, mtime_ns),
             ).fetchone()
         return row[0] if row else None
 
@@ -399,7 +400,7 @@ class Store:
                     db.execute(
                         "INSERT OR REPLACE INTO files(path,size,mtime_ns,sha256,seen_at) "
                         "VALUES (?,?,?,?,?)",
-                        (path_key(r["path"]), r["size"], r["mtime_ns"], r["sha256"], now),
+                        (to_db(path_key(r["path"])), r["size"], r["mtime_ns"], r["sha256"], now),
                     )
                 if r.get("width") is not None:
                     db.execute(
@@ -498,15 +499,16 @@ class Store:
         """The content hash last recorded for a file (whatever its size and mtime now)."""
         with self._lock:
             row = self._db.execute(
-                "SELECT sha256 FROM files WHERE path=?", (path_key(path),)
+                "SELECT sha256 FROM files WHERE path=?", (to_db(path_key(path)),)
             ).fetchone()
         return row[0] if row else None
+
     def record_file(self, path: str, size: int, mtime_ns: int, sha256: str) -> None:
         """Remember a file's hash for its size and mtime (so it is not hashed again)."""
         with self.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO files(path,size,mtime_ns,sha256,seen_at) VALUES (?,?,?,?,?)",
-                (path_key(path), size, mtime_ns, sha256, time.time()),
+                (to_db(path_key(path)), size, mtime_ns, sha256, time.time()),
             )
 
     # -- videos -----------------------------------------------------------------------------
@@ -585,12 +587,13 @@ class Store:
         now = time.time()
         with self.transaction() as db:
             for d in results:
-                d = {**d, "path": path_key(d["path"])}
+                key = path_key(from_json(d))
+                d = with_path(d, key)
                 if d.get("status") == "ok" and d.get("sha256"):
                     row = db.execute(
                         "SELECT result FROM results WHERE path=? AND model=? AND sha256=? "
                         "AND status='ok'",
-                        (d["path"], model, d["sha256"]),
+                        (to_db(key), model, d["sha256"]),
                     ).fetchone()
                     if row:
                         old = json.loads(row[0])
@@ -602,8 +605,9 @@ class Store:
                     "INSERT OR REPLACE INTO results(path,model,sha256,status,error_code,"
                     "error_message,result,updated_at) VALUES (?,?,?,?,?,?,?,?)",
                     (
-                        d["path"], model, d.get("sha256"), d["status"], err.get("code"),
-                        err.get("message"), _dumps(d), now,
+                        to_db(key), model, d.get("sha256"), d["status"], err.get("code"),
+                        clean_text(str(err["message"])) if err.get("message") else None,
+                        _dumps(d), now,
                     ),
                 )
 
@@ -611,12 +615,18 @@ class Store:
         """Follow a file that was moved: its hash record and stored results take the new path."""
         old_k, new_k = path_key(old), path_key(new)
         with self.transaction() as db:
-            db.execute("UPDATE OR REPLACE files SET path=? WHERE path=?", (new_k, old_k))
             db.execute(
-                "UPDATE OR REPLACE results SET path=?, result=json_set(result, '$.path', ?) "
-                "WHERE path=?",
-                (new_k, new_k, old_k),
+                "UPDATE OR REPLACE files SET path=? WHERE path=?", (to_db(new_k), to_db(old_k))
             )
+            rows = db.execute(
+                "SELECT model, result FROM results WHERE path=?", (to_db(old_k),)
+            ).fetchall()
+            for model, blob in rows:
+                d = with_path(json.loads(blob), new_k)
+                db.execute(
+                    "UPDATE OR REPLACE results SET path=?, result=? WHERE path=? AND model=?",
+                    (to_db(new_k), _dumps(d), to_db(old_k), model),
+                )
 
     def iter_results(self, model: str | None = None) -> Iterator[dict[str, Any]]:
         """Stored per-item results, sorted by path."""
@@ -633,7 +643,8 @@ class Store:
     def get_result(self, path: str, model: str) -> dict[str, Any] | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT result FROM results WHERE path=? AND model=?", (path_key(path), model)
+                "SELECT result FROM results WHERE path=? AND model=?",
+                (to_db(path_key(path)), model),
             ).fetchone()
         return json.loads(row[0]) if row else None
 
@@ -674,7 +685,7 @@ class Store:
                     "reviewed_at,model_decision,report_id,source,imported_at) "
                     "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                     (
-                        path_key(lab["path"]), lab.get("sha256") or None, lab["decision"],
+                        to_db(path_key(lab["path"])), lab.get("sha256") or None, lab["decision"],
                         lab.get("category") or None, lab.get("note") or None,
                         lab.get("reviewer") or None, lab.get("reviewed_at"),
                         lab.get("model_decision") or None, lab.get("report_id") or None,
@@ -698,6 +709,7 @@ class Store:
         latest: dict[str, dict[str, Any]] = {}
         for row in rows:
             d = dict(zip(cols, row))
+            d["path"] = from_db(d["path"])
             latest.pop(d["path"], None)
             if d["sha256"]:
                 latest.pop(d["sha256"], None)

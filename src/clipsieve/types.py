@@ -85,8 +85,10 @@ class ItemResult:
 
     def to_dict(self, *, include_embedding: bool = False) -> dict[str, Any]:
         """Plain JSON-ready dict, the schema documented in the README."""
+        from clipsieve.paths import json_fields
+
         out: dict[str, Any] = {
-            "path": self.path,
+            **json_fields(self.path),  # a name that is not UTF-8 also gets path_bytes
             "status": self.status,
             "error": self.error.to_dict() if self.error else None,
             "sha256": self.sha256,

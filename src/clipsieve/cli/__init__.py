@@ -6,13 +6,17 @@ Library errors become one line on stderr and a documented exit code (see ``clips
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib
+import os
+import signal
 import sys
 
 import click
 
 from clipsieve import __version__
-from clipsieve.errors import EXIT_CODES, EXIT_INTERNAL, ClipsieveError
+from clipsieve.errors import EXIT_CODES, EXIT_FATAL, EXIT_INTERNAL, ClipsieveError
 
 #: (module, command function name) of every subcommand, in help order.
 _COMMANDS: list[tuple[str, str]] = [
@@ -39,7 +43,39 @@ _COMMANDS: list[tuple[str, str]] = [
 _EPILOG = "\b\nExit codes:\n" + "\n".join(f"  {k}  {v}" for k, v in EXIT_CODES.items()) + "\n"
 
 
+class _PipeClosed(Exception):
+    """Standard output was closed by its reader (``clipsieve scan DIR | head -1``).
+
+    Not an ``OSError``: Click turns an EPIPE ``OSError`` into exit code 1 on its own.
+    """
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except OSError as exc:
+            if isinstance(exc, BrokenPipeError) or exc.errno == errno.EPIPE:
+                raise _PipeClosed() from None
+            raise
+
+
+def _die_of_sigpipe() -> None:
+    """End as Unix tools do when their reader goes away: quietly, killed by SIGPIPE (the shell
+    sees status 141), after the ``finally`` blocks have run (stores closed, journal written)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # nothing left to flush into the closed pipe
+    except (OSError, ValueError):
+        pass
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGPIPE)
+    sys.exit(0)  # pragma: no cover - platforms without SIGPIPE
+
+
 @click.group(
+    cls=_Group,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=_EPILOG,
 )
@@ -69,8 +105,17 @@ def option_flag(param: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning clipsieve errors into one line and an exit code."""
+    with contextlib.suppress(AttributeError, ValueError):
+        # a file name that is not UTF-8 never makes printing fail (see clipsieve.paths)
+        sys.stdout.reconfigure(errors="replace")  # type: ignore[union-attr]
     try:
         cli.main(args=argv, prog_name="clipsieve", standalone_mode=False)
+        _flush_stdout()
+    except SystemExit:
+        _flush_stdout()
+        raise
+    except _PipeClosed:
+        _die_of_sigpipe()
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
@@ -81,15 +126,42 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except ClipsieveError as exc:
         click.echo(f"clipsieve: error: {exc.render(option_flag)}", err=True)
+        _quiet_stdout()
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
     except BrokenPipeError:
-        sys.exit(0)
+        _die_of_sigpipe()
     except Exception as exc:  # a bug: say so in one line, keep the traceback on request
         if "--debug" in (argv or sys.argv):
             raise
         click.echo(f"clipsieve: internal error: {type(exc).__name__}: {exc}", err=True)
         sys.exit(EXIT_INTERNAL)
     sys.exit(0)
+
+
+def _flush_stdout() -> None:
+    """Flush what a command printed; a reader that went away ends the process quietly."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _die_of_sigpipe()
+    except OSError as exc:
+        click.echo(f"clipsieve: error: cannot write to standard output: {exc.strerror or exc}",
+                   err=True)
+        _quiet_stdout()
+        sys.exit(EXIT_FATAL)
+    except ValueError:  # stdout closed
+        pass
+
+
+def _quiet_stdout() -> None:
+    """After a write to stdout failed (``> /dev/full``), drop what is still buffered, so the
+    interpreter's own flush at exit does not print a second error."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())

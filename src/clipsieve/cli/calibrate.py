@@ -8,7 +8,13 @@ from typing import Any
 
 import click
 
-from clipsieve.cli.common import Progress, make_analyzer, model_options, plural
+from clipsieve.cli.common import (
+    Progress,
+    check_outputs,
+    make_analyzer,
+    model_options,
+    plural,
+)
 from clipsieve.errors import EXIT_ITEMS_FAILED, EXIT_OK, ConfigError
 
 #: Recall levels whose strictest threshold is printed in the precision-recall trade-off.
@@ -97,6 +103,9 @@ def calibrate(labels_csv: str | None, from_reviews: bool, policy: str,
     if not labels.categories:
         raise ConfigError(f"{labels_csv}: no row is labelled with a category; nothing to calibrate")
     out_path = out or f"{pol.name}-calibrated.toml"
+    # checked now, before the scan: not after all the work
+    check_outputs({"--out": out_path},
+                  lambda: [labels_csv, policy, *(r.path for r in labels.rows)])
 
     # Scan each distinct file once (embeddings come from the store when they are there).
     analyzer = make_analyzer(kw)
@@ -236,7 +245,9 @@ def _write_calibrated(source: str, new_policy: Any, out_path: str) -> None:
         try:
             Path(out_path).write_text(attempt, encoding="utf-8")
         except OSError as exc:
-            raise ConfigError(f"cannot write {out_path}: {exc.strerror or exc}") from None
+            from clipsieve.errors import OutputError
+
+            raise OutputError(f"cannot write {out_path}: {exc.strerror or exc}") from None
         try:
             back = load_policy(Path(out_path))  # a Path: never a shipped name
         except PolicyError:

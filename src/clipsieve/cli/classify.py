@@ -14,13 +14,16 @@ import click
 
 from clipsieve.cli.common import (
     Progress,
+    check_outputs,
     collect_sources,
+    input_files,
     input_options,
     make_analyzer,
     model_options,
     open_output,
     write_jsonl,
 )
+from clipsieve.paths import display
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -111,7 +114,8 @@ class _Table:
         self.fh.write(f"{'PATH':<{self.width}}  " + "  |  ".join(cols) + "\n")
 
     def row(self, item: Any) -> None:
-        path = item.path if len(item.path) <= self.width else "…" + item.path[-self.width + 1 :]
+        shown = display(item.path)
+        path = shown if len(shown) <= self.width else "…" + shown[-self.width + 1 :]
         if not item.ok:
             err = item.error
             self.fh.write(f"{path:<{self.width}}  error: {err.code}: {err.message}\n")
@@ -165,6 +169,7 @@ def classify(paths: tuple[str, ...], fmt: str, out: str | None, top: int, no_rec
 
     analyzer = make_analyzer(kw)
     try:
+        option_files = [kw.get("labels_file"), kw.get("probe_path")]
         chosen = label_head_options(kw)
         heads = build_heads(analyzer, policy=None, quality=False, **chosen, lazy=True)
         labels_head = next((h for h in heads if h.field == "labels"), None)
@@ -182,6 +187,7 @@ def classify(paths: tuple[str, ...], fmt: str, out: str | None, top: int, no_rec
             if stability.meaningful:
                 heads.append(stability)
         files = collect_sources(paths, kw, recursive=not no_recursive)
+        check_outputs({"--out": out}, lambda: input_files(files, option_files))
         progress = Progress(len(files), "classify", enabled=None if not quiet else False)
         try:
             with open_output(out) as fh:

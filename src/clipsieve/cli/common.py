@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import stat
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, Any, TypeVar
 
 import click
@@ -19,6 +21,7 @@ from clipsieve.errors import (
     EXIT_ITEMS_FAILED,
     EXIT_OK,
 )
+from clipsieve.paths import display
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -144,7 +147,7 @@ def train_with_progress(
     if failed:
         click.echo(f"skipped {len(failed)} file(s) that could not be read:", err=True)
         for item in failed:
-            click.echo(f"  {item.path}: {item.error.code}: {item.error.message}", err=True)
+            click.echo(f"  {display(item.path)}: {item.error.code}: {item.error.message}", err=True)
     return result, failed, progress
 
 
@@ -157,18 +160,185 @@ def make_console(fh: IO[str]) -> Any:
     return Console(file=fh, width=width, highlight=False, soft_wrap=False)
 
 
+# -- output files -------------------------------------------------------------------------------
+
+
+def _regular_identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of ``path`` when it is an existing regular file."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+
+
+def check_outputs(
+    outputs: Mapping[str, str | os.PathLike[str] | None],
+    inputs: Iterable[str | os.PathLike[str]] | Callable[[], Iterable[Any]] = (),
+) -> None:
+    """Check every output path of a command before any work starts.
+
+    The one place where commands check their output files (``--out``, ``--report``,
+    ``--manifest``, the weights and sidecar of the training commands…):
+
+    - ``None`` and ``-`` (standard output) are skipped;
+    - two options naming the same file are a usage error (exit code 2);
+    - an output that is an input file (the same device and inode: a photo being scanned, the
+      policy being calibrated) is a usage error, before anything is written (exit 2);
+    - missing parent folders are created;
+    - the file must be writable: an existing regular file is opened for appending (nothing is
+      truncated), a new one is created and removed again; a device or FIFO must be writable
+      (``/dev/null`` and ``/dev/stdout`` are fine outputs). Otherwise :class:`OutputError`
+      (exit code 3) naming the option, the file and the reason.
+
+    Args:
+        outputs: option name → path.
+        inputs: the files the command reads, or a function returning them (called only when
+            an output already exists: a new file cannot be an input).
+
+    Raises:
+        click.UsageError: same file twice, or an output that is an input.
+        OutputError: a folder cannot be created or the file cannot be written.
+    """
+    from clipsieve.errors import OutputError
+
+    named = {opt: os.fspath(p) for opt, p in outputs.items() if p is not None and p != "-"}
+    seen: dict[str, str] = {}
+    for opt, p in named.items():
+        key = os.path.realpath(p)
+        if key in seen:
+            raise click.UsageError(f"{seen[key]} and {opt} name the same file: {display(p)}")
+        seen[key] = opt
+    existing = {opt: ident for opt, p in named.items()
+                if (ident := _regular_identity(p)) is not None}
+    if existing:
+        files = inputs() if callable(inputs) else inputs
+        by_ident = {ident: opt for opt, ident in existing.items()}
+        for f in files:
+            ident = _regular_identity(os.fspath(f))
+            if ident is not None and ident in by_ident:
+                opt = by_ident[ident]
+                raise click.UsageError(
+                    f"{opt} {display(named[opt])} is also an input ({display(os.fspath(f))}); "
+                    "refusing to overwrite an input: choose another output file"
+                )
+    for opt, p in named.items():
+        _check_writable(opt, p, OutputError)
+
+
+def _check_writable(opt: str, p: str, error: type[Exception]) -> None:
+    def fail(why: str) -> None:
+        raise error(f"{opt} {display(p)}: {why}")
+
+    if os.path.isdir(p):
+        fail("is a folder; give a file name")
+    parent = os.path.dirname(os.path.abspath(p))
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as exc:
+        fail(f"cannot create the folder {display(parent)}: {exc.strerror or exc}")
+    try:
+        st: os.stat_result | None = os.stat(p)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        fail(f"cannot write: {exc.strerror or exc}")
+        return
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        if not os.access(p, os.W_OK):
+            fail("cannot write: permission denied")
+        return
+    try:
+        if st is not None:
+            fd = os.open(p, os.O_WRONLY | os.O_APPEND)
+            os.close(fd)
+        else:
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            os.close(fd)
+            os.unlink(p)
+    except OSError as exc:
+        fail(f"cannot write: {exc.strerror or exc}")
+
+
+class _Writer:
+    """A text stream whose write errors become :class:`OutputError` (one line, exit code 3).
+
+    A closed pipe stays a ``BrokenPipeError`` (the command then ends quietly, as Unix tools do).
+    """
+
+    def __init__(self, fh: IO[str], name: str) -> None:
+        self._fh = fh
+        self._name = name
+
+    def _fail(self, exc: OSError) -> None:
+        from clipsieve.errors import OutputError
+
+        if isinstance(exc, BrokenPipeError) or exc.errno == errno.EPIPE:
+            raise exc
+        raise OutputError(f"cannot write {self._name}: {exc.strerror or exc}") from None
+
+    def write(self, text: str) -> int:
+        try:
+            return self._fh.write(text)
+        except OSError as exc:
+            self._fail(exc)
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._fh.flush()
+        except OSError as exc:
+            self._fail(exc)
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fh, name)
+
+
 @contextlib.contextmanager
 def open_output(path: str | None) -> Iterator[IO[str]]:
-    """A file opened for writing, or stdout when ``path`` is None or '-'."""
+    """A file opened for writing, or stdout when ``path`` is None or '-'.
+
+    Check ``path`` with :func:`check_outputs` before any work; here a failed write becomes
+    :class:`OutputError` naming the file. Names that are not UTF-8 are written as U+FFFD.
+    """
     if path in (None, "-"):
-        yield sys.stdout
-    else:
-        with open(path, "w", encoding="utf-8") as fh:  # type: ignore[arg-type]
-            yield fh
+        yield _Writer(sys.stdout, "to standard output")  # type: ignore[misc]
+        return
+    from clipsieve.errors import OutputError
+
+    try:
+        fh = open(path, "w", encoding="utf-8", errors="replace")  # type: ignore[arg-type]
+    except OSError as exc:
+        raise OutputError(f"cannot write {display(str(path))}: {exc.strerror or exc}") from None
+    writer = _Writer(fh, display(str(path)))
+    try:
+        yield writer  # type: ignore[misc]
+        writer.flush()
+    finally:
+        try:
+            fh.close()
+        except OSError as exc:  # the last buffered write failed
+            writer._fail(exc)
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn an ``OSError`` while writing ``path`` into :class:`OutputError` (exit code 3)."""
+    from clipsieve.errors import OutputError
+
+    try:
+        yield
+    except OSError as exc:
+        raise OutputError(f"cannot write {display(os.fspath(path))}: {exc.strerror or exc}"
+                          ) from None
 
 
 def write_jsonl(fh: IO[str], obj: dict[str, Any]) -> None:
-    fh.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    """One JSON line, always valid UTF-8 (see :mod:`clipsieve.paths` for file names)."""
+    from clipsieve.paths import clean_text
+
+    fh.write(clean_text(json.dumps(obj, ensure_ascii=False)) + "\n")
     fh.flush()
 
 
@@ -350,3 +520,31 @@ def find_files(paths: Any, *, recursive: bool = True) -> list[str]:
         click.echo(f"clipsieve: warning: no image files found under {where}", err=True)
     return files
 
+
+
+def input_files(
+    files: Iterable[Any], options: Iterable[str | None] = (), *, sidecars: bool = False
+) -> Iterator[str]:
+    """Everything a scanning command reads, for :func:`check_outputs`: the image files, the
+    files named by options (policy, heads, labels; names that are not files are ignored)
+    and, with ``sidecars``, each image's caption sidecar (``photo.txt``)."""
+    for opt in options:
+        if opt:
+            yield opt
+    for f in files:
+        if not isinstance(f, str):  # a clipsieve.media.inputs.Source
+            f = getattr(f, "path", None) or getattr(f, "tar", None)
+            if not f:
+                continue
+        yield f
+        if sidecars:
+            yield os.path.splitext(f)[0] + ".txt"
+
+
+def weights_outputs(out: str) -> tuple[str, str]:
+    """The two files a training command writes for ``--out``: the ``.npz`` (added when
+    missing) and its ``.json`` sidecar."""
+    from clipsieve.heads._files import sidecar_path
+
+    npz = out if out.lower().endswith(".npz") else out + ".npz"
+    return npz, str(sidecar_path(npz))

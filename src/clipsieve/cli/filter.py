@@ -9,13 +9,16 @@ import click
 
 from clipsieve.cli.common import (
     Progress,
+    check_outputs,
     input_options,
     load_cli_policy,
     local_sources,
     make_analyzer,
     model_options,
     threshold_option,
+    writing,
 )
+from clipsieve.paths import clean_text, display
 
 
 @click.command("filter")
@@ -138,6 +141,7 @@ def filter_cmd(
       clipsieve filter photos/ --accept keep/ --action copy --dry-run
     """
     from clipsieve.filtering import filter_collection, write_manifest
+    from clipsieve.media.discover import iter_files
 
     store_arg = kw.get("store_path")
     if thresholds and not policy:
@@ -145,6 +149,9 @@ def filter_cmd(
     loaded = load_cli_policy(policy, thresholds) if policy else None
     sources = tuple(local_sources(sources, kw))
     include, exclude, limit = kw.pop("include", ()), kw.pop("exclude", ()), kw.pop("limit", None)
+    # before anything is scanned or touched
+    check_outputs({"--manifest": manifest, "--report": report_path},
+                  lambda: iter_files(sources, recursive=not no_recursive))
     analyzer = make_analyzer(kw)
     enabled = None if not quiet else False
     scan_progress: Progress | None = None
@@ -162,6 +169,7 @@ def filter_cmd(
             act_progress = Progress(None, action, enabled=enabled)
         act_progress.advance(d)
 
+    started: list[str] = []
     try:
         run = filter_collection(
             sources,
@@ -182,25 +190,44 @@ def filter_cmd(
             include=include,
             exclude=exclude,
             limit=limit,
+            on_run_started=started.append,
         )
+    except BaseException:
+        if started:  # files may have been touched: always say how to undo them
+            click.echo(f"filter run {started[0]} stopped before it finished; "
+                       f"{_undo_hint(started[0], store_arg)}", err=True)
+        raise
     finally:
         for p in (scan_progress, act_progress):
             if p is not None:
                 p.close()
         analyzer.close()
-    if manifest:
-        write_manifest(run.decisions, manifest)
-    if report_path:
-        from clipsieve.report import write_report
+    try:
+        if not quiet:
+            _summary(run, manifest, store_arg)
+        if manifest:
+            with writing(manifest):
+                write_manifest(run.decisions, manifest)
+        if report_path:
+            from clipsieve.report import write_report
 
-        write_report(
-            [d.report_dict(run.run_id) for d in run.decisions],
-            report_path,
-            title=f"clipsieve filter {run.run_id or '(dry run)'}",
-        )
-    if not quiet:
-        _summary(run, manifest, store_arg)
+            with writing(report_path):
+                write_report(
+                    [d.report_dict(run.run_id) for d in run.decisions],
+                    report_path,
+                    title=f"clipsieve filter {run.run_id or '(dry run)'}",
+                )
+    except BaseException:
+        if run.run_id and quiet:
+            click.echo(f"filter run {run.run_id}: {_undo_hint(run.run_id, store_arg)}",
+                       err=True)
+        raise
     sys.exit(4 if run.failed else 0)
+
+
+def _undo_hint(run_id: str, store: str | None) -> str:
+    where = f" --store {store}" if store else ""
+    return f"undo with: clipsieve undo {run_id}{where}"
 
 
 def _summary(run: Any, manifest: str | None, store: str | None) -> None:
@@ -220,9 +247,10 @@ def _summary(run: Any, manifest: str | None, store: str | None) -> None:
     if run.dry_run:
         for d in run.decisions:
             dest = d.destination or ("(stays)" if d.decision != "error" else "(error)")
-            click.echo(f"{d.decision:7} {d.path} -> {dest}  [{'; '.join(d.reasons)}]")
+            click.echo(clean_text(f"{d.decision:7} {display(d.path)} -> {display(dest)}  "
+                                  f"[{'; '.join(d.reasons)}]"))
     for d in run.failed:
-        click.echo(f"failed: {d.path}: {d.error or '; '.join(d.reasons)}", err=True)
+        click.echo(f"failed: {display(d.path)}: {d.error or '; '.join(d.reasons)}", err=True)
     head = (
         f"filter run {run.run_id}"
         if run.run_id
@@ -235,5 +263,4 @@ def _summary(run: Any, manifest: str | None, store: str | None) -> None:
         err=True,
     )
     if run.run_id:
-        where = f" --store {store}" if store else ""
-        click.echo(f"undo with: clipsieve undo {run.run_id}{where}", err=True)
+        click.echo(_undo_hint(run.run_id, store), err=True)

@@ -9,7 +9,9 @@ import click
 
 from clipsieve.cli.common import (
     Progress,
+    check_outputs,
     collect_sources,
+    input_files,
     input_options,
     load_cli_policy,
     make_analyzer,
@@ -19,6 +21,7 @@ from clipsieve.cli.common import (
     threshold_option,
     write_jsonl,
 )
+from clipsieve.paths import display
 
 #: Colour of each decision in the table (terminals only).
 DECISION_STYLE = {"allow": "green", "review": "yellow", "block": "bold red", "error": "magenta"}
@@ -73,7 +76,10 @@ def moderate(paths: tuple[str, ...], policy: str, thresholds: tuple[str, ...],
     head_policy = load_cli_policy(policy, thresholds)
     captions = CaptionSource(default=caption, sidecars=not no_sidecars)
     recursive = not no_recursive
+    input_list = kw.get("input_path")
     files = collect_sources(paths, kw, recursive=recursive, captions=captions)
+    check_outputs({"--out": out},
+                  lambda: input_files(files, [policy, input_list], sidecars=not no_sidecars))
 
     analyzer = make_analyzer(kw)
     heads = build_heads(analyzer, policy=head_policy, quality=False, captions=captions, lazy=True)
@@ -88,11 +94,12 @@ def moderate(paths: tuple[str, ...], policy: str, thresholds: tuple[str, ...],
                 elif item.ok and item.moderation is not None:
                     mod = item.moderation
                     first = mod.reasons[0] if mod.reasons else ""
-                    rows.append((item.path, mod.decision, top_categories(mod.categories), first))
+                    rows.append((display(item.path), mod.decision,
+                                 top_categories(mod.categories), first))
                 else:
                     err = item.error
                     why = f"{err.code}: {err.message}" if err else "not moderated"
-                    rows.append((item.path, "error", "", why))
+                    rows.append((display(item.path), "error", "", why))
             progress.close()
             if fmt == "table":
                 _print_table(fh, rows, head_policy)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 import click
 
-from clipsieve.cli.common import model_options, train_with_progress
+from clipsieve.cli.common import (
+    check_outputs,
+    model_options,
+    train_with_progress,
+    weights_outputs,
+    writing,
+)
 
 
 @click.command("train-probe")
@@ -39,6 +46,8 @@ def train_probe(data: str, out: str, folds: int, c: float, quiet: bool, **kw: An
     """
     from clipsieve.training import read_dataset, train_probe_from_data
 
+    npz, side = weights_outputs(out)
+    check_outputs({"--out": npz, "sidecar": side}, lambda: _data_files(data))
     probe, failed, progress = train_with_progress(
         kw, quiet, lambda: len(read_dataset(data)),
         lambda analyzer, on_item: train_probe_from_data(
@@ -57,6 +66,14 @@ def train_probe(data: str, out: str, folds: int, c: float, quiet: bool, **kw: An
     click.echo(f"{m['folds']}-fold accuracy: {m['cv_accuracy_mean']:.3f} ± "
                f"{m['cv_accuracy_std']:.3f} [{per_fold}]{folds_note}")
     click.echo(f"training accuracy: {m['train_accuracy']:.3f} (C={c:g})")
-    npz, side = probe.save(out)
-    click.echo(f"wrote {npz} and {side} (model {probe.model_id})")
+    with writing(npz):
+        saved, saved_side = probe.save(out)
+    click.echo(f"wrote {saved} and {saved_side} (model {probe.model_id})")
     sys.exit(progress.exit_code())
+
+
+def _data_files(data: str) -> list[str]:
+    from clipsieve.training import read_dataset
+
+    files = [p for p, _ in read_dataset(data)]
+    return [data, *files] if os.path.isfile(data) else files

@@ -10,14 +10,19 @@ import click
 
 from clipsieve.cli.common import (
     Progress,
+    check_outputs,
     collect_sources,
+    input_files,
     input_options,
     make_analyzer,
     model_options,
     open_output,
     train_with_progress,
+    weights_outputs,
     write_jsonl,
+    writing,
 )
+from clipsieve.paths import display
 
 #: Components shown in the table (besides score, technical and aesthetic).
 _TABLE_COMPONENTS = (("sharpness", "sharp"), ("noise", "noise"), ("exposure", "exposure"),
@@ -32,14 +37,14 @@ def _fmt(value: Any) -> str:
 
 def _row(item: Any) -> list[str]:
     if not item.ok:
-        return [item.path, "error", "", "", *[""] * (len(_TABLE_COMPONENTS) - 1),
+        return [display(item.path), "error", "", "", *[""] * (len(_TABLE_COMPONENTS) - 1),
                 f"{item.error.code}"]
     q = item.quality
     comps = dict(q.components)
     under, over = comps.get("exposure_under"), comps.get("exposure_over")
     if under is not None or over is not None:
         comps["exposure"] = min(v for v in (under, over) if v is not None)
-    return [item.path, _fmt(q.score), _fmt(q.technical), _fmt(q.aesthetic),
+    return [display(item.path), _fmt(q.score), _fmt(q.technical), _fmt(q.aesthetic),
             *(_fmt(comps.get(key)) for key, _ in _TABLE_COMPONENTS)]
 
 
@@ -82,6 +87,7 @@ def quality(paths: tuple[str, ...], quality_head: str | None, fmt: str, out: str
         # fail fast: a bad head file, or one trained on another model
         heads = build_heads(analyzer, policy=None, quality=quality_head or True, lazy=True)
         files = collect_sources(paths, kw, recursive=not no_recursive)
+        check_outputs({"--out": out}, lambda: input_files(files, [quality_head]))
         progress = Progress(len(files), "quality", enabled=None if not quiet else False)
         try:
             with open_output(out) as fh:
@@ -154,6 +160,9 @@ def train_quality(ratings: str, out: str, kind: str, folds: int, quiet: bool,
     """
     from clipsieve.training import read_ratings, train_quality_head_from_csv
 
+    npz, side = weights_outputs(out)
+    check_outputs({"--out": npz, "sidecar": side},
+                  lambda: [ratings, *(p for p, _ in read_ratings(ratings))])
     head, failed, progress = train_with_progress(
         kw, quiet, lambda: len(read_ratings(ratings)),
         lambda analyzer, on_item: train_quality_head_from_csv(
@@ -171,6 +180,7 @@ def train_quality(ratings: str, out: str, kind: str, folds: int, quiet: bool,
                f"RMSE {_fmt(m['rmse'])} (out-of-fold; per-fold mean SRCC "
                f"{_fmt(m['fold_srcc_mean'])}, PLCC {_fmt(m['fold_plcc_mean'])}){note}")
     click.echo(f"training fit: SRCC {_fmt(m['train_srcc'])}, PLCC {_fmt(m['train_plcc'])}")
-    npz, side = head.save(out)
-    click.echo(f"wrote {npz} and {side} (model {head.model_id})")
+    with writing(npz):
+        saved, saved_side = head.save(out)
+    click.echo(f"wrote {saved} and {saved_side} (model {head.model_id})")
     sys.exit(progress.exit_code())

@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from clipsieve.cli.common import open_existing_store, store_option
+from clipsieve.cli.common import check_outputs, open_existing_store, store_option, writing
+from clipsieve.paths import from_json
 
 
 def _store_options(f: Any) -> Any:
@@ -50,7 +51,7 @@ def stored_results(
 
         rows = attach_human(rows, labels)
     for r in rows:
-        if _under(str(r.get("path", "")), prefixes):
+        if _under(from_json(r), prefixes):
             yield r
 
 
@@ -70,6 +71,15 @@ def _no_results_message(store_path: str | None, model: str | None, paths: tuple[
     else:
         what += f" (the store {store.path} holds no results: run `clipsieve scan` first)"
     return what
+
+
+def _inputs(store_path: str | None, results: list[dict[str, Any]]) -> Iterator[str]:
+    """The store and the files of its results: what report and export must never overwrite."""
+    from clipsieve import settings
+
+    yield str(store_path or settings.default_store_path())
+    for r in results:
+        yield from_json(r)
 
 
 @click.command()
@@ -126,14 +136,16 @@ def report(
     results = list(stored_results(store_path, model, paths, human=True))
     if not results:
         raise StoreError(_no_results_message(store_path, model, paths) + "; no report written")
-    n = write_report(
-        results,
-        out,
-        title=title,
-        thumbnails=not no_thumbnails,
-        thumb_size=thumb_size,
-        thumbnails_dir=thumbnails_dir,
-    )
+    check_outputs({"--out": out}, lambda: _inputs(store_path, results))
+    with writing(out):
+        n = write_report(
+            results,
+            out,
+            title=title,
+            thumbnails=not no_thumbnails,
+            thumb_size=thumb_size,
+            thumbnails_dir=thumbnails_dir,
+        )
     click.echo(f"report of {n} {'item' if n == 1 else 'items'} written to {out}", err=True)
 
 
@@ -181,10 +193,14 @@ def export(
     """
     from clipsieve.report import export_results
 
+    results = list(stored_results(store_path, model, paths))
+    check_outputs({"--out": None if npy_dir else out}, lambda: _inputs(store_path, results))
     if embeddings or npy_dir:
-        _export_embeddings(paths, fmt, out, npy_dir, store_path, model)
+        with writing(npy_dir or out):
+            _export_embeddings(paths, fmt, out, npy_dir, store_path, model)
         return
-    n = export_results(stored_results(store_path, model, paths), out, fmt)
+    with writing(out):
+        n = export_results(results, out, fmt)
     if out != "-":
         click.echo(f"{n} results written to {out}", err=True)
 

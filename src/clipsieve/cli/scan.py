@@ -11,7 +11,9 @@ import click
 from clipsieve.cli.classify import label_head_options, label_options
 from clipsieve.cli.common import (
     Progress,
+    check_outputs,
     collect_sources,
+    input_files,
     input_options,
     load_cli_policy,
     make_analyzer,
@@ -19,6 +21,7 @@ from clipsieve.cli.common import (
     open_output,
     threshold_option,
     write_jsonl,
+    writing,
 )
 
 
@@ -101,6 +104,7 @@ def scan(paths: tuple[str, ...], out: str | None, fmt: str, policy: str,
     from clipsieve.factory import build_heads
     from clipsieve.moderation import CaptionSource
 
+    kw_inputs = [policy, quality_head, kw.get("labels_file"), kw.get("probe_path")]
     analyzer = make_analyzer(kw)
     captions = None if no_moderation else CaptionSource(default=caption)
     # a bad policy, --threshold, probe or head file fails here, before any model work
@@ -118,6 +122,8 @@ def scan(paths: tuple[str, ...], out: str | None, fmt: str, policy: str,
                      gpus=ray_gpus_per_actor, recursive=not no_recursive)
     fmt = _output_format(fmt, out)
     files = collect_sources(paths, kw, recursive=not no_recursive, captions=captions)
+    check_outputs({"--out": out, "--report": report_path},
+                  lambda: input_files(files, kw_inputs, sidecars=not no_moderation))
     progress = Progress(len(files), "scan", enabled=None if not quiet else False)
     kept: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
@@ -153,7 +159,8 @@ def scan(paths: tuple[str, ...], out: str | None, fmt: str, policy: str,
     if report_path:
         from clipsieve.report import write_report
 
-        write_report(kept, report_path)
+        with writing(report_path):
+            write_report(kept, report_path)
     if not quiet:
         click.echo(progress.summary(), err=True)
         if report_path:

@@ -8,6 +8,7 @@ import time
 import click
 
 from clipsieve.cli.common import open_existing_store, store_option
+from clipsieve.paths import display
 
 
 @click.command()
@@ -47,7 +48,7 @@ def undo(run_id: str | None, list_runs: bool, store_path: str | None) -> None:
     finally:
         store.close()
     for failure in res.failed:
-        click.echo(f"failed: {failure.src}: {failure.error}", err=True)
+        click.echo(f"failed: {display(failure.src)}: {failure.error}", err=True)
     ok = len(res.results) - len(res.failed)
     click.echo(
         f"undo run {res.run_id}: reversed {ok} of {len(res.results)} actions of {res.undone}",

@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from clipsieve.errors import EXIT_FATAL, ClipsieveError
+from clipsieve.paths import clean_text, from_db, to_db
 from clipsieve.store import Store
 
 #: File actions a filter run can take.
@@ -213,11 +214,11 @@ class Journal:
                     run_id,
                     action,
                     decision,
-                    src,
-                    dest_root,
-                    rel,
+                    _db(src),
+                    _db(dest_root),
+                    _db(rel),
                     method,
-                    tmp,
+                    _db(tmp),
                     sha256,
                     size,
                     "started",
@@ -228,14 +229,14 @@ class Journal:
             return int(cur.lastrowid or 0)
 
     def set_dest(self, jid: int, dest: str) -> None:
-        self.store.execute("UPDATE journal SET dest=? WHERE id=?", (dest, jid))
+        self.store.execute("UPDATE journal SET dest=? WHERE id=?", (_db(dest), jid))
 
     def end(
         self, jid: int, state: str, *, dest: str | None = None, error: str | None = None
     ) -> None:
         self.store.execute(
             "UPDATE journal SET state=?, dest=COALESCE(?, dest), error=?, finished_at=? WHERE id=?",
-            (state, dest, error, time.time(), jid),
+            (state, _db(dest), clean_text(error) if error else error, time.time(), jid),
         )
 
     def rows(self, run_id: str) -> list[dict[str, Any]]:
@@ -256,7 +257,18 @@ class Journal:
         }
 
     def _dicts(self, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
-        return self.store.query(sql, params)
+        return [
+            {k: from_db(v) if k in _PATH_COLUMNS else v for k, v in row.items()}
+            for row in self.store.query(sql, params)
+        ]
+
+
+#: Journal columns that hold paths (a name that is not UTF-8 is stored as a BLOB).
+_PATH_COLUMNS = frozenset({"src", "dest_root", "rel", "tmp", "dest"})
+
+
+def _db(path: str | None) -> str | bytes | None:
+    return None if path is None else to_db(path)
 
 
 # -- locking ----------------------------------------------------------------------------------
@@ -553,7 +565,7 @@ class FileActions:
             return ActionResult(src, src if os.path.lexists(src) else None, "failed", msg, jid)
         except Exception as exc2:  # noqa: BLE001 - recovery will look at it again
             note = f"{msg}; left for recovery ({_describe(exc2)})"
-            self.journal.store.execute("UPDATE journal SET error=? WHERE id=?", (note, jid))
+            self.journal.store.execute("UPDATE journal SET error=? WHERE id=?", (clean_text(note), jid))
             return ActionResult(src, None, "failed", note, jid)
 
     def _link(

@@ -32,6 +32,7 @@ from clipsieve.filtering.dedupe import duplicate_groups, tie_round
 from clipsieve.filtering.rules import Rules, missing_everywhere, parse_where
 from clipsieve.media.discover import iter_files
 from clipsieve.media.inputs import matches_glob
+from clipsieve.paths import clean_text, display, with_path
 from clipsieve.store import Store
 
 #: Columns of the decisions manifest (CSV), in order.
@@ -128,30 +129,30 @@ class ItemDecision:
 
     def manifest_row(self) -> dict[str, Any]:
         q = self.quality
+        # CSV for people and spreadsheets: names that are not UTF-8 are shown with U+FFFD
         return {
-            "path": self.path,
+            "path": display(self.path),
             "decision": self.decision,
-            "destination": self.destination or "",
+            "destination": display(self.destination or ""),
             "outcome": self.outcome,
-            "reasons": "; ".join(self.reasons),
+            "reasons": clean_text("; ".join(self.reasons)),
             "quality": "" if q is None else f"{q:.4g}",
             "moderation": self.moderation or "",
-            "duplicate_of": self.duplicate_of or "",
-            "error": self.error or "",
+            "duplicate_of": display(self.duplicate_of or ""),
+            "error": clean_text(self.error or ""),
             "sha256": self.result.get("sha256") or "",
         }
 
     def report_dict(self, run_id: str | None = None) -> dict[str, Any]:
         """The result dict with a ``filter`` field, for reports."""
-        out = dict(self.result)
-        out["path"] = self.path
+        out = with_path(self.result, self.path)
         out["filter"] = {
             "decision": self.decision,
-            "reasons": list(self.reasons),
-            "destination": self.destination,
+            "reasons": [clean_text(r) for r in self.reasons],
+            "destination": self.destination,  # the real path (the report reads thumbnails)
             "outcome": self.outcome,
-            "duplicate_of": self.duplicate_of,
-            "error": self.error,
+            "duplicate_of": display(self.duplicate_of) if self.duplicate_of else None,
+            "error": clean_text(self.error) if self.error else None,
             "run": run_id,
         }
         return out
@@ -291,8 +292,7 @@ def _fresh_result(store: Store, model: str, path: str) -> dict[str, Any] | None:
             and res.get("sha256")
             and store.lookup_file(key, st.st_size, st.st_mtime_ns) == res["sha256"]
         ):
-            res["path"] = path
-            return res
+            return with_path(res, path)
     return None
 
 
@@ -556,6 +556,7 @@ def filter_collection(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     limit: int | None = None,
+    on_run_started: Callable[[str], None] | None = None,
 ) -> FilterRun:
     """Sort files into accept / review / reject folders by their results; never lose one.
 
@@ -582,6 +583,9 @@ def filter_collection(
         on_scanned: called for each file scanned now.
         prefer_human: a person's decision stored by ``clipsieve review import`` replaces
             the model's moderation decision for that file.
+        on_run_started: called with the run id once the run is journalled, before the first
+            file is touched (so a caller can always say how to undo it, even if the run
+            then fails).
 
     Raises:
         FilterError: missing source, destination overlapping a source, a rule field that no
@@ -692,6 +696,8 @@ def filter_collection(
             "prefer_human": prefer_human,
         }
         run.run_id = journal.start_run("filter", action, args)
+        if on_run_started is not None:
+            on_run_started(run.run_id)
         status = "interrupted"
         try:
             execute(decisions, journal, run.run_id, action, destinations, on_item=on_item)
@@ -703,18 +709,13 @@ def filter_collection(
 
 def write_manifest(decisions: Iterable[ItemDecision], path: str | os.PathLike[str]) -> int:
     """Write the decisions as CSV (:data:`MANIFEST_COLUMNS`), atomically; returns rows."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
+    from clipsieve.outfiles import atomic_text
+
     n = 0
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(MANIFEST_COLUMNS))
-            w.writeheader()
-            for d in decisions:
-                w.writerow(d.manifest_row())
-                n += 1
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    with atomic_text(path, newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(MANIFEST_COLUMNS))
+        w.writeheader()
+        for d in decisions:
+            w.writerow(d.manifest_row())
+            n += 1
     return n

@@ -182,15 +182,10 @@ def export_results(
 def _write_text(path: Any, to_stdout: bool, write: Any) -> int:
     if to_stdout:
         return int(write(sys.stdout))
-    tmp = f"{os.fspath(path)}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            n = int(write(fh))
-        os.replace(tmp, path)
-        return n
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from clipsieve.outfiles import atomic_text
+
+    with atomic_text(path, newline="") as fh:
+        return int(write(fh))
 
 
 def _jsonl(results: Iterable[Any], fh: IO[str]) -> int:

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clipsieve.errors import ConfigError
+from clipsieve.outfiles import atomic_text
+from clipsieve.paths import clean_text, display, from_json
 from clipsieve.report.exports import as_dict
 
 #: Default thumbnail side in pixels.
@@ -200,8 +202,8 @@ def _row(r: dict[str, Any], index: int, root: str) -> dict[str, Any]:
     reasons = [str(x) for x in (mod.get("reasons") or []) if x]
     freasons = [str(x) for x in (flt.get("reasons") or []) if x]
     flagged = decision in _FLAG_DECISIONS or flt.get("decision") == "review"
-    path = str(r.get("path", ""))
-    dest = flt.get("destination")
+    path = display(str(r.get("path", "")))  # names that are not UTF-8 shown with U+FFFD
+    dest = display(str(flt["destination"])) if flt.get("destination") else None
     return {
         "index": index,
         "path": path,
@@ -335,7 +337,7 @@ def build_context(
                 if isinstance(r.get("filter"), Mapping)
                 else None
             )
-            return dest if dest and os.path.exists(dest) else str(r.get("path", ""))
+            return dest if dest and os.path.exists(dest) else from_json(r)
 
         keys = [
             f"s{r.get('sha256')}" if r.get("sha256") else f"p{i}" for i, r in enumerate(items)
@@ -578,12 +580,6 @@ def write_report(
         thumbnails_dir=thumbnails_dir,
         base_dir=os.path.dirname(os.path.abspath(path)),
     )
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(html)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_text(path) as fh:
+        fh.write(clean_text(html))
     return len(items)
