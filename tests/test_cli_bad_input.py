@@ -381,3 +381,100 @@ def test_train_outputs_are_checked_first(tiny_clip: Path, tmp_path: Path, jpg: P
                    "--model", str(tiny_clip), "--no-store")
     assert proc.returncode == EXIT_FATAL and b"cannot create the folder" in proc.stderr
     assert b"accuracy" not in proc.stdout  # nothing was trained
+
+
+# -- 6, 7, 8: store and model ------------------------------------------------------------------
+
+
+def test_case6_read_only_store_is_exit_3_with_one_line(
+    public: Path, nobody: list[str], jpg: Path
+) -> None:
+    shutil.copy(jpg, public / "a.jpg")
+    os.chmod(public / "a.jpg", 0o644)
+    store = public / "s.sqlite"
+    m = ("--model", str(public / "model"), "--store", str(store))
+    assert run_cli("scan", str(public / "a.jpg"), *m).returncode == EXIT_OK
+    for p in public.glob("s.sqlite*"):
+        os.chmod(p, 0o444)
+    proc = run_cli("scan", str(public / "a.jpg"), *m, prefix=nobody, env={"HOME": str(public)})
+    err = proc.stderr.decode().strip().splitlines()
+    assert proc.returncode == EXIT_FATAL, err
+    assert len(err) == 1 and "cannot write store" in err[0] and "read-only" in err[0]
+    # reading it still works: export opens a read-only store read-only
+    proc = run_cli("export", "--store", str(store), prefix=nobody, env={"HOME": str(public)})
+    assert proc.returncode == EXIT_OK, proc.stderr
+    assert lines(proc)[0]["status"] == "ok"
+
+
+def test_case6_store_with_a_newer_schema_is_refused(tiny_clip: Path, tmp_path: Path,
+                                                    jpg: Path) -> None:
+    import sqlite3
+
+    from clipsieve.store import MIGRATIONS, Store
+
+    store = tmp_path / "s.sqlite"
+    Store(store).close()
+    with sqlite3.connect(store) as db:
+        db.execute("INSERT INTO migrations(version, name, applied_at) VALUES (?, 'future', 0)",
+                   (MIGRATIONS[-1][0] + 1,))
+    for args in (("scan", str(jpg), "--model", str(tiny_clip)), ("export",), ("undo", "--list")):
+        proc = run_cli(*args, "--store", str(store))
+        err = proc.stderr.decode().strip().splitlines()
+        assert proc.returncode == EXIT_FATAL, (args, err)
+        assert len(err) == 1 and "newer than this clipsieve knows" in err[0]
+
+
+def test_case7_unreadable_weights_name_the_real_cause(
+    public: Path, nobody: list[str], jpg: Path
+) -> None:
+    shutil.copy(jpg, public / "a.jpg")
+    os.chmod(public / "a.jpg", 0o644)
+    os.chmod(public / "model" / "model.safetensors", 0)
+    proc = run_cli("scan", str(public / "a.jpg"), "--no-store", "--model", str(public / "model"),
+                   prefix=nobody, env={"HOME": str(public)})
+    err = proc.stderr.decode()
+    assert proc.returncode == EXIT_FATAL, err
+    assert "cannot read model.safetensors (permission denied)" in err
+    assert "No such file" not in err
+
+
+def _tiny_dim(tiny_clip: Path) -> int:
+    cfg = json.loads((tiny_clip / "config.json").read_text())
+    return int(cfg["projection_dim"])
+
+
+def test_case8_probe_with_nan_weights_is_refused(tiny_clip: Path, tmp_path: Path,
+                                                 jpg: Path) -> None:
+    import numpy as np
+
+    from clipsieve.heads.probe import train_probe
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, _tiny_dim(tiny_clip))).astype(np.float32)
+    probe = train_probe(x, ["a"] * 4 + ["b"] * 4, model_id=str(tiny_clip.resolve()))
+    probe.coef[0, 0] = np.nan
+    npz, _ = probe.save(tmp_path / "nan.npz")
+    proc = run_cli("classify", str(jpg), "--probe", str(npz), "--no-store",
+                   "--model", str(tiny_clip), "--format", "jsonl")
+    assert proc.returncode == EXIT_FATAL, proc.stderr
+    assert b"NaN or infinite" in proc.stderr and proc.stdout == b""
+
+
+def test_case8_quality_head_with_inf_weights_is_refused(tiny_clip: Path, tmp_path: Path,
+                                                        jpg: Path) -> None:
+    import numpy as np
+
+    from clipsieve.quality.learned import train_quality_head
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(12, _tiny_dim(tiny_clip))).astype(np.float32)
+    feats = [{"sharpness": float(v)} for v in rng.uniform(0, 10, 12)]
+    head = train_quality_head(emb, feats, rng.uniform(0, 10, 12), model_id=str(tiny_clip.resolve()),
+                              folds=2)
+    name = next(k for k, v in head.arrays.items() if v.dtype.kind == "f" and v.size)
+    head.arrays[name].flat[0] = np.inf
+    npz, _ = head.save(tmp_path / "inf.npz")
+    proc = run_cli("quality", str(jpg), "--quality-head", str(npz), "--no-store",
+                   "--model", str(tiny_clip))
+    assert proc.returncode == EXIT_FATAL, proc.stderr
+    assert b"NaN or infinite" in proc.stderr

@@ -230,7 +230,9 @@ def test_precision_target_columns_default_out(
         capsys, "calibrate", str(csv), "--target-precision", "0.5", "--quiet",
         "--out", str(tmp_path / "no" / "such" / "dir.toml"),
         "--model", str(tiny_clip), "--store", str(store))
-    assert code == EXIT_USAGE and "cannot write" in err
+    # missing folders are created (issue #8); an unwritable output is tested in
+    # test_cli_bad_input.py (exit code 3, before any scanning)
+    assert code == EXIT_OK and load_policy(tmp_path / "no" / "such" / "dir.toml") == expected
 
 
 def test_command_usage_errors(tiny_clip: Path, data: Path, tmp_path: Path,

@@ -232,22 +232,63 @@ class Store:
 
     Args:
         path: the database file (created with its folder if missing), or ``":memory:"``.
+        write: whether this store will be written. A store that cannot be written (a read-only
+            file or folder) is then refused at once, before any work; with ``write=False`` it
+            is opened read-only (``report``, ``export``).
+
+    Raises:
+        StoreError: the file cannot be opened or written, is not a clipsieve store, or has a
+            schema version newer than this clipsieve knows.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, write: bool = True) -> None:
         self.path = str(path)
+        self._lock = threading.RLock()
+        readonly = False
         try:
             if self.path != ":memory:":
                 Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                self.path, check_same_thread=False, isolation_level=None, timeout=30
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._lock = threading.RLock()
-            self._migrate()
-        except (sqlite3.Error, OSError) as exc:
+                problem = _write_problem(self.path)
+                if problem and write:
+                    raise StoreError(
+                        f"cannot write store {self.path}: {problem}. Fix: make it writable, or "
+                        "pass another --store (or --no-store)"
+                    )
+                readonly = bool(problem)
+            if readonly:
+                uri = Path(self.path).expanduser().resolve().as_uri() + "?mode=ro"
+                self._db = sqlite3.connect(
+                    uri, uri=True, check_same_thread=False, isolation_level=None, timeout=30
+                )
+            else:
+                self._db = sqlite3.connect(
+                    self.path, check_same_thread=False, isolation_level=None, timeout=30
+                )
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            self._check_version()
+            if not readonly:
+                self._migrate()
+        except sqlite3.Error as exc:
             raise StoreError(f"cannot open store {self.path}: {exc}") from None
+        except OSError as exc:
+            raise StoreError(f"cannot open store {self.path}: {exc.strerror or exc}") from None
+
+    def _check_version(self) -> None:
+        """Refuse a store written by a newer clipsieve (its schema may mean other things)."""
+        db = self._db
+        has = db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='migrations'"
+        ).fetchone()
+        if not has:
+            return
+        newest = db.execute("SELECT MAX(version) FROM migrations").fetchone()[0] or 0
+        known = MIGRATIONS[-1][0]
+        if newest > known:
+            raise StoreError(
+                f"store {self.path} has schema version {newest}, newer than this clipsieve "
+                f"knows ({known}); upgrade clipsieve, or pass another --store"
+            )
 
     # -- schema -----------------------------------------------------------------------------
     def _migrate(self) -> None:
@@ -293,7 +334,10 @@ class Store:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one statement and return all rows (for other modules' tables and queries)."""
         with self._lock:
-            return self._db.execute(sql, params).fetchall()
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as exc:
+                raise StoreError(f"store {self.path}: {exc}") from None
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Run one query and return its rows as ``{column: value}`` dicts (for other modules'
@@ -733,16 +777,46 @@ class _Transaction:
         self.store._lock.acquire()
         try:
             self.store._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:  # read-only, locked too long, disk I/O
+            self.store._lock.release()
+            raise StoreError(f"cannot write store {self.store.path}: {exc}") from None
         except BaseException:
             self.store._lock.release()
             raise
         return self.store._db
 
-    def __exit__(self, exc_type: object, *rest: object) -> None:
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         try:
             self.store._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        except sqlite3.OperationalError as err:  # a full disk at commit time
+            if exc_type is None:
+                raise StoreError(f"cannot write store {self.store.path}: {err}") from None
         finally:
             self.store._lock.release()
+        if isinstance(exc, sqlite3.OperationalError):
+            raise StoreError(f"cannot write store {self.store.path}: {exc}") from None
+
+
+def _write_problem(path: str) -> str | None:
+    """Why the store at ``path`` cannot be written (``None`` when it can, or may be created).
+
+    SQLite in WAL mode also creates ``FILE-wal`` and ``FILE-shm`` beside the file, so the
+    folder must be writable too unless they already exist.
+    """
+    p = os.path.expanduser(path)
+    folder = os.path.dirname(os.path.abspath(p))
+    if os.path.exists(p):
+        if not os.access(p, os.W_OK):
+            return "the file is read-only (permission denied)"
+        side = [p + "-wal", p + "-shm"]
+        if all(os.path.exists(s) for s in side):
+            if not all(os.access(s, os.W_OK) for s in side):
+                return "its -wal/-shm files are read-only (permission denied)"
+            return None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return (f"the folder {folder} is read-only (permission denied); SQLite must create "
+                "files beside the store")
+    return None
 
 
 def path_key(path: str | os.PathLike[str]) -> str:

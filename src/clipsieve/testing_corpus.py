@@ -327,7 +327,9 @@ def build_nasty_corpus(folder: str | Path, *, unprivileged: bool = True) -> list
     entries.append(Entry("dangling.jpg", "io_error", "a dangling symbolic link"))
     _make_socket(root / "sock.jpg")
     entries.append(Entry("sock.jpg", "io_error", "a Unix socket"))
-    os.symlink("fifo.jpg", root / "to-fifo.jpg")
+    (root / ".pipes").mkdir()  # hidden: walks skip it, so the link is the only way in
+    os.mkfifo(root / ".pipes" / "p")
+    os.symlink(".pipes/p", root / "to-fifo.jpg")
     entries.append(Entry("to-fifo.jpg", "io_error", "a symbolic link to a FIFO"))
     (root / "folder.jpg").mkdir()
     (root / "folder.jpg" / "inside.png").write_bytes(formats["png"])
@@ -371,4 +373,139 @@ def check_expectation(entry: Entry, result: dict[str, object]) -> str | None:
     return f"expected {entry.expect}, got {code}: {err}"
 
 
-__all__ = ["Entry", "build_nasty_corpus", "check_expectation", "odd_files"]
+
+
+# -- one scan over the corpus ------------------------------------------------------------------
+
+
+@dataclass
+class CorpusRun:
+    """The outcome of :func:`run_nasty_scan`.
+
+    Attributes:
+        entries: the corpus entries.
+        results: entry name → its result line (entries without a line are missing).
+        problems: every way the run broke the rules (empty when it passed).
+        returncode: the scan's exit code.
+        seconds: wall time of the scan.
+        stderr: what the scan wrote on stderr.
+        unprivileged: whether the scan ran without root's powers.
+    """
+
+    entries: list[Entry]
+    results: dict[str, dict[str, object]]
+    problems: list[str]
+    returncode: int
+    seconds: float
+    stderr: str
+    unprivileged: bool
+
+    def counts(self) -> dict[str, int]:
+        """How many entries ended which way (``ok``, each error code, ``skipped``)."""
+        out: dict[str, int] = {"entries": len(self.entries), "lines": len(self.results)}
+        for e in self.entries:
+            r = self.results.get(e.name)
+            if r is None:
+                key = "skipped (hidden)" if e.expect == "skip" else "missing"
+            elif r.get("status") == "ok":
+                key = "ok"
+            else:
+                err = r.get("error")
+                key = str(err.get("code")) if isinstance(err, dict) else "error?"
+            out[key] = out.get(key, 0) + 1
+        return out
+
+
+def run_nasty_scan(model: str | Path, *, timeout: float = 600, workers: int | None = None
+                   ) -> CorpusRun:
+    """Build the nasty corpus and scan it in one ``clipsieve scan`` process.
+
+    As root, the scan runs as ``nobody`` (``setpriv``) so that permissions apply; the corpus
+    and a copy of the model then live in a folder every user can read.
+
+    Args:
+        model: a checkpoint folder (a tiny random CLIP is enough).
+        timeout: seconds before the scan counts as hung (it is killed).
+        workers: ``--workers`` for the scan.
+    """
+    import base64
+    import json
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    from clipsieve.testing import public_temp_dir, unprivileged_prefix
+
+    prefix = unprivileged_prefix()
+    top = public_temp_dir("clipsieve-corpus-")
+    try:
+        model_copy = top / "model"
+        shutil.copytree(model, model_copy)
+        for p in [model_copy, *model_copy.rglob("*")]:
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+        corpus = top / "corpus"
+        corpus.mkdir()
+        entries = build_nasty_corpus(corpus, unprivileged=prefix is not None)
+        os.chmod(corpus, 0o755)
+        for e in entries:
+            p = corpus / e.name
+            if p.is_file() and not p.is_symlink() and "locked" not in e.name:
+                os.chmod(p, 0o644)
+        args = [*(prefix or []), sys.executable, "-m", "clipsieve", "scan", str(corpus),
+                "--no-store", "--model", str(model_copy), "--no-moderation", "--quiet"]
+        if workers:
+            args += ["--workers", str(workers)]
+        env = {**os.environ, "HOME": str(top)}
+        t0 = time.perf_counter()
+        problems: list[str] = []
+        try:
+            proc = subprocess.run(args, capture_output=True, env=env, timeout=timeout)
+            returncode, out, err = proc.returncode, proc.stdout, proc.stderr
+        except subprocess.TimeoutExpired as exc:
+            returncode, out, err = -1, exc.stdout or b"", exc.stderr or b""
+            problems.append(f"the scan did not finish within {timeout:.0f} s (hung)")
+        seconds = time.perf_counter() - t0
+        try:
+            text = out.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            problems.append(f"stdout is not valid UTF-8: {exc}")
+            text = out.decode("utf-8", errors="replace")
+        by_name: dict[str, dict[str, object]] = {}
+        for line in text.splitlines():
+            row = json.loads(line)
+            raw = row.get("path_bytes")
+            path = os.fsdecode(base64.b64decode(raw)) if raw else str(row["path"])
+            name = os.path.relpath(path, corpus)
+            if name in by_name:
+                problems.append(f"two lines for {name!r}")
+            by_name[name] = row
+        known = {e.name for e in entries}
+        for name in by_name:
+            if name not in known:
+                problems.append(f"a line for {name!r}, which is no corpus entry")
+        for e in entries:
+            r = by_name.get(e.name)
+            if e.expect == "skip":
+                if r is not None:
+                    problems.append(f"{e.name!r} ({e.note}) should be skipped, got a line")
+                continue
+            if r is None:
+                problems.append(f"no line for {e.name!r} ({e.note})")
+                continue
+            why = check_expectation(e, r)
+            if why:
+                problems.append(f"{e.name!r} ({e.note}): {why}")
+        stderr = err.decode("utf-8", errors="replace")
+        if "internal error" in stderr or "Traceback" in stderr:
+            problems.append(f"stderr: {stderr.strip()[-500:]}")
+        expect_rc = 4  # some entries always fail
+        if returncode != expect_rc and not any("hung" in p for p in problems):
+            problems.append(f"exit code {returncode}, expected {expect_rc}")
+        return CorpusRun(entries, by_name, problems, returncode, seconds, stderr,
+                         prefix is not None)
+    finally:
+        for p in [top, *top.rglob("*")]:
+            if p.is_dir() and not p.is_symlink():
+                os.chmod(p, 0o755)
+        shutil.rmtree(top, ignore_errors=True)

@@ -79,7 +79,10 @@ def _read_image_processor_config(model_id: str) -> dict[str, Any] | None:
 
 def load_preprocess(model_id: str) -> Preprocess:
     """Preprocessing parameters from the checkpoint's own config, without loading weights."""
-    cfg = _read_image_processor_config(model_id)
+    try:
+        cfg = _read_image_processor_config(model_id)
+    except (OSError, ValueError) as exc:  # unreadable (permission denied) or not JSON
+        raise _model_error(model_id, exc) from None
     if cfg is None:
         try:
             from transformers import AutoImageProcessor
@@ -140,8 +143,33 @@ def _checkpoint_file(model_id: str, name: str) -> str | None:
     return found if isinstance(found, str) else None
 
 
+def _unreadable_files(folder: Path) -> list[str]:
+    """``"name (reason)"`` for each file of a checkpoint folder that cannot be read."""
+    out = []
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as exc:
+        return [f"the folder itself ({exc.strerror or exc})"]
+    for p in entries:
+        try:
+            if p.is_dir():
+                continue
+            with open(p, "rb") as fh:
+                fh.read(1)
+        except OSError as exc:
+            out.append(f"{p.name} ({(exc.strerror or str(exc)).lower()})")
+    return out
+
+
 def _model_error(model_id: str, exc: BaseException) -> ModelError:
     if Path(model_id).is_dir():
+        unreadable = _unreadable_files(Path(model_id))
+        if unreadable:
+            return ModelError(
+                f"cannot load model '{model_id}': cannot read {', '.join(unreadable)}. Fix: "
+                "make the checkpoint files readable by this user (chmod a+r), or point --model "
+                "(or CLIPSIEVE_MODEL) at another checkpoint."
+            )
         missing = _missing_checkpoint_files(Path(model_id))
         why = f"it lacks {', '.join(missing)}" if missing else _short(exc)
         return ModelError(

@@ -55,15 +55,17 @@ def load_cli_policy(policy: Any, thresholds: Any = ()) -> Any:
     return load_policy(policy).with_overrides(list(thresholds or ()))
 
 
-def open_existing_store(path: str | None) -> Any:
-    """The store at ``path`` (default: the user store); an error if it does not exist."""
+def open_existing_store(path: str | None, *, write: bool = True) -> Any:
+    """The store at ``path`` (default: the user store); an error if it does not exist.
+
+    With ``write=False`` (report, export) a read-only store is opened read-only."""
     from clipsieve.errors import StoreError
     from clipsieve.store import Store
 
     p = str(path) if path else str(settings.default_store_path())
     if p != ":memory:" and not os.path.exists(p):
         raise StoreError(f"no store at {p} (pass --store or set CLIPSIEVE_STORE)")
-    return Store(p)
+    return Store(p, write=write)
 
 
 def model_options(f: F) -> F:

@@ -39,7 +39,7 @@ def stored_results(
     """
     from clipsieve.backends.clip import resolve_model_id
 
-    store = open_existing_store(store_path)
+    store = open_existing_store(store_path, write=False)
     try:
         prefixes = [os.path.abspath(p) for p in paths]
         rows = list(store.iter_results(resolve_model_id(model) if model else None))
@@ -56,7 +56,7 @@ def stored_results(
 
 
 def _no_results_message(store_path: str | None, model: str | None, paths: tuple[str, ...]) -> str:
-    store = open_existing_store(store_path)
+    store = open_existing_store(store_path, write=False)
     try:
         models = [m for (m,) in store.execute("SELECT DISTINCT model FROM results ORDER BY model")]
     finally:

@@ -88,7 +88,24 @@ def read_weights(
             arrays = {k: np.asarray(z[k], dtype=dtype) for k in z.files}
     except Exception as exc:
         raise HeadError(f"{npz}: {fmt.not_weights}: {type(exc).__name__}: {exc}") from None
+    check_finite(npz, arrays, fmt.noun)
     return data, arrays
+
+
+def check_finite(src: str | os.PathLike[str], arrays: Mapping[str, np.ndarray], noun: str) -> None:
+    """Refuse weights holding NaN or infinite values: they would give ``null`` scores for
+    every image instead of an error.
+
+    Raises:
+        HeadError: naming the file and the array.
+    """
+    for name, arr in arrays.items():
+        if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+            bad = int(arr.size - np.isfinite(arr).sum())
+            raise HeadError(
+                f"{os.fspath(src)}: the {noun} weights hold NaN or infinite values "
+                f"({bad} in {name!r}); retrain it"
+            )
 
 
 def read_sidecar(npz: Path, data: bytes, fmt: WeightsFormat) -> tuple[Path, dict[str, Any]]:

@@ -45,6 +45,7 @@ import numpy as np
 from clipsieve.errors import ConfigError, HeadError
 from clipsieve.heads._files import (
     WeightsFormat,
+    check_finite,
     model_mismatch,
     read_sidecar,
     read_weights,
@@ -414,6 +415,7 @@ def load_laion_aesthetic(path: str | os.PathLike[str]) -> LearnedHead:
         # y = wi (w x + b) + bi
         w, b = (wi, bi) if w is None else (wi @ w, wi @ b + bi)
     assert w is not None and b is not None
+    check_finite(src, {"weight": w, "bias": b}, "LAION aesthetic head")
     if w.shape[0] != 1:
         raise HeadError(f"{src}: the last layer gives {w.shape[0]} outputs, expected 1")
     info = {"weights_sha256": hashlib.sha256(data).hexdigest(), "input_dim": int(w.shape[1]),
