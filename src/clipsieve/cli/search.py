@@ -10,11 +10,13 @@ import click
 
 from clipsieve import settings
 from clipsieve.cli.common import (
+    check_outputs,
     make_console,
     open_existing_store,
     open_output,
     store_option,
     write_jsonl,
+    writing,
 )
 
 
@@ -58,6 +60,11 @@ def _analyzer(model: str, store_path: str | None, **kw: Any) -> Any:
                     **kw)
 
 
+def _stored(store_path: str | None) -> list[str]:
+    """The store: search outputs must never overwrite it (issue #8)."""
+    return [str(store_path or settings.default_store_path())]
+
+
 def _emit(result: Any, query: str, fmt: str, out: str | None, report_path: str | None,
           quiet: bool) -> None:
     from clipsieve.search import iter_hit_rows
@@ -71,7 +78,8 @@ def _emit(result: Any, query: str, fmt: str, out: str | None, report_path: str |
     if report_path:
         from clipsieve.report.search_html import write_search_report
 
-        write_search_report(result, report_path, query=query)
+        with writing(report_path):
+            write_search_report(result, report_path, query=query)
     if not quiet:
         click.echo(f"{len(result.hits)} hits from {result.candidates} stored embeddings "
                    f"({result.method} search)", err=True)
@@ -122,6 +130,7 @@ def search(text: str, top: int, min_score: float | None, where: tuple[str, ...],
       clipsieve search "a dog on a beach" --top 20
       clipsieve search "a red car" --where 'moderation.decision == "allow"' --report cars.html
     """
+    check_outputs({"--out": out, "--report": report_path}, lambda: _stored(store_path))
     analyzer = _analyzer(model, store_path, device=device, precision=precision)
     try:
         result = analyzer.search(text=text, top=top, min_score=min_score,
@@ -149,6 +158,8 @@ def similar(image: str, top: int, min_score: float | None, where: tuple[str, ...
       clipsieve similar flagged/upload-123.jpg --top 20 --min-score 0.9
       clipsieve similar 3f5a…e1 --format jsonl
     """
+    check_outputs({"--out": out, "--report": report_path},
+                  lambda: [image, *_stored(store_path)])
     analyzer = _analyzer(model, store_path)
     try:
         result = analyzer.search(image=image, top=top, min_score=min_score,

@@ -280,10 +280,9 @@ def analyze_videos(
 
 def _run(analyzer: Any, path: str, heads: list[Any], options: VideoOptions,
          res: VideoResult) -> None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise DecodeError("io_error", "no such file", path) from None
+    from clipsieve.media.decode import stat_input
+
+    st = stat_input(path)  # a FIFO or device is refused before it is opened (issue #8)
     store = analyzer.store
     sha = store.lookup_file(path, st.st_size, st.st_mtime_ns) if store is not None else None
     if sha is None:

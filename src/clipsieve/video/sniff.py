@@ -10,6 +10,7 @@ exists.
 from __future__ import annotations
 
 import os
+import stat
 
 #: File name endings (lower case) that folder walks treat as videos (besides animated GIF/WebP,
 #: whose endings are image endings already). A file named on the command line is sniffed
@@ -68,9 +69,12 @@ def media_kind(path: str | os.PathLike[str]) -> str:
     An animated GIF (more than one frame) and an animated WebP are ``"video"``.
     """
     try:
-        with open(path, "rb") as fh:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return "image"  # a FIFO or device is never opened: the image reader says why
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as fh:
             head = fh.read(512)
-    except OSError:
+    except (OSError, ValueError):
         return "image"
     family = sniff_bytes(head)
     if family is None:
