@@ -216,7 +216,7 @@ def _export_embeddings(paths: tuple[str, ...], fmt: str | None, out: str, npy_di
     if len(models) > 1:
         raise ConfigError(f"the results are of {len(models)} models ({', '.join(models)}); "
                           "embeddings are exported for one: pass --model")
-    store = open_existing_store(store_path)
+    store = open_existing_store(store_path, write=False)
     try:
         if not models:
             from clipsieve.errors import StoreError
