@@ -116,3 +116,19 @@ def test_read_items_jsonl_errors_name_the_line(tmp_path: Path, text: str, messag
 def test_read_items_jsonl_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such input file"):
         read_items_jsonl(tmp_path / "nope.jsonl")
+
+
+def test_a_fifo_sidecar_is_never_opened(tmp_path) -> None:
+    """Issue #8: a FIFO named photo.txt beside photo.jpg would block a plain open() forever."""
+    import os
+    import threading
+
+    from clipsieve.moderation.captions import _read_sidecar
+
+    os.mkfifo(tmp_path / "photo.txt")
+    got: list[object] = []
+    t = threading.Thread(target=lambda: got.append(_read_sidecar(tmp_path / "photo.txt")),
+                         daemon=True)
+    t.start()
+    t.join(20)
+    assert not t.is_alive() and got == [None]

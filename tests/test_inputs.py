@@ -356,3 +356,15 @@ def test_filter_selects_with_globs_limit_and_lists_but_refuses_shards(
     _shard(folder, tmp_path / "s.tar")
     code, rows = run(str(tmp_path / "s.tar"))
     assert code == EXIT_USAGE and rows == []
+
+
+def test_a_fifo_named_like_a_tar_shard_is_an_error_not_a_hang(tmp_path) -> None:
+    """Issue #8: nothing that is not a regular file is ever opened."""
+    import os
+
+    from clipsieve.media.inputs import iter_tar
+
+    os.mkfifo(tmp_path / "x.tar")
+    (src,) = list(iter_tar(str(tmp_path / "x.tar")))
+    assert src.error is not None and src.error.code == "io_error"
+    assert src.error.message == "not a regular file (a FIFO)"

@@ -40,7 +40,7 @@ from typing import IO, Any
 from urllib.parse import urljoin, urlsplit
 
 from clipsieve.errors import ConfigError, DecodeError
-from clipsieve.media.decode import DecodeLimits, read_bytes
+from clipsieve.media.decode import DecodeLimits, read_bytes, stat_input
 from clipsieve.media.discover import IMAGE_EXTENSIONS, iter_files
 
 #: Bytes of a tar member read as a caption at most.
@@ -305,6 +305,11 @@ def iter_tar(path: str, limits: DecodeLimits = DecodeLimits()) -> Iterator[Sourc
     member's ``.txt`` sibling (same webdataset key) is read as its caption. A shard that
     cannot be opened is one error source.
     """
+    try:
+        stat_input(path)  # a FIFO or device named x.tar is refused, never opened
+    except DecodeError as exc:
+        yield Source(name=path, error=DecodeError("io_error", exc.message, path))
+        return
     try:
         tf = tarfile.open(path, mode="r:")
     except (OSError, tarfile.TarError) as exc:

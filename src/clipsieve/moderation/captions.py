@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -120,9 +121,12 @@ class CaptionSource:
 
 def _read_sidecar(path: Path) -> str | None:
     try:
-        with open(path, "rb") as fh:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None  # a FIFO or device named photo.txt is never opened (it could block)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as fh:
             raw = fh.read(MAX_SIDECAR_BYTES)
-    except OSError:  # no sidecar (or unreadable: treated as none)
+    except (OSError, ValueError):  # no sidecar (or unreadable: treated as none)
         return None
     return _clean(raw.decode("utf-8", errors="replace").lstrip("\ufeff"))
 
