@@ -166,4 +166,4 @@ def test_empty_folder_warns(tiny_clip: Path, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     proc = run_cli("scan", str(tmp_path / "empty"), "--model", str(tiny_clip), "--no-store")
     assert proc.returncode == 0 and proc.stdout == ""
-    assert "warning: no image files found under" in proc.stderr
+    assert "warning: no image or video files found under" in proc.stderr

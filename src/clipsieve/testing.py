@@ -240,7 +240,7 @@ def write_test_video(
     w, h = size
     out = av.open(str(path), "w")
     try:
-        stream = out.add_stream(codec, rate=fps)
+        stream: Any = out.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
         if bit_rate:
             stream.bit_rate = bit_rate

@@ -21,6 +21,7 @@ from clipsieve.errors import EXIT_CODES, EXIT_FATAL, EXIT_INTERNAL, ClipsieveErr
 #: (module, command function name) of every subcommand, in help order.
 _COMMANDS: list[tuple[str, str]] = [
     ("clipsieve.cli.scan", "scan"),
+    ("clipsieve.cli.video", "video"),
     ("clipsieve.cli.classify", "classify"),
     ("clipsieve.cli.probe", "train_probe"),
     ("clipsieve.cli.filter", "filter_cmd"),

@@ -388,7 +388,10 @@ class Progress:
         if getattr(item, "cached", False):
             self.cached += 1
         mod = getattr(item, "moderation", None)
-        if mod is not None and getattr(mod, "decision", None) == "block":
+        if getattr(item, "kind", None) == "video":  # a video is judged by its verdict
+            if getattr(item, "decision", None) == "block":
+                self.blocked += 1
+        elif mod is not None and getattr(mod, "decision", None) == "block":
             self.blocked += 1
         if self._bar is not None:
             rate = self.done / max(time.perf_counter() - self.start, 1e-9)
@@ -454,7 +457,7 @@ def input_options(f: F | None = None, *, urls: bool = True) -> Any:
 
 def collect_sources(
     paths: Any, kw: dict[str, Any], *, recursive: bool = True, captions: Any = None,
-    max_pixels: int | None = None,
+    max_pixels: int | None = None, videos: bool = False,
 ) -> list[Any]:
     """The inputs of a command, from PATHS and the options of :func:`input_options` (popped
     from ``kw``): a list of :class:`clipsieve.media.inputs.Source`.
@@ -462,9 +465,13 @@ def collect_sources(
     Captions that come with the inputs (list columns, webdataset ``.txt``) are added to the
     :class:`~clipsieve.moderation.CaptionSource` ``captions`` when given. A URL among PATHS
     without --allow-urls is a usage error; one inside a list fails as its own item. Says so
-    on stderr when nothing was found.
+    on stderr when nothing was found. With ``videos``, folder walks pick up video files too.
     """
-    from clipsieve.media.inputs import is_url, iter_sources, with_captions
+    from clipsieve.media.inputs import IMAGE_EXTENSIONS, is_url, iter_sources, with_captions
+
+    extensions = IMAGE_EXTENSIONS
+    if videos:
+        from clipsieve.video.analyze import MEDIA_EXTENSIONS as extensions
 
     input_path = kw.pop("input_path", None)
     allow_urls = kw.pop("allow_urls", False)
@@ -479,14 +486,15 @@ def collect_sources(
     it = iter_sources(
         paths, input_file=input_path, recursive=recursive,
         include=kw.pop("include", ()) or (), exclude=kw.pop("exclude", ()) or (),
-        limit=kw.pop("limit", None), allow_urls=allow_urls,
+        limit=kw.pop("limit", None), allow_urls=allow_urls, extensions=extensions,
     )
     if captions is not None:
         it = with_captions(it, captions.add)
     sources = list(it)
     if not sources:
         where = ", ".join([*paths, *([input_path] if input_path else [])]) or "the given paths"
-        click.echo(f"clipsieve: warning: no image files found under {where}", err=True)
+        what = "image or video" if videos else "image"
+        click.echo(f"clipsieve: warning: no {what} files found under {where}", err=True)
     return sources
 
 

@@ -171,10 +171,12 @@ def report(
 @click.option("--embeddings-npy", "npy_dir", type=click.Path(file_okay=False),
               help="Write DIR/embeddings.npy + DIR/ids.parquet (+ embeddings.json) as "
                    "clip-retrieval does, instead of --out.")
+@click.option("--frames", is_flag=True,
+              help="Also one row per sampled frame of each video (kind \"frame\").")
 @_store_options
 def export(
     paths: tuple[str, ...], fmt: str | None, out: str, embeddings: bool, npy_dir: str | None,
-    store_path: str | None, model: str | None,
+    frames: bool, store_path: str | None, model: str | None,
 ) -> None:
     """Export the stored results as JSONL, CSV or Parquet, with the same fields.
 
@@ -182,6 +184,7 @@ def export(
     result with dotted columns for nested fields (quality.score, labels.cat,
     moderation.categories.violence); lists are JSON text. Parquet needs pyarrow
     (pip install 'clipsieve[parquet]'). Give PATHS to export only results under them.
+    A video is one row (without its frames); --frames adds one row per sampled frame.
 
     \b
     Example:
@@ -200,9 +203,10 @@ def export(
             _export_embeddings(paths, fmt, out, npy_dir, store_path, model)
         return
     with writing(out):
-        n = export_results(results, out, fmt)
+        n = export_results(results, out, fmt, frames=frames)
     if out != "-":
-        click.echo(f"{n} results written to {out}", err=True)
+        click.echo(f"{n} rows written to {out}" if frames else f"{n} results written to {out}",
+                   err=True)
 
 
 def _export_embeddings(paths: tuple[str, ...], fmt: str | None, out: str, npy_dir: str | None,

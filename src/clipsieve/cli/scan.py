@@ -23,6 +23,7 @@ from clipsieve.cli.common import (
     write_jsonl,
     writing,
 )
+from clipsieve.cli.video import video_options, video_options_from
 
 
 @click.command()
@@ -64,6 +65,7 @@ from clipsieve.cli.common import (
               show_default=True, help="[ray] CPUs reserved by each embedding actor.")
 @click.option("--ray-gpus-per-actor", type=click.FloatRange(0), default=0.0, show_default=True,
               help="[ray] GPUs per embedding actor (1 = one actor per GPU, on CUDA).")
+@video_options
 @label_options
 @model_options
 def scan(paths: tuple[str, ...], out: str | None, fmt: str, policy: str,
@@ -103,8 +105,10 @@ def scan(paths: tuple[str, ...], out: str | None, fmt: str, policy: str,
 
     from clipsieve.factory import build_heads
     from clipsieve.moderation import CaptionSource
+    from clipsieve.video.analyze import scan_media
 
     kw_inputs = [policy, quality_head, kw.get("labels_file"), kw.get("probe_path")]
+    video_opts = video_options_from(kw)
     analyzer = make_analyzer(kw)
     captions = None if no_moderation else CaptionSource(default=caption)
     # a bad policy, --threshold, probe or head file fails here, before any model work
@@ -121,7 +125,8 @@ def scan(paths: tuple[str, ...], out: str | None, fmt: str, policy: str,
                      num_cpus=ray_num_cpus, actors=ray_actors, cpus=ray_cpus_per_actor,
                      gpus=ray_gpus_per_actor, recursive=not no_recursive)
     fmt = _output_format(fmt, out)
-    files = collect_sources(paths, kw, recursive=not no_recursive, captions=captions)
+    files = collect_sources(paths, kw, recursive=not no_recursive, captions=captions,
+                            videos=True)
     check_outputs({"--out": out, "--report": report_path},
                   lambda: input_files(files, kw_inputs, sidecars=not no_moderation))
     progress = Progress(len(files), "scan", enabled=None if not quiet else False)
@@ -135,14 +140,16 @@ def scan(paths: tuple[str, ...], out: str | None, fmt: str, policy: str,
                 "clipsieve.model": analyzer.model_id,
                 "clipsieve.preprocess_version": analyzer.preprocess.version,
             }) as writer:
-                for item in analyzer.scan(files, heads=heads, recursive=not no_recursive):
+                for item in scan_media(analyzer, files, heads=heads, options=video_opts,
+                                       recursive=not no_recursive):
                     writer.write(item.to_dict(include_embedding=embeddings))
                     if report_path:
                         kept.append(item.to_dict())
                     progress.advance(item)
         else:
             with open_output(out) as fh:
-                for item in analyzer.scan(files, heads=heads, recursive=not no_recursive):
+                for item in scan_media(analyzer, files, heads=heads, options=video_opts,
+                                       recursive=not no_recursive):
                     if fmt == "jsonl":
                         write_jsonl(fh, item.to_dict(include_embedding=embeddings))
                     else:
@@ -220,7 +227,9 @@ def _scan_on_ray(analyzer: Any, heads: list[Any], source: str, out: str, *, quie
 
 
 def _print_table(fh: Any, rows: list[dict[str, Any]]) -> None:
-    """path | moderation decision | quality score (technical / aesthetic) | top label | note."""
+    """path | moderation decision | quality score (technical / aesthetic) | top label | note.
+
+    A video's decision is its verdict's, its quality the mean over its frames."""
     from rich.table import Table
     from rich.text import Text
 
@@ -232,6 +241,10 @@ def _print_table(fh: Any, rows: list[dict[str, Any]]) -> None:
         table.add_column(name, overflow="fold", no_wrap=name in ("decision", "quality"))
     for r in rows:
         mod, q, labels = r.get("moderation") or {}, r.get("quality") or {}, r.get("labels") or {}
+        if r.get("kind") == "video":
+            v = r.get("verdict") or {}
+            mod = {"decision": v.get("decision", "-"),
+                   "reasons": [f"video: {v['reason']}"] if v.get("category") else []}
         decision = "error" if r["status"] != "ok" else mod.get("decision", "-")
         top = max(labels.items(), key=lambda kv: kv[1]) if labels else None
         note = f"{r['error']['code']}: {r['error']['message']}" if r.get("error") else (

@@ -227,7 +227,8 @@ def discover(
     for src in [os.fspath(s) for s in sources]:
         found: Iterable[tuple[str, str]]
         if os.path.isdir(src):
-            found = ((f, src) for f in iter_files([src], recursive=recursive))
+            found = ((f, src) for f in iter_files([src], extensions=_media_extensions(),
+                                                   recursive=recursive))
         else:
             found = [(src, os.path.dirname(src) or ".")]
         for path, root in found:
@@ -296,7 +297,19 @@ def _fresh_result(store: Store, model: str, path: str) -> dict[str, Any] | None:
     return None
 
 
+def _media_extensions() -> frozenset[str]:
+    """Folder walks pick up videos too (filter routes a video by its verdict)."""
+    from clipsieve.video.analyze import MEDIA_EXTENSIONS
+
+    return MEDIA_EXTENSIONS
+
+
 def _needs_heads(result: Mapping[str, Any], heads: Sequence[Any], policy: Any) -> bool:
+    if result.get("kind") == "video":  # a video's moderation is its verdict
+        verdict = result.get("verdict")
+        result = {k: v for k, v in result.items() if k != "moderation"}
+        if isinstance(verdict, Mapping):
+            result["moderation"] = {"policy": verdict.get("policy")}
     for head in heads:
         name = getattr(head, "field", None)
         if name and name not in result:
@@ -349,12 +362,14 @@ def collect_results(
             to_scan[e.path] = i
     embeddings: dict[str, np.ndarray] = {}
     if to_scan:
-        for item in analyzer.scan(list(to_scan), heads=list(heads), recursive=False):
+        from clipsieve.video.analyze import scan_media
+
+        for item in scan_media(analyzer, list(to_scan), heads=list(heads), recursive=False):
             k = to_scan.get(item.path)
             if k is None:
                 continue
             results[k] = item.to_dict()
-            if item.sha256 and item.embedding is not None:
+            if item.sha256 and getattr(item, "embedding", None) is not None:
                 embeddings[item.sha256] = np.asarray(item.embedding, dtype=np.float32)
             if on_scanned is not None:
                 on_scanned(item)

@@ -645,6 +645,7 @@ class Rules:
         reviews: list[str] = []
         passes: list[str] = []
 
+        result = judged(result)
         mod = result.get("moderation")
         human = result.get("human") if self.prefer_human else None
         if isinstance(human, Mapping) and human.get("decision") in ("allow", "review", "block"):
@@ -719,6 +720,16 @@ def _moderation_detail(mod: Mapping[str, Any]) -> str:
     return ""
 
 
+def judged(result: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The result as the rules see it: a video (``kind: "video"``) is moderated by its
+    verdict, so its ``moderation`` is ``{decision, reasons}`` from ``verdict``."""
+    verdict = result.get("verdict")
+    if result.get("kind") != "video" or not isinstance(verdict, Mapping):
+        return result
+    reasons = [f"video verdict: {verdict['reason']}"] if verdict.get("category") else []
+    return {**result, "moderation": {"decision": verdict.get("decision"), "reasons": reasons}}
+
+
 def missing_everywhere(rules: Rules, results: Iterable[Mapping[str, Any]]) -> list[str]:
     """Names of the fields the rules need that no successful result has.
 
@@ -732,6 +743,7 @@ def missing_everywhere(rules: Rules, results: Iterable[Mapping[str, Any]]) -> li
     for r in results:
         if r.get("status", "ok") != "ok":
             continue
+        r = judged(r)
         any_ok = True
         for f in needed:
             if f.parts not in seen:

@@ -510,10 +510,12 @@ def iter_sources(
     url_policy: UrlPolicy | None = None,
     limits: DecodeLimits = DecodeLimits(),
     stdin: IO[str] | None = None,
+    extensions: frozenset[str] = IMAGE_EXTENSIONS,
 ) -> Iterator[Source]:
     """Every image named by ``paths`` and the list ``input_file``, in order (see the module
     docstring). :class:`Source` objects among ``paths`` pass through as they are. Local
-    files are yielded at most once.
+    files are yielded at most once. Folder walks take the file endings in ``extensions``
+    (videos add theirs: :data:`clipsieve.video.MEDIA_EXTENSIONS`).
 
     Raises:
         ConfigError: a malformed list file (naming the line).
@@ -540,7 +542,7 @@ def iter_sources(
         elif is_tar(t):
             yield from iter_tar(t, limits)
         elif os.path.isdir(t):
-            for f in iter_files([t], recursive=recursive):
+            for f in iter_files([t], recursive=recursive, extensions=extensions):
                 yield Source(name=f, path=f)
         else:
             yield Source(name=t, path=t, caption=e.caption)

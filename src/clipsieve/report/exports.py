@@ -31,6 +31,8 @@ FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet")
 #: Leading columns, in this order; the others follow grouped by their first part.
 CORE_COLUMNS: tuple[str, ...] = (
     "path",
+    "kind",
+    "timestamp_ms",
     "status",
     "error.code",
     "error.message",
@@ -152,8 +154,29 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
+def video_rows(results: Iterable[Any], *, frames: bool = False) -> Iterator[dict[str, Any]]:
+    """Results as export rows: one row per image, one per video (without its ``frames``
+    list), and with ``frames`` one more row per sampled frame after its video's row:
+    ``{path, kind: "frame", sha256, model, timestamp_ms, moderation, quality, labels…}``."""
+    for r in results:
+        d = as_dict(r)
+        if d.get("kind") != "video":
+            yield d
+            continue
+        frame_list = d.pop("frames", None) or []
+        yield d
+        if frames:
+            for f in frame_list:
+                yield {"path": d.get("path"), "kind": "frame", "sha256": d.get("sha256"),
+                       "model": d.get("model"), **f}
+
+
 def export_results(
-    results: Iterable[Any], path: str | os.PathLike[str] | None, fmt: str | None = None
+    results: Iterable[Any],
+    path: str | os.PathLike[str] | None,
+    fmt: str | None = None,
+    *,
+    frames: bool = False,
 ) -> int:
     """Write results to ``path`` (``None`` or ``-``: stdout, JSONL and CSV only).
 
@@ -161,13 +184,15 @@ def export_results(
         results: result dicts or :class:`~clipsieve.types.ItemResult` objects.
         path: the output file.
         fmt: ``jsonl``, ``csv`` or ``parquet``; by default from the file name (else JSONL).
+        frames: also one row per sampled frame of each video (:func:`video_rows`).
 
     Returns:
-        The number of results written.
+        The number of rows written.
 
     Raises:
         ConfigError: unknown format, Parquet to stdout, or pyarrow missing for Parquet.
     """
+    results = video_rows(results, frames=frames)
     fmt = infer_format(path, fmt)
     to_stdout = path is None or os.fspath(path) == "-"
     if fmt == "jsonl":

@@ -80,6 +80,72 @@ def thumbnail_bytes(path: str, size: int = THUMB_SIZE) -> bytes | None:
         return None
 
 
+#: Frames in a video's strip, and their height in pixels.
+STRIP_FRAMES = 6
+STRIP_HEIGHT = 54
+
+
+def video_strip_data_uris(path: str, duration_ms: int | None, n: int = STRIP_FRAMES,
+                          height: int = STRIP_HEIGHT) -> list[str]:
+    """``n`` frames of a video evenly spread over its length, as JPEG data URIs (seeks only)."""
+    try:
+        from clipsieve.video.decode import VideoReader
+
+        with VideoReader(path) as reader:
+            dur = duration_ms or reader.info.duration_ms or 0
+            times = [int(dur * (k + 0.5) / n) for k in range(n)] if dur else [0]
+            w, h = reader.info.width, reader.info.height
+            side = max(1, int(round(height * max(w, h) / max(1, h))))
+            out = []
+            for _t, im in reader.grab(times, side):
+                buf = io.BytesIO()
+                im.convert("RGB").save(buf, "JPEG", quality=70)
+                out.append("data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode())
+            return out
+    except Exception:  # noqa: BLE001 - an unreadable video gets no strip
+        return []
+
+
+def _clock(ms: Any) -> str:
+    s = float(ms) / 1000
+    return f"{int(s // 60)}:{s % 60:04.1f}"
+
+
+def _video_row(r: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Strip and segment bars of a video result (positions in % of its duration)."""
+    if r.get("kind") != "video":
+        return None
+    dur = r.get("duration_ms") or 0
+    bars = []
+    lanes = [("segments", r.get("segments") or []),
+             ("checks", (_field(r, "quality").get("checks") or []))]
+    for lane, items in lanes:
+        for it in items:
+            if not dur or not isinstance(it, Mapping):
+                continue
+            a, b = float(it.get("start_ms") or 0), float(it.get("end_ms") or 0)
+            kind = it.get("decision") if lane == "segments" else "check"
+            what = it.get("category") if lane == "segments" else it.get("kind")
+            bars.append({
+                "lane": lane,
+                "kind": kind,
+                "left": round(100 * a / dur, 2),
+                "width": round(max(0.6, 100 * (b - a) / dur), 2),
+                "title": f"{what} {_clock(a)}–{_clock(b)}"
+                + (f" {kind} max {float(it.get('max_score') or 0):.2f}" if lane == "segments"
+                   else ""),
+            })
+    verdict = _field(r, "verdict")
+    return {
+        "duration": _clock(dur) if dur else "",
+        "bars": bars,
+        "strip": [],
+        "verdict_reason": verdict.get("reason") if verdict.get("category") else None,
+        "partial": bool(r.get("partial")),
+        "decoded_fraction": r.get("decoded_fraction"),
+    }
+
+
 @dataclass
 class Bar:
     """One histogram bar in SVG coordinates."""
@@ -200,6 +266,13 @@ def _row(r: dict[str, Any], index: int, root: str) -> dict[str, Any]:
     decision = mod.get("decision")
     cats = _top(mod.get("categories"), 1)
     reasons = [str(x) for x in (mod.get("reasons") or []) if x]
+    video = _video_row(r)
+    if video is not None:  # a video is judged by its verdict
+        verdict = _field(r, "verdict")
+        decision = verdict.get("decision")
+        cats = ([(str(verdict["category"]), float(verdict.get("max_score") or 0))]
+                if verdict.get("category") else [])
+        reasons = [str(verdict["reason"])] if verdict.get("category") else []
     freasons = [str(x) for x in (flt.get("reasons") or []) if x]
     flagged = decision in _FLAG_DECISIONS or flt.get("decision") == "review"
     path = display(str(r.get("path", "")))  # names that are not UTF-8 shown with U+FFFD
@@ -233,6 +306,7 @@ def _row(r: dict[str, Any], index: int, root: str) -> dict[str, Any]:
         "blur": decision in _FLAG_DECISIONS,
         "flagged": flagged,
         "thumb": None,
+        "video": video,
     }
 
 
@@ -343,8 +417,9 @@ def build_context(
             f"s{r.get('sha256')}" if r.get("sha256") else f"p{i}" for i, r in enumerate(items)
         ]
         todo: dict[str, str] = {}
-        for k, r in zip(keys, items):
-            todo.setdefault(k, thumb_source(r))
+        for k, r, row in zip(keys, items, rows):
+            if row["video"] is None:  # videos get a strip of frames below
+                todo.setdefault(k, thumb_source(r))
         out_dir = os.fspath(thumbnails_dir) if thumbnails_dir is not None else None
         if out_dir is not None:
             os.makedirs(out_dir, exist_ok=True)
@@ -373,6 +448,15 @@ def build_context(
                     thumbs[k] = uri
         for row, k in zip(rows, keys):
             row["thumb"] = thumbs.get(k)
+        videos = [i for i, row in enumerate(rows) if row["video"] is not None]
+        if videos:
+            with ThreadPoolExecutor(max_workers=workers or max(2, os.cpu_count() or 2)) as pool:
+                strips = pool.map(
+                    lambda i: video_strip_data_uris(thumb_source(items[i]),
+                                                    items[i].get("duration_ms")), videos)
+                for i, strip in zip(videos, strips):
+                    rows[i]["video"]["strip"] = strip
+                    rows[i]["thumb"] = strip[0] if strip else None
     qualities = [row["quality"] for row in rows if row["quality"] is not None]
     per_cat: dict[str, list[float]] = {}
     for r in items:
@@ -446,6 +530,7 @@ def build_context(
         "models": models,
         "policies": policies,
         "has_quality": has["quality"],
+        "has_video": any(row["video"] is not None for row in rows),
         "has_moderation": has["moderation"],
         "has_labels": has["labels"],
         "has_filter": has["filter"],
@@ -490,6 +575,7 @@ def _js_row(row: Mapping[str, Any]) -> dict[str, Any]:
         "hb": row["human_by"],
         "t": row["thumb"],
         "b": row["blur"],
+        "v": row["video"],
     }
 
 

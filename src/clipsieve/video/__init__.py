@@ -1,9 +1,25 @@
-"""Video: decoding and sampling, segments with hysteresis, a verdict, quality and checks.
+"""Video: sampled frames through the same heads as images; segments, a verdict, quality, checks.
 
 Needs PyAV (``pip install 'clipsieve[video]'``), imported only when a video is opened.
-The driver that runs sampled frames through the analyzer's batch step follows.
+
+    from clipsieve import Analyzer, build_heads
+    from clipsieve.video import VideoOptions, analyze_video, Sampling
+
+    an = Analyzer()
+    heads = build_heads(an, policy="default")
+    r = analyze_video(an, "clip.mp4", heads=heads, options=VideoOptions(Sampling(fps=1)))
+    print(r.verdict, [s["category"] for s in r.segments])
 """
 
+from clipsieve.video.analyze import (
+    MEDIA_EXTENSIONS,
+    VideoOptions,
+    VideoResult,
+    analyze_video,
+    analyze_videos,
+    default_timeout_s,
+    scan_media,
+)
 from clipsieve.video.decode import Sampling, VideoInfo, VideoReader
 from clipsieve.video.sniff import VIDEO_EXTENSIONS, media_kind, sniff_bytes
 from clipsieve.video.timeline import (
@@ -16,16 +32,23 @@ from clipsieve.video.timeline import (
 )
 
 __all__ = [
+    "MEDIA_EXTENSIONS",
     "VIDEO_EXTENSIONS",
     "CheckSettings",
     "Sampling",
     "VideoInfo",
+    "VideoOptions",
     "VideoReader",
+    "VideoResult",
     "VideoSettings",
+    "analyze_video",
+    "analyze_videos",
     "build_segments",
+    "default_timeout_s",
     "find_checks",
     "media_kind",
     "quality_summary",
+    "scan_media",
     "sniff_bytes",
     "video_verdict",
 ]

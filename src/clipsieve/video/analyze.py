@@ -27,9 +27,11 @@ from typing import Any
 import numpy as np
 
 from clipsieve.errors import DecodeError
+from clipsieve.media.discover import IMAGE_EXTENSIONS
 from clipsieve.moderation.policy import VideoSettings
 from clipsieve.types import ErrorInfo, to_jsonable
 from clipsieve.video.decode import KeptFrame, Sampling, VideoReader
+from clipsieve.video.sniff import VIDEO_EXTENSIONS, media_kind
 from clipsieve.video.timeline import (
     CheckSettings,
     build_segments,
@@ -39,16 +41,21 @@ from clipsieve.video.timeline import (
 )
 
 __all__ = [
+    "MEDIA_EXTENSIONS",
     "VideoOptions",
     "VideoResult",
     "analyze_video",
     "analyze_videos",
     "default_timeout_s",
+    "scan_media",
 ]
 
 #: Pixel statistics of frames are measured with the shorter side at least this long (as for
 #: images; see :data:`clipsieve.pipeline.ANALYSIS_MIN_SIDE`).
 ANALYSIS_MIN_SIDE = 224
+
+#: File endings that folder walks pick up when videos are analysed beside images.
+MEDIA_EXTENSIONS: frozenset[str] = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
 
 #: Longer side of thumbnails written with ``--thumbnail``.
 THUMBNAIL_MAX_SIDE = 640
@@ -278,6 +285,43 @@ def analyze_videos(
         yield analyze_video(analyzer, p, heads=heads, options=options)
 
 
+def scan_media(
+    analyzer: Any,
+    paths: Iterable[Any],
+    *,
+    heads: Sequence[Any] = (),
+    options: VideoOptions | None = None,
+    recursive: bool = True,
+) -> Iterator[Any]:
+    """Images and videos under ``paths``, in order: images through :meth:`Analyzer.scan`,
+    videos (local files sniffed by content: :func:`~clipsieve.video.sniff.media_kind`) through
+    :func:`analyze_video`. ``paths`` are what :meth:`Analyzer.scan` takes (files, folders, tar
+    shards, :class:`~clipsieve.media.inputs.Source` objects); folder walks add the video file
+    endings. Yields :class:`~clipsieve.types.ItemResult` and :class:`VideoResult` objects.
+    """
+    from clipsieve.media.decode import DecodeLimits
+    from clipsieve.media.inputs import iter_sources
+
+    sources = iter_sources(paths, recursive=recursive, extensions=MEDIA_EXTENSIONS,
+                           limits=getattr(analyzer, "limits", None) or DecodeLimits())
+    video: list[str] = []
+
+    def images() -> Iterator[Any]:
+        for src in sources:
+            if src.path is not None and src.error is None and media_kind(src.path) == "video":
+                video.append(src.path)
+                return
+            # a plain file goes on as its path, anything else (caption, tar member, URL) as is
+            plain = src.path is not None and src.path == src.name and src.caption is None
+            yield src.name if plain else src
+
+    while True:
+        yield from analyzer.scan(images(), heads=heads, recursive=recursive)
+        if not video:
+            return
+        yield analyze_video(analyzer, video.pop(), heads=heads, options=options)
+
+
 def _run(analyzer: Any, path: str, heads: list[Any], options: VideoOptions,
          res: VideoResult) -> None:
     from clipsieve.media.decode import stat_input
@@ -348,6 +392,13 @@ class _End:
     pass
 
 
+def _video_resolution(features: dict[str, Any] | None, width: int, height: int) -> None:
+    """Frames are analysed at a reduced size; their ``megapixels`` is the video's frame size
+    (the resolution component of quality), as an image's is its file's."""
+    if isinstance(features, dict) and "megapixels" in features:
+        features["megapixels"] = width * height / 1e6
+
+
 def _decode_and_analyze(analyzer: Any, path: str, heads: list[Any], options: VideoOptions,
                         res: VideoResult, prep: str, key: str, policy: Any) -> _Found:
     reader = VideoReader(path, analyzer.limits)
@@ -402,20 +453,27 @@ def _decode_and_analyze(analyzer: Any, path: str, heads: list[Any], options: Vid
         if not pending:
             return
         t = time.perf_counter()
-        items = analyzer.analyze(
-            [kf.image for kf in pending], heads=heads,
-            ids=[f"{path}@{kf.timestamp_ms}ms" for kf in pending],
-        )
+        ids = [f"{path}@{kf.timestamp_ms}ms" for kf in pending]
+        # the batch step without heads: pixel statistics, preprocessing, encoding
+        items = analyzer.analyze([kf.image for kf in pending], ids=ids)
         encode_ms += (time.perf_counter() - t) * 1000
-        rows = []
-        for kf, item in zip(pending, items):
-            if not item.ok:
-                continue
+        good = [(kf, item) for kf, item in zip(pending, items) if item.ok]
+        for _kf, item in good:
             if device is None:
                 device, precision = item.device, item.precision
-            timeline.add(kf.timestamp_ms, item, kf.metrics)
-            rows.append((kf.timestamp_ms, item.embedding,
-                         {"features": item.features, "metrics": kf.metrics}))
+            _video_resolution(item.features, info.width, info.height)
+        rows = []
+        if good:
+            # then the heads, over the embeddings and the corrected statistics
+            scored = analyzer.score(
+                np.stack([item.embedding for _kf, item in good]),
+                [item.features for _kf, item in good], heads=heads,
+                ids=[item.path for _kf, item in good],
+            )
+            for (kf, item), result in zip(good, scored):
+                timeline.add(kf.timestamp_ms, result, kf.metrics)
+                rows.append((kf.timestamp_ms, item.embedding,
+                             {"features": item.features, "metrics": kf.metrics}))
         if analyzer.store is not None and rows:
             analyzer.store.put_video_frames(res.sha256, rows, model=model, prep=prep,
                                             precision=precision, device=device)

@@ -259,6 +259,13 @@ class VideoReader:
             container = av.open(self.path, metadata_errors="ignore")
         except av.error.FileNotFoundError:
             raise DecodeError("io_error", "no such file", self.path) from None
+        except av.error.EOFError:
+            if self.family is None:
+                raise DecodeError(
+                    "not_a_video", "not a recognised video or animation format", self.path
+                ) from None
+            raise DecodeError("empty_video", "zero duration: the file ends after its header",
+                              self.path) from None
         except av.error.FFmpegError as exc:
             if self.family is None:
                 raise DecodeError(
@@ -268,8 +275,11 @@ class VideoReader:
                 "truncated", f"cannot read the {self.family} container: {_msg(exc)}", self.path
             ) from None
         if not container.streams.video:
-            kinds = sorted({s.type for s in container.streams}) or ["none"]
+            kinds = sorted({s.type for s in container.streams})
             container.close()
+            if not kinds:
+                raise DecodeError("empty_video", "zero duration: the container holds no stream",
+                                  self.path)
             raise DecodeError(
                 "no_video_stream", f"no video stream (streams: {', '.join(kinds)})", self.path
             )
