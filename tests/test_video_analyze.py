@@ -123,6 +123,7 @@ def test_segments_match_the_known_cuts(vids: dict[str, Path], policy_file: Path,
     r = analyze_video(an, vids[ext], heads=heads)
     assert r.status == "ok", r.error
     assert r.kind == "video" and r.codec and r.duration_ms == pytest.approx(15000, abs=150)
+    assert not r.partial and r.decoded_fraction == 1.0 and r.partial_reasons == []
     assert [f["timestamp_ms"] for f in r.frames] == list(range(0, 15000, 1000))
     segs = {s["category"]: s for s in r.segments or []}
     assert set(segs) == {"violence", "drugs"}, r.segments
@@ -214,6 +215,18 @@ def test_broken_videos_get_codes_or_partial_results(vids: dict[str, Path],
     r = analyze_video(an, cut)
     assert r.status == "ok" and r.partial and 0 < r.decoded_fraction < 0.9  # type: ignore[operator]
     assert "truncated" in r.partial_reasons[0]
+    for ext in (".mp4", ".mkv"):  # corrupt bytes in the middle: skipped, the rest decoded
+        raw = bytearray(vids[ext].read_bytes())
+        rng = np.random.default_rng(0)
+        mid = len(raw) // 2
+        raw[mid : mid + 3000] = rng.integers(0, 256, 3000, dtype=np.uint8).tobytes()
+        bad = tmp_path / f"corrupt{ext}"
+        bad.write_bytes(bytes(raw))
+        got = analyze_video(an, bad)
+        assert got.status == "ok" and got.partial, (ext, got.partial_reasons)
+        assert 0.5 < got.decoded_fraction < 1.0  # type: ignore[operator]
+        assert got.frames[-1]["timestamp_ms"] >= 13000  # decoding went on after the damage
+        assert any("corrupt" in x or "missing" in x for x in got.partial_reasons)
     for ext in (".mkv", ".mp4"):  # a video stream without a single frame
         empty = tmp_path / f"empty{ext}"
         out = av.open(str(empty), "w")
@@ -298,3 +311,38 @@ def test_filter_routes_videos_by_verdict_and_exports_and_report(
     html = html_path.read_text()
     assert '"v":{' in html and '"lane":"segments","kind":"block"' in html
     assert html.count("data:image/jpeg;base64,") >= 6  # the strips of the videos
+
+
+def test_decoding_runs_at_most_a_bounded_queue_ahead_of_the_encoder(
+    vids: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory stays flat for any length: the decoder thread waits on a bounded queue (two
+    batches) instead of decoding the whole video ahead of a slow encoder."""
+    import time as _time
+
+    import clipsieve.video.analyze as driver
+
+    produced = [0]
+    ahead: list[int] = []
+
+    class Counting(driver.VideoReader):  # type: ignore[misc, name-defined]
+        def frames(self, *a: Any, **k: Any) -> Any:
+            for f in super().frames(*a, **k):
+                produced[0] += 1
+                yield f
+
+    class Slow(FakeEncoder):
+        consumed = 0
+
+        def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+            _time.sleep(0.05)
+            Slow.consumed += len(pixels)
+            ahead.append(produced[0] - Slow.consumed)
+            return super().encode_pixels(pixels)
+
+    monkeypatch.setattr(driver, "VideoReader", Counting)
+    an = Analyzer(encoder=Slow(), store=False, batch_size=2)  # type: ignore[arg-type]
+    r = analyze_video(an, vids[".mp4"], options=VideoOptions(sampling=Sampling(fps=5)))
+    assert r.status == "ok" and len(r.frames) == 75
+    # queue of 2 batches + the batch being collected + the frame waiting to be put
+    assert max(ahead) <= 2 * 2 + 2 + 1, max(ahead)

@@ -543,13 +543,26 @@ def _decode_and_analyze(analyzer: Any, path: str, heads: list[Any], options: Vid
         reasons.append(f"the stream ends early at {last / 1000:.1f} s of "
                        f"{res.duration_ms / 1000:.1f} s (truncated)"
                        + (f": {stats.demux_error}" if stats.demux_error else ""))
+    # frames lost inside the stream (a damaged stretch the demuxer skipped over): compare
+    # the frames decoded with those the header promises, when every frame was decoded
+    frames_frac = 1.0
+    if (not options.sampling.keyframes and not deliberate and not timed_out and info.fps
+            and res.duration_ms and covered >= 0.97):
+        expected = info.frames or int(round(res.duration_ms * info.fps / 1000))
+        if expected > 0:
+            frames_frac = min(1.0, stats.frames_decoded / expected)
+            if frames_frac < 0.95:
+                reasons.append(f"{expected - stats.frames_decoded} of {expected} frames missing "
+                               "(a damaged stretch was skipped)")
+            else:
+                frames_frac = 1.0
     damaged = stats.bad_packets + stats.damaged_frames
     if damaged:
         reasons.append(f"{damaged} corrupt packet(s) or frame(s) skipped")
     if stopped_on_block:
         reasons.append(f"stopped at the first block (--stop-on-block) at {last / 1000:.1f} s")
     damage_frac = min(1.0, damaged / max(1, stats.packets + stats.bad_packets))
-    res.decoded_fraction = round(covered * (1.0 - damage_frac), 4)
+    res.decoded_fraction = round(min(covered, frames_frac) * (1.0 - damage_frac), 4)
     res.partial = bool(reasons)
     res.partial_reasons = reasons
     end_ms = (
