@@ -105,6 +105,7 @@ def test_bad_or_absent_devices_are_config_errors(device: str) -> None:
 
     if device == "mps" and torch.backends.mps.is_available():  # pragma: no cover - macOS
         pytest.skip("this machine has MPS")
-    with pytest.raises(ConfigError, match="--device"):
+    with pytest.raises(ConfigError, match=f"device={device}") as info:
         pick_device(device)
+    assert info.value.render(lambda p: "--" + p).startswith(f"--device={device}")
     assert pick_device("cpu") == "cpu"

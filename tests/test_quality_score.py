@@ -117,11 +117,14 @@ def test_every_scan_result_has_quality_and_runs_are_bit_identical(
 
 def test_extra_pairs_become_components(tiny_clip: Path, photos: dict[str, Path]) -> None:
     an = Analyzer(str(tiny_clip), store=False)
-    head = QualityHead(prompts=[("Crisp photo.", "Soft photo."), "quality"])
+    head = QualityHead(prompts=[("Crisp photo.", "Soft photo."), "quality",
+                                ("airy", ("Airy photo.", "Cramped photo."))])
     (r,) = an.scan([photos["rocket"]], heads=[head])
-    assert "clip_user_defined_0" in r.quality.components
+    # a bare pair is named after its positive prompt; a named pair keeps its name
+    assert "clip_crisp_photo" in r.quality.components and "clip_airy" in r.quality.components
+    assert not any("user_defined" in k for k in r.quality.components)
     assert len([k for k in r.quality.components if k.startswith("clip_")]) == len(
-        BUILTIN_PAIRS) + 1
+        BUILTIN_PAIRS) + 2
 
 
 def test_distortions_lower_the_technical_score(

@@ -83,6 +83,18 @@ class ItemResult:
     def ok(self) -> bool:
         return self.status == "ok"
 
+    @property
+    def probe(self) -> Any:
+        """The probe head's ``{class: probability}`` (``extra["probe"]``), or ``None``."""
+        return self.extra.get("probe")
+
+    @probe.setter
+    def probe(self, value: Any) -> None:
+        if value is None:
+            self.extra.pop("probe", None)
+        else:
+            self.extra["probe"] = value
+
     def to_dict(self, *, include_embedding: bool = False) -> dict[str, Any]:
         """Plain JSON-ready dict, the schema documented in the README."""
         from clipsieve.paths import json_fields

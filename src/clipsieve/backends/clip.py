@@ -238,18 +238,22 @@ def pick_device(device: str = "auto") -> str:
         return device
     if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
         if not torch.cuda.is_available():
-            raise ConfigError(f"--device {device}: CUDA is not available on this machine")
+            raise ConfigError(f"{{device}}={device}: CUDA is not available on this machine",
+                              params={"device": "device"})
         if ":" in device and int(device[5:]) >= torch.cuda.device_count():
             raise ConfigError(
-                f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+                f"{{device}}={device}: this machine has {torch.cuda.device_count()} CUDA "
+                "device(s)", params={"device": "device"},
             )
         return device
     if device == "mps":
         mps = getattr(torch.backends, "mps", None)
         if not (mps and mps.is_available()):
-            raise ConfigError("--device mps: Apple MPS is not available on this machine")
+            raise ConfigError("{device}=mps: Apple MPS is not available on this machine",
+                              params={"device": "device"})
         return device
-    raise ConfigError(f"--device {device!r}: choose auto, cpu, cuda, cuda:N or mps")
+    raise ConfigError(f"{{device}}={device}: choose auto, cpu, cuda, cuda:N or mps",
+                      params={"device": "device"})
 
 
 def cpu_has_native_bf16() -> bool:
@@ -264,10 +268,12 @@ def cpu_has_native_bf16() -> bool:
 
 def pick_precision(device: str, precision: str = "auto") -> str:
     if precision not in PRECISIONS:
-        raise ConfigError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+        raise ConfigError(f"{{precision}}={precision}: choose one of {', '.join(PRECISIONS)}",
+                          params={"precision": "precision"})
     if precision != "auto":
         if device == "cpu" and precision == "float16":
-            raise ConfigError("--precision float16 is not supported on the CPU; use bfloat16")
+            raise ConfigError("{precision}=float16 is not supported on the CPU; use bfloat16",
+                              params={"precision": "precision"})
         return precision
     if device.startswith("cuda"):
         return "float16"

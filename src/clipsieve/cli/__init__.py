@@ -100,7 +100,12 @@ _FLAGS = {"no_store": "--no-store", "dry_run": "--dry-run"}
 
 def option_flag(param: str) -> str:
     """The command-line flag of a library parameter named in an error (``min_quality`` →
-    ``--min-quality``)."""
+    ``--min-quality``), or the environment variable when the value came from one
+    (``CLIPSIEVE_DEVICE``; see :func:`clipsieve.cli.common.note_env_sources`)."""
+    from clipsieve.cli.common import ENV_SOURCES
+
+    if param in ENV_SOURCES:
+        return ENV_SOURCES[param]
     return _FLAGS.get(param, "--" + param.replace("_", "-"))
 
 

@@ -75,12 +75,14 @@ def model_options(f: F) -> F:
                      show_default=True, show_envvar=True,
                      help="Hugging Face model id or local checkpoint folder."),
         click.option("--device", envvar="CLIPSIEVE_DEVICE", default="auto", show_default=True,
+                     show_envvar=True,
                      help="auto, cpu, cuda, cuda:N or mps."),
         click.option("--precision", envvar="CLIPSIEVE_PRECISION", default="auto",
+                     show_envvar=True,
                      show_default=True,
                      type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
                      help="auto = float16 on CUDA, bfloat16 on CPUs with native bf16, else float32."),
-        store_option(show_envvar=False),
+        store_option(show_envvar=True),
         click.option("--no-store", is_flag=True,
                      help="Keep nothing: no store read or written."),
         click.option("--batch-size", default=settings.DEFAULT_BATCH_SIZE, show_default=True,
@@ -95,6 +97,28 @@ def model_options(f: F) -> F:
     return f
 
 
+#: Parameters whose value came from an environment variable in this run (parameter →
+#: variable), so that errors name the variable rather than a flag nobody typed.
+ENV_SOURCES: dict[str, str] = {}
+
+
+def note_env_sources(names: dict[str, str]) -> None:
+    """Record which of ``names`` (parameter → variable) were set from the environment."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return
+    from click.core import ParameterSource
+
+    for param, var in names.items():
+        try:
+            if ctx.get_parameter_source(param) == ParameterSource.ENVIRONMENT:
+                ENV_SOURCES[param] = var
+            else:
+                ENV_SOURCES.pop(param, None)
+        except Exception:  # noqa: BLE001 - not an option of this command
+            continue
+
+
 def make_analyzer(kw: dict[str, Any], **options: Any) -> Any:
     """Build an Analyzer from the options of :func:`model_options` (popped from ``kw``).
 
@@ -103,6 +127,8 @@ def make_analyzer(kw: dict[str, Any], **options: Any) -> Any:
     from clipsieve.media.decode import DecodeLimits
     from clipsieve.pipeline import Analyzer
 
+    note_env_sources({"device": "CLIPSIEVE_DEVICE", "precision": "CLIPSIEVE_PRECISION",
+                      "model": "CLIPSIEVE_MODEL", "store_path": "CLIPSIEVE_STORE"})
     store: Any = False if kw.pop("no_store") else kw.pop("store_path", None)
     kw.pop("store_path", None)
     return Analyzer(
@@ -353,6 +379,8 @@ class Progress:
         self.done = 0
         self.cached = 0
         self.blocked = 0
+        self.review = 0
+        self.moderated = 0
         self.start = time.perf_counter()
         self._bar: Any = None
         if self.enabled:
@@ -388,11 +416,15 @@ class Progress:
         if getattr(item, "cached", False):
             self.cached += 1
         mod = getattr(item, "moderation", None)
+        decision = None
         if getattr(item, "kind", None) == "video":  # a video is judged by its verdict
-            if getattr(item, "decision", None) == "block":
-                self.blocked += 1
-        elif mod is not None and getattr(mod, "decision", None) == "block":
-            self.blocked += 1
+            decision = getattr(item, "decision", None)
+            self.moderated += decision is not None
+        elif mod is not None:
+            self.moderated += 1
+            decision = getattr(mod, "decision", None)
+        self.blocked += decision == "block"
+        self.review += decision == "review"
         if self._bar is not None:
             rate = self.done / max(time.perf_counter() - self.start, 1e-9)
             self._bar.update(self._task, advance=1, rate=f"{rate:.1f}", errors=self.errors)
@@ -408,10 +440,10 @@ class Progress:
     def summary(self, verb: str = "scanned") -> str:
         ok = self.done - self.errors
         rate = self.done / max(self.elapsed, 1e-9)
-        parts = [f"{verb} {self.done} items: {ok} ok, {self.errors} failed"]
+        parts = [f"{verb} {plural(self.done, 'item')}: {ok} ok, {self.errors} failed"]
         parts.append(f"{self.cached} from store")
-        if self.blocked:
-            parts.append(f"{self.blocked} blocked")
+        if self.moderated or verb == "moderated":  # both counts, zeros included
+            parts.append(f"{self.blocked} blocked, {self.review} to review")
         return ", ".join(parts) + f" in {self.elapsed:.1f}s ({rate:.1f} items/s)"
 
     def exit_code(self) -> int:

@@ -15,6 +15,7 @@ from clipsieve.cli.common import (
     local_sources,
     make_analyzer,
     model_options,
+    plural,
     threshold_option,
     writing,
 )
@@ -240,8 +241,9 @@ def _summary(run: Any, manifest: str | None, store: str | None) -> None:
         )
     if run.pending_recovery:
         click.echo(
-            f"note: {run.pending_recovery} action(s) of an interrupted run are still "
-            "open; the next run without --dry-run completes them",
+            f"note: {plural(run.pending_recovery, 'action')} of an interrupted run "
+            f"{'is' if run.pending_recovery == 1 else 'are'} still open; the next run without "
+            "--dry-run completes them",
             err=True,
         )
     if run.dry_run:
@@ -256,10 +258,12 @@ def _summary(run: Any, manifest: str | None, store: str | None) -> None:
         if run.run_id
         else ("dry run" if run.dry_run else "filter (action none)")
     )
+    extra = f", {c['already_there']} already there" if c["already_there"] else ""
     click.echo(
-        f"{head}: {len(run.decisions)} files: {c['accept']} accept, {c['review']} review, "
-        f"{c['reject']} reject ({c['duplicates']} duplicates), {c['error']} unreadable, "
-        f"{c['failed']} failed" + (f"; manifest {manifest}" if manifest else ""),
+        f"{head}: {plural(len(run.decisions), 'file')}: {c['accept']} accept, {c['review']} "
+        f"review, {c['reject']} reject ({plural(c['duplicates'], 'duplicate')}), "
+        f"{c['error']} unreadable, {c['failed']} failed{extra}"
+        + (f"; manifest {manifest}" if manifest else ""),
         err=True,
     )
     if run.run_id:

@@ -36,16 +36,20 @@ def _fmt(value: Any) -> str:
 
 
 def _row(item: Any) -> list[str]:
+    """path, score, technical, aesthetic, the components, issues, error: a failed file has
+    its error code and message in the error column and nothing under the scores."""
     if not item.ok:
-        return [display(item.path), "error", "", "", *[""] * (len(_TABLE_COMPONENTS) - 1),
-                f"{item.error.code}"]
+        err = item.error
+        return [display(item.path), "", "", "", *[""] * len(_TABLE_COMPONENTS), "",
+                f"{err.code}: {err.message}" if err else "failed"]
     q = item.quality
     comps = dict(q.components)
     under, over = comps.get("exposure_under"), comps.get("exposure_over")
     if under is not None or over is not None:
         comps["exposure"] = min(v for v in (under, over) if v is not None)
+    issues = ", ".join(str(it.get("name")) for it in (q.issues or []))
     return [display(item.path), _fmt(q.score), _fmt(q.technical), _fmt(q.aesthetic),
-            *(_fmt(comps.get(key)) for key, _ in _TABLE_COMPONENTS)]
+            *(_fmt(comps.get(key)) for key, _ in _TABLE_COMPONENTS), issues, ""]
 
 
 @click.command()
@@ -121,11 +125,13 @@ def _print_table(fh: Any, rows: list[list[str]], out: str | None) -> None:
     table.add_column("path", overflow="fold")
     for name in ("score", "technical", "aesthetic", *(label for _, label in _TABLE_COMPONENTS)):
         table.add_column(name, justify="right")
+    table.add_column("issues")
+    table.add_column("error", overflow="fold")
     for row in rows:
         table.add_row(*row)
     to_terminal = out in (None, "-") and sys.stdout.isatty()
     # off a terminal, wide enough that paths are never folded
-    width = max((len(r[0]) for r in rows), default=0) + 100
+    width = max((len(r[0]) + len(r[-1]) + len(r[-2]) for r in rows), default=0) + 100
     console = Console(file=fh, width=None if to_terminal else max(width, 120),
                       force_terminal=to_terminal, no_color=not to_terminal)
     console.print(table)

@@ -111,6 +111,8 @@ class ItemDecision:
     destination: str | None = None
     outcome: str = "kept"
     error: str | None = None
+    sidecars: list[str] = field(default_factory=list)
+    already_there: bool = False
 
     @property
     def quality(self) -> float | None:
@@ -179,11 +181,16 @@ class FilterRun:
     pending_recovery: int = 0
 
     def counts(self) -> dict[str, int]:
-        out = {k: 0 for k in ("accept", "review", "reject", "error", "duplicates", "failed")}
+        """Files per decision, ``duplicates``, ``failed`` (the action failed; files that could
+        not be scanned count once, as ``error``), and ``already_there`` (a copy or link whose
+        destination already held the same bytes)."""
+        out = {k: 0 for k in ("accept", "review", "reject", "error", "duplicates", "failed",
+                              "already_there")}
         for d in self.decisions:
             out[d.decision] = out.get(d.decision, 0) + 1
             out["duplicates"] += d.duplicate_of is not None
-            out["failed"] += d.failed
+            out["failed"] += d.outcome == "failed"
+            out["already_there"] += d.already_there
         return out
 
     @property
@@ -523,6 +530,40 @@ def plan_destinations(
         d.outcome = "planned"
 
 
+#: Caption files that travel with their image (``photo.txt`` beside ``photo.jpg``).
+SIDECAR_SUFFIXES: tuple[str, ...] = (".txt",)
+
+
+def sidecars_of(path: str) -> list[str]:
+    """The sidecar caption files of an image that exist (``photo.txt`` for ``photo.jpg``)."""
+    stem = os.path.splitext(path)[0]
+    return [stem + ext for ext in SIDECAR_SUFFIXES if os.path.isfile(stem + ext)]
+
+
+def identical_destination(
+    root: str, rel: str, sha256: str | None, size: int | None
+) -> str | None:
+    """A file already at the destination (``rel`` or a collision variant of it) with the same
+    bytes, or ``None``: a repeated copy or link run counts it as done instead of copying
+    again as ``photo_1.jpg``."""
+    if not sha256:
+        return None
+    from clipsieve.filtering.actions import sha256_file
+
+    folder = os.path.join(os.path.abspath(root), os.path.dirname(rel))
+    for cand in collision_names(folder, os.path.basename(rel)):
+        if not os.path.lexists(cand):
+            return None
+        try:
+            if size is not None and os.path.getsize(cand) != size:
+                continue
+            if os.path.isfile(cand) and sha256_file(cand) == sha256:
+                return cand
+        except OSError:
+            continue
+    return None
+
+
 def execute(
     decisions: Sequence[ItemDecision],
     journal: Journal,
@@ -532,7 +573,14 @@ def execute(
     *,
     on_item: Callable[[ItemDecision], None] | None = None,
 ) -> None:
-    """Carry out ``action`` for every decision, journalled; failures are recorded per file."""
+    """Carry out ``action`` for every decision, journalled; failures are recorded per file.
+
+    Sidecar captions (``photo.txt``) go with their image, named after the image's
+    destination, in the same journal (so ``undo`` brings them back too). A copy or link
+    whose destination already holds the same bytes counts as done (``outcome`` ``done``,
+    ``error`` ``None``, the existing file as destination) and is not journalled, so undo
+    leaves that file alone.
+    """
     acts = FileActions(journal, run_id, action)
     for d in decisions:
         root = destinations.get(d.decision)
@@ -541,12 +589,34 @@ def execute(
         elif root is None:
             d.outcome = "kept"
         else:
-            r = acts.apply(d.path, root, d.rel, decision=d.decision, sha256=d.result.get("sha256"))
-            d.outcome = "done" if r.ok else "failed"
-            d.destination = r.dest if r.ok else None
-            d.error = r.error
-            if r.ok and r.dest and action == "move":  # results follow the file
-                journal.store.move_path(d.path, r.dest)
+            sha = d.result.get("sha256")
+            same = None
+            if action in ("copy", "link"):
+                try:
+                    size = os.path.getsize(d.path)
+                except OSError:
+                    size = None
+                same = identical_destination(root, d.rel, sha, size)
+            if same is not None:
+                d.outcome, d.destination, d.error = "done", same, None
+                d.already_there = True
+            else:
+                sides = sidecars_of(d.path)
+                r = acts.apply(d.path, root, d.rel, decision=d.decision, sha256=sha)
+                d.outcome = "done" if r.ok else "failed"
+                d.destination = r.dest if r.ok else None
+                d.error = r.error
+                if r.ok and r.dest and action == "move":  # results follow the file
+                    journal.store.move_path(d.path, r.dest)
+                if r.ok and r.dest:
+                    stem = os.path.splitext(os.path.relpath(r.dest, os.path.abspath(root)))[0]
+                    for side in sides:
+                        sr = acts.apply(side, root, stem + os.path.splitext(side)[1],
+                                        decision=d.decision)
+                        if sr.ok and sr.dest:
+                            d.sidecars.append(sr.dest)
+                        else:
+                            d.error = f"sidecar {side}: {sr.error}"
         if on_item is not None:
             on_item(d)
 

@@ -466,7 +466,7 @@ def read_list(name: str, stdin: IO[str] | None = None) -> Iterator[_Entry]:
             rows = _read_parquet(name)
         for img, cap, where in rows:
             if not is_url(img) and not os.path.isabs(img) and base:
-                img = os.path.join(base, img)
+                img = os.path.normpath(os.path.join(base, img))  # no "batch/../lib/…"
             yield _Entry(img, cap.strip() if cap and cap.strip() else None, where)
     except FileNotFoundError:
         raise ConfigError(f"{name}: no such input list") from None

@@ -175,6 +175,6 @@ def read_items_jsonl(path: str | os.PathLike[str]) -> list[InputItem]:
         if caption is not None and not isinstance(caption, str):
             raise ConfigError(f"{name}:{lineno}: \"caption\" must be a string or null")
         if not os.path.isabs(img) and base:
-            img = os.path.join(base, img)
+            img = os.path.normpath(os.path.join(base, img))  # no "batch/../lib/…"
         items.append(InputItem(path=img, caption=caption, line=lineno))
     return items

@@ -24,6 +24,7 @@ row by row, so an image's scores do not depend on the other images of its batch.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -82,20 +83,30 @@ def list_pairs(config: QualityConfig | None = None) -> list[str]:
     return list((config or default_quality_config()).pairs)
 
 
+def _slug(text: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+    return slug or "pair"
+
+
 def format_prompts(
     prompts: PromptSpec | Sequence[PromptSpec] | Mapping[str, tuple[str, str]] = ("quality",),
     config: QualityConfig | None = None,
+    *,
+    derive_names: bool = False,
 ) -> tuple[list[str], list[str]]:
     """Turn pair names and custom pairs into a flat prompt list and pair names.
 
     Like torchmetrics' ``_clip_iqa_format_prompts``: each element is a built-in pair name or a
     ``(positive, negative)`` tuple; custom tuples are named ``user_defined_0``,
-    ``user_defined_1``… in order. A single name is accepted on its own, and a mapping
-    ``{name: (positive, negative)}`` names custom pairs itself.
+    ``user_defined_1``… in order. A single name is accepted on its own. Custom pairs can be
+    named: a mapping ``{name: (positive, negative)}``, or an element
+    ``(name, (positive, negative))``.
 
     Args:
         prompts: the pairs.
         config: where the built-in pairs come from (default: the shipped configuration).
+        derive_names: name unnamed custom pairs after their positive prompt
+            (``"Crisp photo."`` → ``crisp_photo``) instead of ``user_defined_N``.
 
     Returns:
         ``(prompts_list, names)``: ``prompts_list`` holds each pair's positive then negative
@@ -108,6 +119,8 @@ def format_prompts(
     Example:
         >>> format_prompts(("quality", ("Crisp.", "Soft.")))
         (['Good photo.', 'Bad photo.', 'Crisp.', 'Soft.'], ['quality', 'user_defined_0'])
+        >>> format_prompts([("crisp", ("Crisp.", "Soft."))])
+        (['Crisp.', 'Soft.'], ['crisp'])
     """
     if isinstance(prompts, Mapping):
         items: list[tuple[str | None, Any]] = [(str(k), v) for k, v in prompts.items()]
@@ -119,6 +132,11 @@ def format_prompts(
     prompts_list: list[str] = []
     count = 0
     for name, p in items:
+        if (
+            name is None and isinstance(p, (tuple, list)) and len(p) == 2
+            and isinstance(p[0], str) and isinstance(p[1], (tuple, list))
+        ):
+            name, p = p[0], p[1]  # a named custom pair
         if name is None and isinstance(p, str):
             if p not in builtin:
                 raise ConfigError(
@@ -135,8 +153,11 @@ def format_prompts(
                 f"prompts, got {p!r}"
             )
         if name is None:
-            name = f"user_defined_{count}"
-            count += 1
+            if derive_names:
+                name = _slug(p[0])
+            else:
+                name = f"user_defined_{count}"
+                count += 1
         names.append(name)
         prompts_list.extend((p[0], p[1]))
     if not names:

@@ -42,8 +42,10 @@ class QualityHead(BuiltHead):
             :class:`~clipsieve.quality.learned.LearnedHead`; its prediction becomes the
             aesthetic part. ``None``: the aesthetic part comes from the CLIP-IQA aesthetic pairs.
         prompts: extra CLIP-IQA pairs reported as components (``clip_<name>``): built-in
-            names, ``(positive, negative)`` tuples (named ``user_defined_0``, …) or a mapping
-            ``{name: (positive, negative)}``. The built-in pairs are always computed.
+            names, named pairs ``(name, (positive, negative))``, a mapping
+            ``{name: (positive, negative)}``, or bare ``(positive, negative)`` tuples (named
+            after the positive prompt: ``("Crisp photo.", "Soft photo.")`` →
+            ``clip_crisp_photo``). The built-in pairs are always computed.
         config: the quality configuration (a loaded :class:`~clipsieve.quality.config.
             QualityConfig` or a quality TOML file); default: the shipped ``quality.toml``.
 
@@ -72,7 +74,7 @@ class QualityHead(BuiltHead):
         if prompts is not None:
             from clipsieve.quality.clipiqa import format_prompts
 
-            plist, names = format_prompts(prompts, config)
+            plist, names = format_prompts(prompts, config, derive_names=True)
             for i, name in enumerate(names):
                 pairs[name] = (plist[2 * i], plist[2 * i + 1])
         self.iqa = ClipIQA(pairs, config=config)
