@@ -31,13 +31,17 @@ from clipsieve.store import Store
 
 
 def measure(fn, *args, **kw):  # type: ignore[no-untyped-def]
+    """(result, seconds, tracemalloc peak bytes): timed in one call without tracemalloc (it
+    slows every allocation several times), the peak measured in a second call."""
+    gc.collect()
+    t0 = time.perf_counter()
+    out = fn(*args, **kw)
+    dt = time.perf_counter() - t0
     gc.collect()
     tracemalloc.start()
     tracemalloc.reset_peak()
     base = tracemalloc.get_traced_memory()[0]
-    t0 = time.perf_counter()
-    out = fn(*args, **kw)
-    dt = time.perf_counter() - t0
+    fn(*args, **kw)
     peak = tracemalloc.get_traced_memory()[1] - base
     tracemalloc.stop()
     return out, dt, peak

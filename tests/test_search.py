@@ -134,6 +134,10 @@ def test_text_and_image_search_equal_brute_force_on_real_photos(
     own = hashlib.sha256(photo.read_bytes()).hexdigest()
     want = [(k, s) for k, s in _brute(mat, keys, mat[keys.index(own)], 16) if k != own]
     assert [h.sha256 for h in res.hits] == [k for k, _ in want]
+    from_pixels = an.search(image=Image.open(photo), top=5)  # a PIL image: encoded now
+    assert len(from_pixels.hits) == 5 and from_pixels.method == "exact"
+    scores = [h.score for h in from_pixels.hits]
+    assert scores == sorted(scores, reverse=True)
     by_sha = an.search(image=own, top=3, include_self=True)
     assert by_sha.hits[0].sha256 == own and by_sha.hits[0].score == pytest.approx(1.0, abs=1e-5)
     an.close()

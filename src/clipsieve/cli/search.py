@@ -185,9 +185,9 @@ def index() -> None:
 @index.command("build")
 @_model_option
 @store_option()
-@click.option("--lists", type=click.IntRange(1), help="Inverted lists [default: about √N].")
+@click.option("--lists", type=click.IntRange(1), help="Inverted lists [default: about 2√N].")
 @click.option("--probes", type=click.IntRange(1),
-              help="Lists visited per query [default: max(16, lists/32)].")
+              help="Lists visited per query [default: max(8, lists/128)].")
 @click.option("--quiet", "-q", is_flag=True, help="No summary line.")
 def index_build(model: str, store_path: str | None, lists: int | None, probes: int | None,
                 quiet: bool) -> None:
