@@ -209,3 +209,20 @@ def test_shell_completion_script_is_generated_and_documented() -> None:
     assert "_clipsieve_completion" in p.stdout and "complete " in p.stdout
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert '"$(_CLIPSIEVE_COMPLETE=bash_source clipsieve)"' in readme
+
+
+# 10
+def test_singular_counts_read_as_singular(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from clipsieve.store import Store
+
+    db = tmp_path / "one.sqlite"
+    with Store(db) as s:
+        s.put_results([{"path": str(tmp_path / "a.jpg"), "status": "ok", "model": "m"}], model="m")
+    code, _, err = run_main(capsys, "export", "--out", str(tmp_path / "x.jsonl"), "--store",
+                            str(db))
+    assert code == 0 and "1 result written" in err
+    code, _, err = run_main(capsys, "report", "--out", str(tmp_path / "r.html"), "--store",
+                            str(db), "--no-thumbnails")
+    assert code == 0 and "report of 1 item written" in err

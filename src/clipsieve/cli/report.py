@@ -8,7 +8,13 @@ from typing import Any
 
 import click
 
-from clipsieve.cli.common import check_outputs, open_existing_store, store_option, writing
+from clipsieve.cli.common import (
+    check_outputs,
+    open_existing_store,
+    plural,
+    store_option,
+    writing,
+)
 from clipsieve.paths import from_json
 
 
@@ -146,7 +152,7 @@ def report(
             thumb_size=thumb_size,
             thumbnails_dir=thumbnails_dir,
         )
-    click.echo(f"report of {n} {'item' if n == 1 else 'items'} written to {out}", err=True)
+    click.echo(f"report of {plural(n, 'item')} written to {out}", err=True)
 
 
 @click.command()
@@ -205,7 +211,8 @@ def export(
     with writing(out):
         n = export_results(results, out, fmt, frames=frames)
     if out != "-":
-        click.echo(f"{n} rows written to {out}" if frames else f"{n} results written to {out}",
+        click.echo(f"{plural(n, 'row')} written to {out}" if frames
+                   else f"{plural(n, 'result')} written to {out}",
                    err=True)
 
 
@@ -229,11 +236,11 @@ def _export_embeddings(paths: tuple[str, ...], fmt: str | None, out: str, npy_di
         prep = stored_prep(store, models[0])
         if npy_dir:
             n = export_embeddings_npy(store, models[0], prep, results, npy_dir)
-            click.echo(f"{n} embeddings written to {os.path.join(npy_dir, 'embeddings.npy')} "
+            click.echo(f"{plural(n, 'embedding')} written to {os.path.join(npy_dir, 'embeddings.npy')} "
                        f"(ids.parquet, embeddings.json beside it)", err=True)
         else:
             n = export_with_embeddings(store, models[0], prep, results, out, fmt)
             if out != "-":
-                click.echo(f"{n} results with embeddings written to {out}", err=True)
+                click.echo(f"{plural(n, 'result')} with embeddings written to {out}", err=True)
     finally:
         store.close()

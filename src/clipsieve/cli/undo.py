@@ -51,7 +51,8 @@ def undo(run_id: str | None, list_runs: bool, store_path: str | None) -> None:
         click.echo(f"failed: {display(failure.src)}: {failure.error}", err=True)
     ok = len(res.results) - len(res.failed)
     click.echo(
-        f"undo run {res.run_id}: reversed {ok} of {len(res.results)} actions of {res.undone}",
+        f"undo run {res.run_id}: reversed {ok} of "
+        f"{len(res.results)} {'action' if len(res.results) == 1 else 'actions'} of {res.undone}",
         err=True,
     )
     sys.exit(4 if res.failed else 0)
