@@ -41,7 +41,7 @@ def test_overrides_are_validated_like_the_file_and_recorded() -> None:
     with pytest.raises(PolicyError, match=r'categories.violence.block: must be a number between '
                                           r'0 and 1, got "high"'):
         base.with_overrides(["violence.block=high"])
-    with pytest.raises(PolicyError, match=r"--threshold violense.block=0.5: unknown category "
+    with pytest.raises(PolicyError, match=r"^threshold violense.block=0.5: unknown category "
                                           r'"violense".*did you mean "violence"'):
         base.with_overrides(["violense.block=0.5"])
     with pytest.raises(PolicyError, match=r"categories.violence.review: must be at most block"):

@@ -549,7 +549,7 @@ def search(
         block: rows per block of the exact search.
     """
     if top < 1:
-        raise ConfigError("--top must be at least 1")
+        raise ConfigError("{top} must be at least 1", params={"top": "top"})
     q = np.asarray(query, dtype=np.float32).reshape(1, -1)
     norm = float(np.linalg.norm(q))
     if norm > 0:

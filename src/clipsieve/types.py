@@ -10,6 +10,15 @@ from typing import Any
 #: Version of the per-item JSON schema (documented in the README).
 SCHEMA_VERSION = 1
 
+#: The score range of each shipped head's result field, declared once: the heads'
+#: ``score_range`` and the command-line checks (``--min-score``, ``--min-quality``) read it.
+SCORE_RANGES: dict[str, tuple[float, float]] = {
+    "moderation": (0.0, 1.0),
+    "quality": (0.0, 10.0),
+    "labels": (0.0, 1.0),
+    "probe": (0.0, 1.0),
+}
+
 
 @dataclass(frozen=True)
 class ErrorInfo:

@@ -20,6 +20,7 @@ from clipsieve.cli.common import (
     writing,
 )
 from clipsieve.paths import clean_text, display
+from clipsieve.types import SCORE_RANGES
 
 
 @click.command("filter")
@@ -47,7 +48,7 @@ from clipsieve.paths import clean_text, display
 )
 @click.option(
     "--min-quality",
-    type=click.FloatRange(0, 10),
+    type=click.FloatRange(*SCORE_RANGES["quality"]),
     help="Reject files whose quality.score is below this (0–10).",
 )
 @click.option(

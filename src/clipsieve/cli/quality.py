@@ -23,6 +23,7 @@ from clipsieve.cli.common import (
     writing,
 )
 from clipsieve.paths import display
+from clipsieve.types import SCORE_RANGES
 
 #: Components shown in the table (besides score, technical and aesthetic).
 _TABLE_COMPONENTS = (("sharpness", "sharp"), ("noise", "noise"), ("exposure", "exposure"),
@@ -61,7 +62,7 @@ def _row(item: Any) -> list[str]:
               show_default=True, help="A table, or one JSON line per file (the scan schema).")
 @click.option("--out", "-o", type=click.Path(dir_okay=False, allow_dash=True),
               help="Write here instead of stdout.")
-@click.option("--min-score", type=click.FloatRange(0, 10),
+@click.option("--min-score", type=click.FloatRange(*SCORE_RANGES["quality"]),
               help="List only images whose score is at least this (errors are always listed).")
 @click.option("--no-recursive", is_flag=True, help="Do not descend into sub-folders.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary line.")

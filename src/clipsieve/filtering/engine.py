@@ -34,6 +34,7 @@ from clipsieve.media.discover import iter_files
 from clipsieve.media.inputs import matches_glob
 from clipsieve.paths import clean_text, display, with_path
 from clipsieve.store import Store
+from clipsieve.types import SCORE_RANGES
 
 #: Columns of the decisions manifest (CSV), in order.
 MANIFEST_COLUMNS: tuple[str, ...] = (
@@ -686,8 +687,9 @@ def filter_collection(
         raise FilterError(f"unknown action {action!r} (choose {', '.join(ACTIONS)})")
     if dedupe is not None and not 0.0 < dedupe <= 1.0:
         raise FilterError(f"{{dedupe}} {dedupe} is outside (0, 1]", params=["dedupe"])
-    if min_quality is not None and not 0.0 <= min_quality <= 10.0:
-        raise FilterError(f"{{min_quality}} {min_quality} is outside 0–10",
+    low, high = SCORE_RANGES["quality"]
+    if min_quality is not None and not low <= min_quality <= high:
+        raise FilterError(f"{{min_quality}} {min_quality} is outside {low:g}–{high:g}",
                           params=["min_quality"])
     wexpr = parse_where(where) if where else None
     rules = Rules(

@@ -45,6 +45,7 @@ from clipsieve.heads._files import (
 )
 from clipsieve.heads._vectors import l2_normalize
 from clipsieve.heads.base import BuiltHead
+from clipsieve.types import SCORE_RANGES
 
 if TYPE_CHECKING:
     pass
@@ -392,7 +393,7 @@ class ProbeHead(BuiltHead):
     """
 
     field = "probe"
-    score_range = (0.0, 1.0)
+    score_range = SCORE_RANGES["probe"]
 
     def __init__(self, probe: Probe | str | os.PathLike[str]) -> None:
         self._probe = probe if isinstance(probe, Probe) else None

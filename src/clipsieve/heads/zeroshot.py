@@ -51,11 +51,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from clipsieve._compat import tomllib
-from clipsieve.errors import ConfigError, HeadError, did_you_mean
+from clipsieve.errors import ClipsieveError, ConfigError, HeadError, did_you_mean
 from clipsieve.heads._files import read_bytes
 from clipsieve.heads._vectors import embed_prompts, l2_normalize
 from clipsieve.heads.base import BuiltHead
 from clipsieve.protocols import TextSource as _TextSource
+from clipsieve.types import SCORE_RANGES
 
 if TYPE_CHECKING:
     pass
@@ -165,6 +166,10 @@ class LabelSpec:
     source: str = "--labels"
 
 
+#: The ``{labels}`` marker of messages about a comma-separated label list (the CLI: --labels).
+_LABELS = {"labels": "labels"}
+
+
 def parse_labels(text: str) -> LabelSpec:
     """Parse a comma-separated label list such as ``"cat,dog,sports car"``.
 
@@ -175,11 +180,13 @@ def parse_labels(text: str) -> LabelSpec:
     for i, raw in enumerate(text.split(",")):
         label = raw.strip()
         if not label:
-            raise ConfigError(f"--labels: label {i + 1} is empty in {json.dumps(text)}")
+            raise ConfigError(f"{{labels}}: label {i + 1} is empty in {json.dumps(text)}",
+                              params=_LABELS)
         if label in labels:
-            raise ConfigError(f"--labels: duplicate label {json.dumps(label)}")
+            raise ConfigError(f"{{labels}}: duplicate label {json.dumps(label)}",
+                              params=_LABELS)
         labels[label] = ()
-    _check_count(len(labels), "--labels", ConfigError)
+    _check_count(len(labels), "{labels}", ConfigError)
     return LabelSpec(labels)
 
 
@@ -291,10 +298,11 @@ def _labels_from_toml(text: str, source: str) -> LabelSpec:
 
 def _check_count(n: int, source: str, error: type[Exception]) -> None:
     if n < 2:
-        raise error(
-            f"{source}: needs at least 2 labels, got {n} (zero-shot probabilities are a "
-            "softmax over the labels; a single label would always get 1.0)"
-        )
+        msg = (f"{source}: needs at least 2 labels, got {n} (zero-shot probabilities are a "
+               "softmax over the labels; a single label would always get 1.0)")
+        if issubclass(error, ClipsieveError):
+            raise error(msg, params=_LABELS)
+        raise error(msg)
 
 
 def label_prompts(
@@ -412,7 +420,7 @@ class LabelsHead(BuiltHead):
     """
 
     field = "labels"
-    score_range = (0.0, 1.0)
+    score_range = SCORE_RANGES["labels"]
 
     def __init__(
         self, labels: LabelsArg | LabelSpec, templates: Sequence[str] | None = None

@@ -42,7 +42,7 @@ from clipsieve.moderation.scoring import (
     moderate,
     moderate_texts,
 )
-from clipsieve.types import dataclass_dict
+from clipsieve.types import SCORE_RANGES, dataclass_dict
 
 if TYPE_CHECKING:
     from clipsieve.heads.probe import Probe
@@ -138,7 +138,7 @@ class ModerationHead(BuiltHead):
     """
 
     field = "moderation"
-    score_range = (0.0, 1.0)
+    score_range = SCORE_RANGES["moderation"]
 
     def __init__(
         self,

@@ -111,6 +111,10 @@ _NEUTRAL_KEYS = ("description", "prompts")
 _SPECIAL_KEYS = ("description", "class", "prompts", "trigger", "targets", "factor", "delta")
 
 
+#: The ``{threshold}`` marker of messages about a threshold override (the CLI: --threshold).
+_THRESHOLD = {"threshold": "threshold"}
+
+
 @dataclass(frozen=True)
 class Category:
     """A moderated category.
@@ -261,8 +265,9 @@ class Policy:
         for spec, (cat, _level, _value) in zip(specs, parsed):
             if cat not in self.categories:
                 raise PolicyError(
-                    f"--threshold {spec}: unknown category {json.dumps(cat)} of policy "
-                    f"{json.dumps(self.name)}{did_you_mean(cat, self.categories)}"
+                    f"{{threshold}} {spec}: unknown category {json.dumps(cat)} of policy "
+                    f"{json.dumps(self.name)}{did_you_mean(cat, self.categories)}",
+                    params=_THRESHOLD,
                 )
         data = self.to_dict()
         for cat, level, value in parsed:
@@ -524,12 +529,14 @@ def parse_threshold_overrides(specs: Iterable[str]) -> list[tuple[str, str, Any]
         cat, dot, level = key.strip().rpartition(".")
         if not sep or not dot or not cat:
             raise PolicyError(
-                f"--threshold {spec}: expected CATEGORY.review=VALUE or CATEGORY.block=VALUE"
+                f"{{threshold}} {spec}: expected CATEGORY.review=VALUE or CATEGORY.block=VALUE",
+                params=_THRESHOLD,
             )
         if level not in ("review", "block"):
             raise PolicyError(
-                f"--threshold {spec}: {json.dumps(level)} is not a threshold"
-                f"{did_you_mean(level, ('review', 'block'))} (use review or block)"
+                f"{{threshold}} {spec}: {json.dumps(level)} is not a threshold"
+                f"{did_you_mean(level, ('review', 'block'))} (use review or block)",
+                params=_THRESHOLD,
             )
         value: Any = raw.strip()
         try:

@@ -26,6 +26,7 @@ from clipsieve.quality.clipiqa import ClipIQA, PromptSpec
 from clipsieve.quality.config import QualityConfig, default_quality_config, load_quality_config
 from clipsieve.quality.learned import LearnedHead, load_quality_head
 from clipsieve.quality.score import QualityResult, quality_from_parts
+from clipsieve.types import SCORE_RANGES
 
 if TYPE_CHECKING:
     pass
@@ -56,7 +57,7 @@ class QualityHead(BuiltHead):
     """
 
     field = "quality"
-    score_range = (0.0, 10.0)
+    score_range = SCORE_RANGES["quality"]
 
     def __init__(
         self,
