@@ -7,6 +7,7 @@
 | ``CLIPSIEVE_DEVICE``| ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``     | ``auto`` |
 | ``CLIPSIEVE_PRECISION`` | ``auto``, ``float32``, ``bfloat16``, ``float16`` | ``auto`` |
 | ``CLIPSIEVE_CONFIG_DIR`` | user configuration folder (``policies/`` inside)     | XDG config dir / ``clipsieve`` |
+| ``CLIPSIEVE_CACHE_DIR`` | cache folder (ONNX exports, prompt embeddings)     | user cache dir / ``clipsieve`` |
 """
 
 from __future__ import annotations
@@ -62,6 +63,12 @@ def user_config_dir() -> Path:
 def user_policy_dir() -> Path:
     """Where ``clipsieve policy init`` writes policies and ``--policy NAME`` finds them."""
     return user_config_dir() / "policies"
+
+
+def cache_dir() -> Path:
+    """Where exported models and cached prompt embeddings live (``CLIPSIEVE_CACHE_DIR``)."""
+    env = os.environ.get("CLIPSIEVE_CACHE_DIR")
+    return Path(env).expanduser() if env else user_cache_dir()
 
 
 def default_store_path() -> Path:
