@@ -127,3 +127,41 @@ def test_paths_that_are_not_utf8_are_stored_looked_up_and_moved(tmp_path) -> Non
         (r,) = list(s.iter_results())
         assert from_json(r) == moved and r["path"].endswith("b\ufffd.jpg")
         assert r["quality"] == {"score": 1}
+
+
+def test_embeddings_keyed_by_encoder_and_old_rows_migrate_as_torch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import clipsieve.store as store_mod
+
+    db = tmp_path / "old.sqlite"
+    before = [m for m in MIGRATIONS if m[1] != "embeddings keyed by encoder"]
+    monkeypatch.setattr(store_mod, "MIGRATIONS", before)
+    v = np.arange(4, dtype=np.float32)
+    with Store(db) as s:  # a store as it was before the encoder column
+        s._db.execute(
+            "INSERT INTO embeddings(sha256,model,prep,dim,vector,precision,device,created_at) "
+            "VALUES ('h','m','p',4,?,'float32','cpu',1.0)", (v.tobytes(),))
+        s._db.execute("INSERT INTO text_embeddings(model,text,vector) VALUES ('m','cat',?)",
+                      (v.tobytes(),))
+    monkeypatch.setattr(store_mod, "MIGRATIONS", MIGRATIONS)
+    with Store(db) as s:
+        assert s.migrations()[-1] == (MIGRATIONS[-1][0], MIGRATIONS[-1][1])
+        assert np.array_equal(s.get_embedding("h", "m", "p"), v)  # the torch entry
+        assert s.get_embedding_row("h", "m", "p", encoder="torch")[1:] == ("cpu", "float32")
+        assert s.get_embedding("h", "m", "p", encoder="onnx-int8") is None
+        assert set(s.get_text_embeddings("m", ["cat"])) == {"cat"}
+        assert s.get_text_embeddings("m", ["cat"], encoder="onnx") == {}
+        w = v + 1
+        s.put_items([{"path": "a.jpg", "sha256": "h", "embedding": w}], model="m", prep="p",
+                    precision="int8", device="cpu", encoder="onnx-int8")
+        assert np.array_equal(s.get_embedding("h", "m", "p", encoder="onnx-int8"), w)
+        assert np.array_equal(s.get_embedding("h", "m", "p"), v)  # a different entry
+        assert s.get_embedding_row("h", "m", "p", encoder="onnx-int8")[2] == "int8"
+        assert s.embedding_kinds() == [("m", "p", 1)]
+        assert s.embedding_kinds("onnx-int8") == [("m", "p", 1)]
+        assert [shas for shas, _ in s.iter_embeddings("m", "p", encoder="onnx-int8")] == [["h"]]
+        assert s.embedding_fingerprint("m", "p", encoder="onnx")[0] == 0
+        s.put_text_embeddings("m", {"cat": w}, encoder="onnx")
+        assert np.array_equal(s.get_text_embeddings("m", ["cat"], encoder="onnx")["cat"], w)
+        assert np.array_equal(s.get_text_embeddings("m", ["cat"])["cat"], v)

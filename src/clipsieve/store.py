@@ -2,9 +2,10 @@
 
 Files are named by their absolute path (:func:`path_key`); stored results carry that path.
 
-Embeddings are keyed by (content sha256, resolved model id, preprocessing version), so a
-renamed or copied file is never encoded twice and a change of checkpoint or preprocessing can
-never return a stale vector. The ``files`` table remembers each path's size, mtime and hash so
+Embeddings are keyed by (content sha256, resolved model id, preprocessing version, encoder), so
+a renamed or copied file is never encoded twice and a change of checkpoint, preprocessing or
+encoder (torch, onnx, onnx-int8) can never return a stale vector; each row records the precision
+and device that computed it. The ``files`` table remembers each path's size, mtime and hash so
 that a re-scan of unchanged files reads no bytes at all. Schema changes are ordered migrations
 recorded in the ``migrations`` table. WAL mode lets readers (the report, the service) work while
 a scan writes.
@@ -25,6 +26,9 @@ import numpy as np
 
 from clipsieve.errors import StoreError
 from clipsieve.paths import clean_text, from_db, from_json, to_db, with_path
+
+#: The encoder of embeddings whose encoder is not named (the only one before migration 8).
+DEFAULT_ENCODER = "torch"
 
 #: Ordered schema migrations: (version, name, SQL). Never edit one that shipped; append.
 MIGRATIONS: list[tuple[int, str, str]] = [
@@ -217,6 +221,45 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX jobs_status ON jobs(status);
         """,
     ),
+    (
+        8,
+        "embeddings keyed by encoder",
+        # Which encoder (torch, onnx, onnx-int8) computed each image and text embedding, as
+        # part of the key: the same file under another encoder is another cache entry. Rows
+        # from before are the torch encoder's (the only one there was).
+        """
+        CREATE TABLE embeddings_by_encoder (
+            sha256 TEXT NOT NULL,
+            model TEXT NOT NULL,
+            prep TEXT NOT NULL,
+            encoder TEXT NOT NULL DEFAULT 'torch',
+            dim INTEGER NOT NULL,
+            vector BLOB NOT NULL,
+            precision TEXT,
+            device TEXT,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (sha256, model, prep, encoder)
+        );
+        INSERT INTO embeddings_by_encoder(sha256, model, prep, encoder, dim, vector, precision,
+                                          device, created_at)
+            SELECT sha256, model, prep, 'torch', dim, vector, precision, device, created_at
+            FROM embeddings;
+        DROP TABLE embeddings;
+        ALTER TABLE embeddings_by_encoder RENAME TO embeddings;
+        CREATE INDEX embeddings_model ON embeddings(model, prep, encoder, sha256, created_at);
+        CREATE TABLE text_embeddings_by_encoder (
+            model TEXT NOT NULL,
+            encoder TEXT NOT NULL DEFAULT 'torch',
+            text TEXT NOT NULL,
+            vector BLOB NOT NULL,
+            PRIMARY KEY (model, encoder, text)
+        );
+        INSERT INTO text_embeddings_by_encoder(model, encoder, text, vector)
+            SELECT model, 'torch', text, vector FROM text_embeddings;
+        DROP TABLE text_embeddings;
+        ALTER TABLE text_embeddings_by_encoder RENAME TO text_embeddings;
+        """,
+    ),
 ]
 
 
@@ -378,26 +421,29 @@ class Store:
             "features_version": row[4],
         }
 
-    def get_embedding(self, sha256: str, model: str, prep: str) -> np.ndarray | None:
-        row = self.get_embedding_row(sha256, model, prep)
+    def get_embedding(
+        self, sha256: str, model: str, prep: str, *, encoder: str = DEFAULT_ENCODER
+    ) -> np.ndarray | None:
+        row = self.get_embedding_row(sha256, model, prep, encoder=encoder)
         return row[0] if row else None
 
     def get_embedding_row(
-        self, sha256: str, model: str, prep: str
+        self, sha256: str, model: str, prep: str, *, encoder: str = DEFAULT_ENCODER
     ) -> tuple[np.ndarray, str | None, str | None] | None:
-        """(vector, device, precision) of a stored embedding, or None."""
+        """(vector, device, precision) of a stored embedding of ``encoder``, or None."""
         with self._lock:
             row = self._db.execute(
                 "SELECT dim, vector, device, precision FROM embeddings "
-                "WHERE sha256=? AND model=? AND prep=?",
-                (sha256, model, prep),
+                "WHERE sha256=? AND model=? AND prep=? AND encoder=?",
+                (sha256, model, prep, encoder),
             ).fetchone()
         return (_vec(row[1], row[0]), row[2], row[3]) if row else None
 
     def get_embeddings(
-        self, shas: Iterable[str], model: str, prep: str | None
+        self, shas: Iterable[str], model: str, prep: str | None, *,
+        encoder: str = DEFAULT_ENCODER,
     ) -> dict[str, np.ndarray]:
-        """Many embeddings at once: {sha256: vector} for those present.
+        """Many embeddings of one encoder at once: {sha256: vector} for those present.
 
         With ``prep=None``, of any preprocessing version (the most recently stored wins).
         """
@@ -410,14 +456,14 @@ class Store:
                 if prep is None:
                     rows = self._db.execute(
                         f"SELECT sha256, dim, vector FROM embeddings WHERE model=? "
-                        f"AND sha256 IN ({q}) ORDER BY created_at",
-                        (model, *chunk),
+                        f"AND encoder=? AND sha256 IN ({q}) ORDER BY created_at",
+                        (model, encoder, *chunk),
                     )
                 else:
                     rows = self._db.execute(
                         f"SELECT sha256, dim, vector FROM embeddings WHERE model=? AND prep=? "
-                        f"AND sha256 IN ({q})",
-                        (model, prep, *chunk),
+                        f"AND encoder=? AND sha256 IN ({q})",
+                        (model, prep, encoder, *chunk),
                     )
                 for sha, dim, blob in rows:
                     out[sha] = _vec(blob, dim)
@@ -431,11 +477,13 @@ class Store:
         prep: str,
         precision: str | None = None,
         device: str | None = None,
+        encoder: str = DEFAULT_ENCODER,
     ) -> None:
         """Record decoded items in one transaction.
 
         Each row has ``path``, ``size``, ``mtime_ns``, ``sha256``, ``width``, ``height``,
-        ``format``, ``features``, ``features_version`` and optionally ``embedding``.
+        ``format``, ``features``, ``features_version`` and optionally ``embedding`` (computed
+        by ``encoder`` on ``device`` in ``precision``).
         """
         now = time.time()
         with self.transaction() as db:
@@ -460,16 +508,16 @@ class Store:
                 if emb is not None:
                     emb = np.asarray(emb, dtype=np.float32)
                     db.execute(
-                        "INSERT OR REPLACE INTO embeddings(sha256,model,prep,dim,vector,"
-                        "precision,device,created_at) VALUES (?,?,?,?,?,?,?,?)",
-                        (r["sha256"], model, prep, emb.shape[0], emb.tobytes(), precision,
-                         device, now),
+                        "INSERT OR REPLACE INTO embeddings(sha256,model,prep,encoder,dim,"
+                        "vector,precision,device,created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                        (r["sha256"], model, prep, encoder, emb.shape[0], emb.tobytes(),
+                         precision, device, now),
                     )
 
     def iter_embeddings(
-        self, model: str, prep: str, *, block: int = 8192
+        self, model: str, prep: str, *, block: int = 8192, encoder: str = DEFAULT_ENCODER
     ) -> Iterator[tuple[list[str], np.ndarray]]:
-        """Every stored embedding of one (model, preprocessing), in blocks.
+        """Every stored embedding of one (model, preprocessing, encoder), in blocks.
 
         Yields ``(shas, matrix)`` with at most ``block`` rows each, in table order (a
         sequential read of the file), so memory is one block whatever the store's size. Each
@@ -485,8 +533,8 @@ class Store:
                 # would sort every matching row for each block
                 rows = self._db.execute(
                     "SELECT rowid, sha256, dim, vector FROM embeddings WHERE rowid > ? "
-                    "AND +model=? AND +prep=? ORDER BY rowid LIMIT ?",
-                    (last, model, prep, int(block)),
+                    "AND +model=? AND +prep=? AND +encoder=? ORDER BY rowid LIMIT ?",
+                    (last, model, prep, encoder, int(block)),
                 ).fetchall()
             if not rows:
                 return
@@ -497,27 +545,31 @@ class Store:
             yield [r[1] for r in rows], mat.reshape(len(rows), dim)
             last = rows[-1][0]
 
-    def embedding_fingerprint(self, model: str, prep: str) -> tuple[int, float]:
-        """(count, newest ``created_at``) of one (model, preprocessing)'s embeddings.
+    def embedding_fingerprint(
+        self, model: str, prep: str, *, encoder: str = DEFAULT_ENCODER
+    ) -> tuple[int, float]:
+        """(count, newest ``created_at``) of one (model, preprocessing, encoder)'s embeddings.
 
         Every write sets ``created_at`` to the current time, so any added or replaced
         embedding changes the fingerprint (the search index uses it to know it is fresh).
         """
         with self._lock:
             n, newest = self._db.execute(
-                "SELECT COUNT(*), MAX(created_at) FROM embeddings WHERE model=? AND prep=?",
-                (model, prep),
+                "SELECT COUNT(*), MAX(created_at) FROM embeddings WHERE model=? AND prep=? "
+                "AND encoder=?",
+                (model, prep, encoder),
             ).fetchone()
         return int(n), float(newest or 0.0)
 
-    def embedding_kinds(self) -> list[tuple[str, str, int]]:
-        """(model, preprocessing version, count) of the stored embeddings."""
+    def embedding_kinds(self, encoder: str = DEFAULT_ENCODER) -> list[tuple[str, str, int]]:
+        """(model, preprocessing version, count) of one encoder's stored embeddings."""
         with self._lock:
             return [
                 (m, p, int(n))
                 for m, p, n in self._db.execute(
-                    "SELECT model, prep, COUNT(*) FROM embeddings GROUP BY model, prep "
-                    "ORDER BY model, prep"
+                    "SELECT model, prep, COUNT(*) FROM embeddings WHERE encoder=? "
+                    "GROUP BY model, prep ORDER BY model, prep",
+                    (encoder,),
                 )
             ]
 
@@ -693,7 +745,9 @@ class Store:
         return json.loads(row[0]) if row else None
 
     # -- text embeddings --------------------------------------------------------------------
-    def get_text_embeddings(self, model: str, texts: Sequence[str]) -> dict[str, np.ndarray]:
+    def get_text_embeddings(
+        self, model: str, texts: Sequence[str], *, encoder: str = DEFAULT_ENCODER
+    ) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
         uniq = list(dict.fromkeys(texts))
         with self._lock:
@@ -701,18 +755,22 @@ class Store:
                 chunk = uniq[i : i + 500]
                 q = ",".join("?" * len(chunk))
                 for text, blob in self._db.execute(
-                    f"SELECT text, vector FROM text_embeddings WHERE model=? AND text IN ({q})",
-                    (model, *chunk),
+                    f"SELECT text, vector FROM text_embeddings WHERE model=? AND encoder=? "
+                    f"AND text IN ({q})",
+                    (model, encoder, *chunk),
                 ):
                     out[text] = np.frombuffer(blob, dtype=np.float32).copy()
         return out
 
-    def put_text_embeddings(self, model: str, items: dict[str, np.ndarray]) -> None:
+    def put_text_embeddings(
+        self, model: str, items: dict[str, np.ndarray], *, encoder: str = DEFAULT_ENCODER
+    ) -> None:
         with self.transaction() as db:
             for text, vec in items.items():
                 db.execute(
-                    "INSERT OR REPLACE INTO text_embeddings(model,text,vector) VALUES (?,?,?)",
-                    (model, text, np.asarray(vec, dtype=np.float32).tobytes()),
+                    "INSERT OR REPLACE INTO text_embeddings(model,encoder,text,vector) "
+                    "VALUES (?,?,?,?)",
+                    (model, encoder, text, np.asarray(vec, dtype=np.float32).tobytes()),
                 )
 
     # -- human review labels ----------------------------------------------------------------

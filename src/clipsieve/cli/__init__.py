@@ -39,6 +39,7 @@ _COMMANDS: list[tuple[str, str]] = [
     ("clipsieve.cli.serve", "serve"),
     ("clipsieve.cli.policy", "policy"),
     ("clipsieve.cli.prompts", "prompts"),
+    ("clipsieve.cli.compare", "compare_encoders"),
 ]
 
 _EPILOG = "\b\nExit codes:\n" + "\n".join(f"  {k}  {v}" for k, v in EXIT_CODES.items()) + "\n"

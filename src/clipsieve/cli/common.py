@@ -24,6 +24,9 @@ from clipsieve.errors import (
 from clipsieve.paths import display
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: The encoders --encoder offers (registered in clipsieve.backends).
+ENCODERS = ("torch", "onnx", "onnx-int8")
 T = TypeVar("T")
 
 
@@ -69,11 +72,17 @@ def open_existing_store(path: str | None, *, write: bool = True) -> Any:
 
 
 def model_options(f: F) -> F:
-    """--model, --device, --precision, --store/--no-store, --batch-size, --workers, --max-pixels."""
+    """--model, --encoder, --device, --precision, --store/--no-store, --batch-size, --workers,
+    --max-pixels."""
     opts = [
         click.option("--model", "-m", envvar="CLIPSIEVE_MODEL", default=settings.DEFAULT_MODEL,
                      show_default=True, show_envvar=True,
                      help="Hugging Face model id or local checkpoint folder."),
+        click.option("--encoder", envvar="CLIPSIEVE_ENCODER", default="torch", show_default=True,
+                     show_envvar=True, type=click.Choice(list(ENCODERS)),
+                     help="torch (PyTorch), onnx (ONNX Runtime, float32) or onnx-int8 "
+                          "(ONNX Runtime, dynamic int8; fastest on CPUs). The first ONNX use "
+                          "of a model exports it into the cache folder."),
         click.option("--device", envvar="CLIPSIEVE_DEVICE", default="auto", show_default=True,
                      show_envvar=True,
                      help="auto, cpu, cuda, cuda:N or mps."),
@@ -81,7 +90,8 @@ def model_options(f: F) -> F:
                      show_envvar=True,
                      show_default=True,
                      type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
-                     help="auto = float16 on CUDA, bfloat16 on CPUs with native bf16, else float32."),
+                     help="auto = float16 on CUDA, bfloat16 on CPUs with native bf16, else "
+                          "float32 (torch); the onnx encoder runs float32, onnx-int8 int8."),
         store_option(show_envvar=True),
         click.option("--no-store", is_flag=True,
                      help="Keep nothing: no store read or written."),
@@ -133,6 +143,7 @@ def make_analyzer(kw: dict[str, Any], **options: Any) -> Any:
     kw.pop("store_path", None)
     return Analyzer(
         model=kw.pop("model"),
+        encoder=kw.pop("encoder"),
         device=kw.pop("device"),
         precision=kw.pop("precision"),
         store=store,
