@@ -1,0 +1,40 @@
+"""backends/prompt_cache.py: prompt embeddings in the cache folder, per model and encoder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from clipsieve.backends.prompt_cache import PromptCache
+
+
+def test_roundtrip_per_model_and_encoder(tiny_clip: Path, tmp_path: Path) -> None:
+    model = str(tiny_clip.resolve())
+    c = PromptCache(model, "onnx", tmp_path)
+    assert c.get(["a cat"]) == {}
+    v = np.arange(4, dtype=np.float32)
+    c.put({"a cat": v, "a dog": v + 1})
+    again = PromptCache(model, "onnx", tmp_path)  # a new process reads the file
+    got = again.get(["a cat", "a dog", "a car"])
+    assert set(got) == {"a cat", "a dog"} and np.array_equal(got["a dog"], v + 1)
+    assert PromptCache(model, "torch", tmp_path).get(["a cat"]) == {}  # another encoder
+    assert c.path is not None and c.path.parent == tmp_path / "prompts"
+    assert [p.name for p in c.path.parent.iterdir()] == [c.path.name]  # no temporary left
+
+
+def test_unreadable_file_is_ignored_and_replaced(tiny_clip: Path, tmp_path: Path) -> None:
+    c = PromptCache(str(tiny_clip.resolve()), "torch", tmp_path)
+    assert c.path is not None
+    c.path.parent.mkdir(parents=True)
+    c.path.write_bytes(b"not a zip file")
+    assert c.get(["x"]) == {}
+    c.put({"x": np.ones(3, np.float32)})
+    assert set(PromptCache(str(tiny_clip.resolve()), "torch", tmp_path).get(["x"])) == {"x"}
+
+
+def test_model_not_on_disk_caches_nothing(tmp_path: Path) -> None:
+    c = PromptCache("nobody/not-downloaded", "torch", tmp_path)
+    c.put({"x": np.ones(3, np.float32)})
+    assert c.path is None and c.get(["x"]) == {}
+    assert not (tmp_path / "prompts").exists()
