@@ -105,6 +105,7 @@ def compare_encoders(
     limits: Any = None,
     recursive: bool = True,
     on_item: Callable[[Any], None] | None = None,
+    on_status: Callable[[str], None] | None = None,
 ) -> EncoderComparison:
     """Embed and moderate the same files with two encoders and compare.
 
@@ -117,6 +118,7 @@ def compare_encoders(
         device: where both run.
         policy: moderation policy (name, file or :class:`~clipsieve.moderation.Policy`).
         on_item: called with each result of either scan (progress).
+        on_status: called with "loading model …" before each encoder loads.
 
     Raises:
         ConfigError, ModelError, PolicyError: as for a scan.
@@ -137,6 +139,7 @@ def compare_encoders(
         an = Analyzer(model=model, encoder=kind, device=device, precision=prec, store=False,
                       batch_size=batch_size, workers=workers, limits=limits,
                       pixel_features=False)
+        an.on_status = on_status
         try:
             heads = build_heads(an, policy=loaded, quality=False)
             got: dict[str, tuple[np.ndarray, str]] = {}

@@ -110,7 +110,10 @@ def build_heads(
         head.probe_for(model_id)
         heads.append(head)
     if text is not None:
-        heads = [h.build(text) for h in heads]
+        if hasattr(text, "build_heads"):  # an Analyzer: its prompt banks are cached too
+            heads = text.build_heads(heads)
+        else:
+            heads = [h.build(text) for h in heads]
     return heads
 
 

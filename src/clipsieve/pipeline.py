@@ -8,6 +8,7 @@ come out in input order.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import os
@@ -25,6 +26,7 @@ from PIL import Image
 
 from clipsieve import settings
 from clipsieve.backends import Encoder, create_encoder, encoder_entry
+from clipsieve.backends.prompt_cache import PromptCache
 from clipsieve.errors import DecodeError
 from clipsieve.media.decode import (
     Decoded,
@@ -86,15 +88,36 @@ class TextEmbedder:
         *,
         model_id: str | None = None,
         logit_scale: float | Callable[[], float] | None = None,
+        encoder_kind: str | None = None,
+        prompt_cache: PromptCache | None = None,
     ) -> None:
         self._get = encoder if callable(encoder) and not hasattr(encoder, "encode_texts") else (
             lambda: encoder  # type: ignore[return-value]
         )
         self.model_id = str(model_id if model_id is not None else self._get().model_id)
+        self.encoder_kind = str(encoder_kind if encoder_kind is not None
+                                else getattr(self._get(), "kind", "torch"))
         self._scale = logit_scale
         self.store = store
+        self.prompt_cache = prompt_cache
         self._cache: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
+        self._collecting = threading.local()
+
+    @contextlib.contextmanager
+    def prompts(self) -> Iterator[None]:
+        """Texts embedded in this block (by this thread) are prompt banks: besides the store,
+        they are looked up in and written to the prompt cache of the cache folder."""
+        if getattr(self._collecting, "items", None) is not None or self.prompt_cache is None:
+            yield
+            return
+        self._collecting.items = {}
+        try:
+            yield
+            if self._collecting.items:
+                self.prompt_cache.put(self._collecting.items)
+        finally:
+            self._collecting.items = None
 
     @property
     def logit_scale(self) -> float:
@@ -105,10 +128,16 @@ class TextEmbedder:
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalised text embeddings ``(N, D)``, each text encoded at most once."""
         texts = list(texts)
+        collect = getattr(self._collecting, "items", None)
         with self._lock:
             missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
             if missing and self.store is not None:
-                found = self.store.get_text_embeddings(self.model_id, missing)
+                found = self.store.get_text_embeddings(self.model_id, missing,
+                                                       encoder=self.encoder_kind)
+                self._cache.update(found)
+                missing = [t for t in missing if t not in found]
+            if missing and collect is not None and self.prompt_cache is not None:
+                found = self.prompt_cache.get(missing)
                 self._cache.update(found)
                 missing = [t for t in missing if t not in found]
             if missing:
@@ -116,7 +145,9 @@ class TextEmbedder:
                 new = dict(zip(missing, vecs))
                 self._cache.update(new)
                 if self.store is not None:
-                    self.store.put_text_embeddings(self.model_id, new)
+                    self.store.put_text_embeddings(self.model_id, new, encoder=self.encoder_kind)
+            if collect is not None:
+                collect.update({t: self._cache[t] for t in texts})
             if not texts:
                 return np.zeros((0, 0), dtype=np.float32)
             return np.stack([self._cache[t] for t in texts])
@@ -285,7 +316,12 @@ class Analyzer:
             self.store = Store(store)
         self._preprocess: Preprocess | None = None
         self.texts = TextEmbedder(lambda: self.encoder, self.store, model_id=self.model_id,
-                                  logit_scale=lambda: self.logit_scale)
+                                  logit_scale=lambda: self.logit_scale,
+                                  encoder_kind=self.encoder_kind,
+                                  prompt_cache=PromptCache(self.model_id, self.encoder_kind))
+        #: Called with a line ("loading model …") just before the encoder loads; the CLI
+        #: shows it on a terminal.
+        self.on_status: Callable[[str], None] | None = None
         self._logit_scale: float | None = None
         self._pixel_features: PixelFeatures | None = None
         self.features_version: str | None = None
@@ -300,6 +336,8 @@ class Analyzer:
         if enc is None:
             with self._load_lock:
                 if self._encoder is None:
+                    if self.on_status is not None:
+                        self.on_status(self._loading_line())
                     self._encoder = create_encoder(
                         self.encoder_kind, self.model_id, device=self.device,
                         precision=self.precision_request,
@@ -307,6 +345,16 @@ class Analyzer:
                     self._preprocess = self._encoder.preprocess
                 enc = self._encoder
         return enc
+
+    def _loading_line(self) -> str:
+        name = self.model_name if len(self.model_name) <= 60 else "…" + self.model_name[-59:]
+        line = f"loading model {name} ({self.encoder_kind})"
+        if self.encoder_kind.startswith("onnx"):
+            from clipsieve.backends.onnx import is_exported
+
+            if not is_exported(self.model_id, int8=self.encoder_kind == "onnx-int8"):
+                line += ", exporting it to ONNX once (a minute or two)"
+        return line + " …"
 
     @property
     def backend(self) -> Encoder:
@@ -514,10 +562,12 @@ class Analyzer:
 
     def _from_store(self, item: ItemResult, sha: str, prep: Preprocess) -> bool:
         assert self.store is not None
-        row = self.store.get_embedding_row(sha, self.model_id, prep.version)
+        row = self.store.get_embedding_row(sha, self.model_id, prep.version,
+                                           encoder=self.encoder_kind)
         if row is None:
             return False
         emb, item.device, item.precision = row
+        item.encoder = self.encoder_kind
         info = self.store.get_image(sha)
         if info is None:
             return False
@@ -584,6 +634,7 @@ class Analyzer:
                     records, model=self.model_id, prep=self.preprocess.version,
                     precision=self.encoder.precision if loaded else None,
                     device=self.encoder.device if loaded else None,
+                    encoder=self.encoder_kind,
                 )
             self.store.put_results([it.to_dict() for it in items], model=self.model_id)
         return items
@@ -621,6 +672,7 @@ class Analyzer:
                 p.record = None
                 continue
             e, p.item.device, p.item.precision = got
+            p.item.encoder = self.encoder_kind
             p.item.embedding = e
             p.pixels = None
             if p.record is not None:
@@ -638,7 +690,7 @@ class Analyzer:
 
     def build_heads(self, heads: Sequence[Head]) -> list[Head]:
         """Build each head for this analyzer's model (prompt banks etc.; once per model)."""
-        with self._heads_lock:
+        with self._heads_lock, self.texts.prompts():
             return [h.build(self) if hasattr(h, "build") else h for h in heads]
 
     def _apply_heads(

@@ -265,8 +265,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
 
 #: Result fields that describe the scan itself; every other field is a head's output.
 BASE_FIELDS = frozenset({
-    "path", "path_bytes", "status", "error", "sha256", "width", "height", "model", "device", "precision",
-    "cached", "timing", "embedding",
+    "path", "path_bytes", "status", "error", "sha256", "width", "height", "model", "device",
+    "precision", "encoder", "cached", "timing", "embedding",
 })
 
 

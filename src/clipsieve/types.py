@@ -61,7 +61,9 @@ class ItemResult:
         height: pixel height after EXIF orientation, or ``None``.
         model: the resolved model id the embedding came from.
         device: the device that computed the embedding (``cpu``, ``cuda``…).
-        precision: the precision it was computed in (``float32``, ``bfloat16``, ``float16``).
+        precision: the precision it was computed in (``float32``, ``bfloat16``, ``float16``;
+            ``int8`` for the ``onnx-int8`` encoder).
+        encoder: the encoder that computed it (``torch``, ``onnx``, ``onnx-int8``).
         timing: milliseconds spent, e.g. ``{"decode_ms": .., "encode_ms": .., "total_ms": ..}``.
         cached: whether the embedding came from the store (no model work).
         embedding: the L2-normalised image embedding (not serialised by default).
@@ -79,6 +81,7 @@ class ItemResult:
     model: str | None = None
     device: str | None = None
     precision: str | None = None
+    encoder: str | None = None
     timing: dict[str, float] = field(default_factory=dict)
     cached: bool = False
     embedding: Any = field(default=None, repr=False)
@@ -118,6 +121,7 @@ class ItemResult:
             "model": self.model,
             "device": self.device,
             "precision": self.precision,
+            "encoder": self.encoder,
             "cached": self.cached,
             "timing": {k: round(v, 3) for k, v in self.timing.items()},
         }

@@ -3,7 +3,9 @@
 * :class:`Encoder` — the protocol (``kind``, ``model_id``, ``device``, ``precision``,
   ``preprocess``, ``logit_scale``, ``encode_pixels``, ``encode_texts``);
 * :func:`create_encoder` / :func:`register_encoder` / :func:`list_encoders` — the registry;
-* ``"torch"`` — CLIP-family checkpoints through transformers (:class:`ClipBackend`).
+* ``"torch"`` — CLIP-family checkpoints through transformers (:class:`ClipBackend`);
+* ``"onnx"`` / ``"onnx-int8"`` — the same checkpoints exported to ONNX and run by ONNX Runtime
+  in float32 or with the image tower quantised to int8 (:mod:`clipsieve.backends.onnx`).
 
 Example:
     >>> enc = create_encoder("torch", "openai/clip-vit-base-patch32", device="cpu")
@@ -39,6 +41,38 @@ register_encoder(
     read_logit_scale=read_logit_scale,
     resolve_model_id=resolve_model_id,
     description="CLIP-family checkpoints (CLIP, SigLIP) through transformers and PyTorch",
+)
+
+def _onnx_encoder(model: str, *, device: str = "auto", precision: str = "auto",
+                  **options: object) -> Encoder:
+    from clipsieve.backends.onnx import OnnxEncoder
+
+    return OnnxEncoder(model, device=device, precision=precision, **options)  # type: ignore[arg-type]
+
+
+def _onnx_int8_encoder(model: str, *, device: str = "auto", precision: str = "auto",
+                       **options: object) -> Encoder:
+    from clipsieve.backends.onnx import OnnxInt8Encoder
+
+    return OnnxInt8Encoder(model, device=device, precision=precision, **options)  # type: ignore[arg-type]
+
+
+# onnxruntime is imported only when one of these is created (the ``onnx`` extra)
+register_encoder(
+    "onnx",
+    _onnx_encoder,
+    read_preprocess=load_preprocess,
+    read_logit_scale=read_logit_scale,
+    resolve_model_id=resolve_model_id,
+    description="the same checkpoints exported to ONNX and run by ONNX Runtime, float32",
+)
+register_encoder(
+    "onnx-int8",
+    _onnx_int8_encoder,
+    read_preprocess=load_preprocess,
+    read_logit_scale=read_logit_scale,
+    resolve_model_id=resolve_model_id,
+    description="ONNX Runtime with the image tower quantised to dynamic int8 (fastest on CPUs)",
 )
 
 __all__ = [

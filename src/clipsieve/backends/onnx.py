@@ -147,6 +147,20 @@ def export_folder(model_id: str, settings: ExportSettings = DEFAULT_EXPORT,
     return onnx_cache_dir(cache_dir) / f"{model_fingerprint(model_id)}-{settings.key()}"
 
 
+def is_exported(model: str, *, int8: bool = False, settings: ExportSettings = DEFAULT_EXPORT,
+                quant: QuantSettings = DEFAULT_QUANT,
+                cache_dir: str | Path | None = None) -> bool:
+    """Whether ``model`` is already exported (and, with ``int8``, quantised) in the cache."""
+    try:
+        folder = export_folder(model, settings, cache_dir)
+    except ModelError:
+        return False
+    meta = _read_meta(folder)
+    if meta is None or not _files_ok(folder, meta["files"]):
+        return False
+    return not int8 or quant.key() in meta.get("quantized", {})
+
+
 # -- atomic files and locking ------------------------------------------------------------------
 def _tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")

@@ -113,7 +113,8 @@ def calibrate(labels_csv: str | None, from_reviews: bool, policy: str,
 
     def start(n: int) -> None:
         nonlocal progress
-        progress = Progress(n, "calibrate", enabled=None if not quiet else False)
+        progress = Progress(n, "calibrate", enabled=None if not quiet else False,
+                            analyzer=analyzer)
 
     try:
         run = calibrate_from_labels(

@@ -188,7 +188,8 @@ def classify(paths: tuple[str, ...], fmt: str, out: str | None, top: int, no_rec
                 heads.append(stability)
         files = collect_sources(paths, kw, recursive=not no_recursive)
         check_outputs({"--out": out}, lambda: input_files(files, option_files))
-        progress = Progress(len(files), "classify", enabled=None if not quiet else False)
+        progress = Progress(len(files), "classify", enabled=None if not quiet else False,
+                            analyzer=analyzer)
         try:
             with open_output(out) as fh:
                 table = None

@@ -176,7 +176,7 @@ def train_with_progress(
     analyzer = make_analyzer(kw)
     try:
         n = count()  # fail fast on bad data, before loading anything
-        progress = Progress(n, "embed", enabled=None if not quiet else False)
+        progress = Progress(n, "embed", enabled=None if not quiet else False, analyzer=analyzer)
         try:
             result, failed = train(analyzer, progress.advance)
         finally:
@@ -384,8 +384,11 @@ def write_jsonl(fh: IO[str], obj: dict[str, Any]) -> None:
 class Progress:
     """A Rich progress bar on stderr (items/s, ETA, errors so far), only on a terminal."""
 
-    def __init__(self, total: int | None, label: str, enabled: bool | None = None) -> None:
+    def __init__(self, total: int | None, label: str, enabled: bool | None = None,
+                 analyzer: Any = None) -> None:
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.label = label
+        self._status_shown = False
         self.errors = 0
         self.done = 0
         self.cached = 0
@@ -419,6 +422,14 @@ class Progress:
             )
             self._bar.start()
             self._task = self._bar.add_task(label, total=total, rate="0.0", errors=0)
+            if analyzer is not None:  # "loading model …" in place of the label meanwhile
+                analyzer.on_status = self.status
+
+    def status(self, text: str) -> None:
+        """Show ``text`` (e.g. "loading model …") as the bar's label until the next item."""
+        if self._bar is not None:
+            self._bar.update(self._task, description=text)
+            self._status_shown = True
 
     def advance(self, item: Any) -> None:
         self.done += 1
@@ -438,7 +449,12 @@ class Progress:
         self.review += decision == "review"
         if self._bar is not None:
             rate = self.done / max(time.perf_counter() - self.start, 1e-9)
-            self._bar.update(self._task, advance=1, rate=f"{rate:.1f}", errors=self.errors)
+            extra: dict[str, Any] = {}
+            if self._status_shown:
+                extra["description"] = self.label
+                self._status_shown = False
+            self._bar.update(self._task, advance=1, rate=f"{rate:.1f}", errors=self.errors,
+                             **extra)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -60,7 +60,8 @@ def compare_encoders(paths: tuple[str, ...], encoder: str, model: str, policy: s
         result = compare(files, encoder=encoder, model=model, device=device, policy=loaded,
                          batch_size=batch_size, workers=workers,
                          limits=DecodeLimits(max_pixels=max_pixels),
-                         recursive=not no_recursive, on_item=progress.advance)
+                         recursive=not no_recursive, on_item=progress.advance,
+                         on_status=progress.status)
     finally:
         progress.close()
     with open_output(out) as fh:

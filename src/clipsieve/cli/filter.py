@@ -162,7 +162,7 @@ def filter_cmd(
     def on_scanned(item: Any) -> None:
         nonlocal scan_progress
         if scan_progress is None:
-            scan_progress = Progress(None, "scan", enabled=enabled)
+            scan_progress = Progress(None, "scan", enabled=enabled, analyzer=analyzer)
         scan_progress.advance(item)
 
     def on_item(d: Any) -> None:

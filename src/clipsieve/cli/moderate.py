@@ -83,7 +83,8 @@ def moderate(paths: tuple[str, ...], policy: str, thresholds: tuple[str, ...],
 
     analyzer = make_analyzer(kw)
     heads = build_heads(analyzer, policy=head_policy, quality=False, captions=captions, lazy=True)
-    progress = Progress(len(files), "moderate", enabled=None if not quiet else False)
+    progress = Progress(len(files), "moderate", enabled=None if not quiet else False,
+                            analyzer=analyzer)
     rows: list[tuple[str, str, str, str]] = []
     try:
         with open_output(out) as fh:

@@ -93,7 +93,8 @@ def quality(paths: tuple[str, ...], quality_head: str | None, fmt: str, out: str
         heads = build_heads(analyzer, policy=None, quality=quality_head or True, lazy=True)
         files = collect_sources(paths, kw, recursive=not no_recursive)
         check_outputs({"--out": out}, lambda: input_files(files, [quality_head]))
-        progress = Progress(len(files), "quality", enabled=None if not quiet else False)
+        progress = Progress(len(files), "quality", enabled=None if not quiet else False,
+                            analyzer=analyzer)
         try:
             with open_output(out) as fh:
                 for item in analyzer.scan(files, heads=heads, recursive=False):

@@ -129,7 +129,8 @@ def scan(paths: tuple[str, ...], out: str | None, fmt: str, policy: str,
                             videos=True)
     check_outputs({"--out": out, "--report": report_path},
                   lambda: input_files(files, kw_inputs, sidecars=not no_moderation))
-    progress = Progress(len(files), "scan", enabled=None if not quiet else False)
+    progress = Progress(len(files), "scan", enabled=None if not quiet else False,
+                        analyzer=analyzer)
     kept: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     try:

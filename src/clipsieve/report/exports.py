@@ -42,6 +42,7 @@ CORE_COLUMNS: tuple[str, ...] = (
     "model",
     "device",
     "precision",
+    "encoder",
     "cached",
 )
 #: Column of fields written after a streamed file's columns were fixed (a JSON object); see
@@ -50,6 +51,7 @@ _EXTRA = "_extra"
 _GROUP_ORDER = ("quality", "moderation", "labels", "filter", "timing")
 _STRING_COLUMNS = {
     "path", "status", "error.code", "error.message", "sha256", "model", "device", "precision",
+    "encoder",
 }
 
 
