@@ -11,7 +11,6 @@ Quick start::
 """
 
 from clipsieve._version import __version__  # noqa: E402
-from clipsieve.backends import Encoder, create_encoder, list_encoders, register_encoder
 from clipsieve.errors import (
     ClipsieveError,
     ConfigError,
@@ -21,14 +20,55 @@ from clipsieve.errors import (
     PolicyError,
     StoreError,
 )
-from clipsieve.factory import build_heads
-from clipsieve.heads import Head, LabelsHead, ProbeHead
-from clipsieve.media.decode import DecodeLimits
-from clipsieve.moderation import ModerationHead, load_policy
-from clipsieve.pipeline import Analyzer, TextEmbedder
-from clipsieve.quality import QualityHead
-from clipsieve.store import Store
-from clipsieve.types import ErrorInfo, ItemResult
+from typing import TYPE_CHECKING, Any
+
+# Everything else loads on first use (PEP 562), so that `clipsieve --help` and a scan answered
+# from the store do not pay for importing the whole library.
+_LAZY = {
+    "Encoder": "clipsieve.backends",
+    "create_encoder": "clipsieve.backends",
+    "list_encoders": "clipsieve.backends",
+    "register_encoder": "clipsieve.backends",
+    "build_heads": "clipsieve.factory",
+    "Head": "clipsieve.heads",
+    "LabelsHead": "clipsieve.heads",
+    "ProbeHead": "clipsieve.heads",
+    "DecodeLimits": "clipsieve.media.decode",
+    "ModerationHead": "clipsieve.moderation",
+    "load_policy": "clipsieve.moderation",
+    "Analyzer": "clipsieve.pipeline",
+    "TextEmbedder": "clipsieve.pipeline",
+    "QualityHead": "clipsieve.quality",
+    "Store": "clipsieve.store",
+    "ErrorInfo": "clipsieve.types",
+    "ItemResult": "clipsieve.types",
+}
+
+if TYPE_CHECKING:
+    from clipsieve.backends import Encoder, create_encoder, list_encoders, register_encoder
+    from clipsieve.factory import build_heads
+    from clipsieve.heads import Head, LabelsHead, ProbeHead
+    from clipsieve.media.decode import DecodeLimits
+    from clipsieve.moderation import ModerationHead, load_policy
+    from clipsieve.pipeline import Analyzer, TextEmbedder
+    from clipsieve.quality import QualityHead
+    from clipsieve.store import Store
+    from clipsieve.types import ErrorInfo, ItemResult
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'clipsieve' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def samples_dir() -> str:
