@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from clipsieve import settings
-from clipsieve.backends import Encoder, create_encoder, encoder_entry
+from clipsieve.backends import Encoder, EncoderEntry, create_encoder, encoder_entry
 from clipsieve.backends.prompt_cache import PromptCache
 from clipsieve.errors import DecodeError
 from clipsieve.media.decode import (
@@ -91,8 +91,9 @@ class TextEmbedder:
         encoder_kind: str | None = None,
         prompt_cache: PromptCache | None = None,
     ) -> None:
-        self._get = encoder if callable(encoder) and not hasattr(encoder, "encode_texts") else (
-            lambda: encoder  # type: ignore[return-value]
+        self._get: Callable[[], Encoder] = (
+            encoder if callable(encoder) and not hasattr(encoder, "encode_texts")  # type: ignore[assignment]
+            else (lambda: encoder)  # type: ignore[return-value]
         )
         self.model_id = str(model_id if model_id is not None else self._get().model_id)
         self.encoder_kind = str(encoder_kind if encoder_kind is not None
@@ -286,6 +287,7 @@ class Analyzer:
         pixel_features: bool = True,
     ) -> None:
         self._encoder: Encoder | None = None
+        self._entry: EncoderEntry | None
         if isinstance(encoder, str):
             self.encoder_kind = encoder
             self._entry = encoder_entry(encoder)

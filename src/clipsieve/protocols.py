@@ -115,6 +115,15 @@ class BuiltHead:
     def _build(self, text: Any) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def compute(
+        self,
+        embeddings: np.ndarray,
+        features: Sequence[Any],
+        captions: Sequence[Any] | None = None,
+    ) -> list[Any]:  # pragma: no cover - abstract
+        """One result per row of ``embeddings`` (pure; the head must be built)."""
+        raise NotImplementedError
+
     def _check_built(self) -> None:
         if self.built_for is None:
             raise HeadError(

@@ -176,7 +176,7 @@ def classify(paths: tuple[str, ...], fmt: str, out: str | None, top: int, no_rec
         if labels_head is not None:
             from clipsieve.heads.prompt_checks import LabelStabilityHead, label_warnings
 
-            for warning in label_warnings(list(labels_head.labels)):
+            for warning in label_warnings(list(getattr(labels_head, "labels", ()))):
                 click.echo(f"clipsieve: warning: {warning}", err=True)
             tmpl = chosen["templates"]
             if isinstance(tmpl, str):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,7 +222,7 @@ def _issues(table: Mapping[str, Any], src: str) -> tuple[str, dict[str, dict[str
     return version, out
 
 
-def load_quality_config(path: str | Path | None = None) -> QualityConfig:
+def load_quality_config(path: str | os.PathLike[str] | None = None) -> QualityConfig:
     """Read and validate a quality configuration (default: the shipped ``quality.toml``).
 
     Raises:
