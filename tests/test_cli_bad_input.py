@@ -478,3 +478,33 @@ def test_case8_quality_head_with_inf_weights_is_refused(tiny_clip: Path, tmp_pat
                    "--model", str(tiny_clip))
     assert proc.returncode == EXIT_FATAL, proc.stderr
     assert b"NaN or infinite" in proc.stderr
+
+
+def test_case9_outputs_that_are_fifos_are_written_not_replaced(
+    tiny_clip: Path, tmp_path: Path, jpg: Path
+) -> None:
+    """A device or FIFO output (/dev/stdout, /dev/null, a pipe) is written directly: the
+    write-then-rename of regular outputs would replace the device node itself (as root, a
+    rename over /dev/full turns it into a plain file). FIFOs stand in for devices here."""
+    import stat
+    import threading
+
+    out, rep = tmp_path / "out.fifo", tmp_path / "report.fifo"
+    os.mkfifo(out)
+    os.mkfifo(rep)
+    got: dict[str, bytes] = {}
+
+    def drain(p: Path) -> None:
+        with open(p, "rb") as fh:
+            got[p.name] = fh.read()
+
+    readers = [threading.Thread(target=drain, args=(p,), daemon=True) for p in (out, rep)]
+    for t in readers:
+        t.start()
+    proc = run_cli("scan", str(jpg), "--no-store", "--model", str(tiny_clip), "--format", "csv",
+                   "--out", str(out), "--report", str(rep))
+    for t in readers:
+        t.join(60)
+    assert proc.returncode == EXIT_OK, proc.stderr
+    assert stat.S_ISFIFO(os.stat(out).st_mode) and stat.S_ISFIFO(os.stat(rep).st_mode)
+    assert got["out.fifo"].startswith(b"path,") and b"<html" in got["report.fifo"].lower()

@@ -369,6 +369,8 @@ def writing(path: str | os.PathLike[str]) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
+        if isinstance(exc, BrokenPipeError) or exc.errno == errno.EPIPE:
+            raise  # a closed pipe ends the command quietly (see clipsieve.cli.main)
         raise OutputError(f"cannot write {display(os.fspath(path))}: {exc.strerror or exc}"
                           ) from None
 

@@ -137,7 +137,7 @@ def scan(paths: tuple[str, ...], out: str | None, fmt: str, policy: str,
         if fmt in ("csv", "parquet"):
             from clipsieve.report.streaming import ResultWriter
 
-            with ResultWriter(out or "-", fmt, metadata={
+            with writing(out or "standard output"), ResultWriter(out or "-", fmt, metadata={
                 "clipsieve.model": analyzer.model_id,
                 "clipsieve.preprocess_version": analyzer.preprocess.version,
             }) as writer:

@@ -275,6 +275,15 @@ def _parquet(results: Iterable[Any], path: str) -> int:
         fields.append(pa.field(c, typ))
     schema = pa.schema(fields, metadata={"clipsieve.json_columns": json.dumps(json_cols)})
     table = pa.Table.from_arrays(arrays, schema=schema)
+    import stat
+
+    try:
+        special = not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        special = False
+    if special:  # a device or FIFO: written directly, never renamed over (issue #8)
+        pq.write_table(table, path)
+        return len(rows)
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         pq.write_table(table, tmp)

@@ -64,13 +64,9 @@ def write_search_report(
     """Write the grid of hits to ``path`` (atomically); returns the number of hits."""
     html = render_search_report(result, query=query, title=title, thumbnails=thumbnails,
                                 thumb_size=thumb_size)
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(html)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from clipsieve.outfiles import atomic_text
+    from clipsieve.paths import clean_text
+
+    with atomic_text(path) as fh:  # never renamed over a device (issue #8)
+        fh.write(clean_text(html))
     return len(result.hits)

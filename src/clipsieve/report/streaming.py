@@ -112,7 +112,10 @@ class ResultWriter:
         self._kinds: dict[str, str] | None = dict(kinds) if kinds is not None else None
         self._cols: list[str] | None = None
         self._buf: list[dict[str, Any]] = []
-        self._tmp = f"{self.path}.tmp-{os.getpid()}"
+        # A device or FIFO (/dev/null, /dev/full, /dev/stdout) is written directly: renaming a
+        # temporary file over it would replace the device node (issue #8).
+        self._direct = not self.to_stdout and _special(self.path)
+        self._tmp = self.path if self._direct else f"{self.path}.tmp-{os.getpid()}"
         self._fh: IO[str] | None = None
         self._csv: Any = None
         self._pq: Any = None
@@ -248,10 +251,11 @@ class ResultWriter:
             self._pq.close()
         if self._fh is not None and not self.to_stdout:
             self._fh.close()
-        if not self.to_stdout:
+        if self.to_stdout:
+            if self._fh is not None:
+                self._fh.flush()
+        elif not self._direct:
             os.replace(self._tmp, self.path)
-        elif self._fh is not None:
-            self._fh.flush()
         return self.count
 
     def abort(self) -> None:
@@ -262,8 +266,18 @@ class ResultWriter:
             if self._fh is not None and not self.to_stdout:
                 self._fh.close()
         finally:
-            if os.path.exists(self._tmp):
+            if not self._direct and os.path.exists(self._tmp):
                 os.unlink(self._tmp)
+
+
+def _special(path: str) -> bool:
+    """Whether ``path`` exists and is not a regular file (a device, a FIFO)."""
+    import stat
+
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 __all__ = ["EXTRA", "ROW_GROUP", "ResultWriter", "column_kind"]
