@@ -22,7 +22,7 @@ from clipsieve.errors import EXIT_FATAL, EXIT_ITEMS_FAILED, EXIT_OK, EXIT_USAGE
 from clipsieve.testing import public_temp_dir, unprivileged_prefix
 
 
-def run_cli(*args: str, prefix: list[str] | None = None, timeout: float = 180,
+def run_cli(*args: str, prefix: list[str] | None = None, timeout: float = 400,
             env: dict[str, str] | None = None, cwd: str | Path | None = None,
             ) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
@@ -85,7 +85,7 @@ def test_case2_fifo_named_jpg_does_not_hang_and_the_next_file_gets_its_line(
     d.mkdir()
     os.mkfifo(d / "f.jpg")
     shutil.copy(jpg, d / "z.jpg")
-    proc = run_cli("scan", str(d), "--no-store", "--model", str(tiny_clip), timeout=120)
+    proc = run_cli("scan", str(d), "--no-store", "--model", str(tiny_clip), timeout=400)
     rows = lines(proc)
     assert [Path(r["path"]).name for r in rows] == ["f.jpg", "z.jpg"]
     assert rows[0]["error"] == {"code": "io_error", "message": "not a regular file (a FIFO)"}
@@ -104,7 +104,7 @@ def test_case3_link_to_dev_zero_is_refused_without_reading(
     code = cap + "sys.argv=['clipsieve',*sys.argv[1:]]; runpy.run_module('clipsieve', run_name='__main__')"
     proc = subprocess.run(
         [sys.executable, "-c", code, "scan", str(d), "--no-store", "--model", str(tiny_clip)],
-        capture_output=True, timeout=120,
+        capture_output=True, timeout=400,
     )
     rows = lines(proc)
     assert len(rows) == 1
@@ -270,7 +270,7 @@ def test_case9_write_failures_give_one_line_and_exit_3(
     with open("/dev/full", "wb") as full:
         proc = subprocess.run([sys.executable, "-m", "clipsieve", "scan", str(d), "--no-store",
                                "--model", str(tiny_clip), "-q"],
-                              stdout=full, stderr=subprocess.PIPE, timeout=180)
+                              stdout=full, stderr=subprocess.PIPE, timeout=400)
     assert proc.returncode == EXIT_FATAL
     assert proc.stderr.decode().strip().splitlines() == [
         "clipsieve: error: cannot write to standard output: No space left on device"]
@@ -341,7 +341,7 @@ def test_case11_closed_pipe_ends_quietly(tiny_clip: Path, tmp_path: Path, jpg: P
     first = proc.stdout.readline()  # like `| head -1`
     proc.stdout.close()
     err = proc.stderr.read()
-    rc = proc.wait(timeout=180)
+    rc = proc.wait(timeout=400)
     assert json.loads(first)["status"] == "ok"
     import signal
 
