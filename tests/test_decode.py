@@ -341,3 +341,12 @@ def test_lab_is_converted_through_a_colour_transform() -> None:
     """Pillow's plain convert("RGB") would read L*a*b* channels as R, G, B."""
     px = _decode(_save(Image.new("LAB", (4, 4), (128, 128, 128)), "TIFF")).image.getpixel((0, 0))
     assert max(px) - min(px) <= 3 and 100 <= px[0] <= 140  # mid grey, not (128, 128, 128) RGB
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_pixel_limit_is_inclusive_at_exactly_the_limit(fmt: str) -> None:
+    """An image of exactly max_pixels decodes; one pixel more is refused."""
+    data = _save(Image.new("RGB", (30, 20), (90, 120, 30)), fmt)
+    dec = _decode(data, limits=DecodeLimits(max_pixels=600))
+    assert (dec.width, dec.height) == (30, 20)
+    assert _code(data, limits=DecodeLimits(max_pixels=599)) == "too_large"

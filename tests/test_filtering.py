@@ -325,6 +325,16 @@ def test_repeated_where_options_are_anded() -> None:
 # -- rules ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("limit", [6.5, 0.0, 10.0, 3.14159])
+def test_min_quality_is_inclusive_at_exactly_the_limit(limit: float) -> None:
+    """--min-quality X rejects score < X: a score of exactly X is accepted."""
+    rules = Rules(min_quality=limit)
+    at = rules.decide({"status": "ok", "quality": {"score": limit}})
+    assert at.decision == "accept", at.reasons
+    below = rules.decide({"status": "ok", "quality": {"score": limit - 1e-9}})
+    assert below.decision == "reject"
+
+
 def test_rules_route_moderation_quality_and_where() -> None:
     rules = Rules(min_quality=6.5, where=parse_where("labels.cat > 0.8"), review=True)
     ok = {
@@ -387,7 +397,10 @@ def test_heads_run_only_for_files_whose_stored_results_lack_their_field(
 
     heads = default_heads(FakeAnalyzer(store), policy="default", need_quality=True)
     assert [type(h) for h in heads] == [ModerationHead, QualityHead]
-    assert default_heads(FakeAnalyzer(store)) == []
+    # without --policy: only an optional head of the policy scan uses, which replaces stored
+    # decisions made under another policy and is never a reason to scan a file
+    (optional,) = default_heads(FakeAnalyzer(store))
+    assert optional.optional and optional.policy.name == "default"
 
     class Recording(FakeAnalyzer):
         def scan(self, paths: Any, **kw: Any) -> Any:
@@ -763,6 +776,8 @@ def test_move_across_file_systems_copies_verifies_and_unlinks(
     dest = Path(os.path.join(other, f"clipsieve-test-{os.getpid()}-{tmp_path.name}"))
     try:
         originals = contents(collection["src"])
+        mtimes = {p.name: p.stat().st_mtime_ns for p in collection["src"].rglob("*")
+                  if p.is_file()}
         run = filter_collection(
             [collection["src"]],
             analyzer=FakeAnalyzer(store),
@@ -774,12 +789,66 @@ def test_move_across_file_systems_copies_verifies_and_unlinks(
         assert contents(dest) == originals and contents(collection["src"]) == []
         rows = Journal(store).rows(run.run_id)
         assert {r["method"] for r in rows} == {"copy"} and {r["state"] for r in rows} == {"done"}
-        for d in run.decisions:  # mtime preserved by the copy
-            assert os.stat(d.destination).st_mtime_ns // 10**9 > 0
+        for d in run.decisions:  # mtime preserved exactly by the copy
+            assert os.stat(d.destination).st_mtime_ns == mtimes[Path(d.path).name]
+        for r in rows:  # the journalled hash is the destination's
+            assert r["sha256"] == sha(Path(r["dest"]))
         undo_run(store, run.run_id)
         assert contents(collection["src"]) == originals and contents(dest) == []
     finally:
         shutil.rmtree(dest, ignore_errors=True)
+
+
+def _old_mtime_file(tmp_path: Path) -> Path:
+    src = make_image(tmp_path / "src.png", 3)
+    os.utime(src, ns=(1_600_000_000_123_456_789, 1_500_000_000_987_654_321))
+    return src
+
+
+def test_verified_copy_keeps_the_exact_mtime_and_fsyncs_the_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = _old_mtime_file(tmp_path)
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(actions_mod.os, "fsync", recording_fsync)
+    tmp = tmp_path / "copy.part"
+    digest = actions_mod._copy_verified(str(src), str(tmp), sha(src))
+    assert digest == sha(src) == sha(tmp)
+    assert tmp.stat().st_mtime_ns == 1_500_000_000_987_654_321
+    assert str(tmp) in synced  # the copy's data reached the disk before it is trusted
+
+
+def test_verified_copy_refuses_a_copy_whose_bytes_differ(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: the bytes on disk are corrupted after writing (a storage error)."""
+    src = _old_mtime_file(tmp_path)
+    tmp = tmp_path / "copy.part"
+
+    def corrupt(name: str) -> None:
+        if name == "copy_written":
+            data = bytearray(tmp.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            tmp.write_bytes(bytes(data))
+
+    monkeypatch.setattr(_audit, "step", corrupt)
+    with pytest.raises(actions_mod._Fail, match="differ from the source"):
+        actions_mod._copy_verified(str(src), str(tmp), sha(src))
+    assert not tmp.exists() and src.is_file()
+
+
+def test_verified_copy_refuses_a_source_changed_since_it_was_scanned(tmp_path: Path) -> None:
+    src = _old_mtime_file(tmp_path)
+    tmp = tmp_path / "copy.part"
+    with pytest.raises(actions_mod._Fail, match="changed since it was scanned"):
+        actions_mod._copy_verified(str(src), str(tmp), "0" * 64)
+    assert not tmp.exists() and src.is_file()
 
 
 # -- bad input ----------------------------------------------------------------------------------------
@@ -1102,3 +1171,70 @@ def test_stored_results_follow_moved_files_and_back_on_undo(
     undo_run(store, run.run_id)
     back = src / "sub" / "coffee.jpg"
     assert back.exists() and store.get_result(str(back), an.model_id)["path"] == str(back)
+
+
+MINE_POLICY = """
+name = "mine"
+version = "3"
+[categories.anything]
+review = 0.0001
+block = 0.0002
+prompts = ["a photo", "an image", "a picture", "a snapshot", "a frame"]
+[neutral.nothing]
+prompts = ["zzz qqq"]
+"""
+
+
+def test_filter_reuses_stored_heads_only_when_made_as_it_would_make_them_now(
+    tiny_clip: Path, photos: dict[str, Path], tmp_path: Path
+) -> None:
+    """`moderate -p mine` or `quality --quality-head` between two identical filter commands
+    do not change the second one's answer (issue #9)."""
+    from clipsieve.moderation import ModerationHead
+    from clipsieve.pipeline import Analyzer
+    from clipsieve.quality import QualityHead
+    from clipsieve.quality.learned import train_quality_head
+
+    src = tmp_path / "lib"
+    src.mkdir()
+    for p in photos.values():
+        shutil.copy(p, src / p.name)
+    db = tmp_path / "s.sqlite"
+
+    def run_filter() -> dict[str, tuple[str, float | None, Any]]:
+        an = Analyzer(model=str(tiny_clip), store=db)
+        run = filter_collection([src], analyzer=an, action="none", min_quality=0.0)
+        an.close()
+        return {
+            Path(d.path).name: (d.decision, d.quality, (d.result.get("moderation") or {})
+                                .get("policy", {}).get("name"))
+            for d in run.decisions
+        }
+
+    an = Analyzer(model=str(tiny_clip), store=db)
+    list(an.scan([src], heads=[ModerationHead("default"), QualityHead()]))
+    an.close()
+    before = run_filter()
+    assert all(v[2] == "default" for v in before.values())
+    mine = tmp_path / "mine.toml"
+    mine.write_text(MINE_POLICY)
+    an = Analyzer(model=str(tiny_clip), store=db)
+    moderated = list(an.scan([src], heads=[ModerationHead(str(mine))]))
+    assert all(r.moderation.decision == "block" for r in moderated)
+    emb = np.stack([r.embedding for r in moderated] * 4)
+    feats = [r.features for r in moderated] * 4
+    y = np.linspace(1, 9, len(emb))
+    head = train_quality_head(emb, feats, y, model_id=an.model_id, folds=2)
+    npz, _ = head.save(tmp_path / "head.npz")
+    with_head = {Path(r.path).name: r.quality.score
+                 for r in an.scan([src], heads=[QualityHead(str(npz))])}
+    an.close()
+    after = run_filter()
+    assert after == before
+    assert any(abs(with_head[k] - before[k][1]) > 1e-3 for k in before)  # the head differs
+    assert all(v[0] == "accept" for v in after.values())  # not blocked by "mine"
+    # with --policy mine, its stored decisions are used
+    an = Analyzer(model=str(tiny_clip), store=db)
+    run = filter_collection([src], analyzer=an, action="none", policy=str(mine))
+    an.close()
+    assert all(d.decision == "reject" for d in run.decisions)

@@ -46,7 +46,9 @@ def run(argv: list[str]) -> tuple[int, str, str]:
 
 def normalise(obj: Any, model: str) -> Any:
     if isinstance(obj, dict):
-        return {k: normalise(v, model) for k, v in obj.items() if k != "timing"}
+        # provenance (issue #9) holds run ids and the weights fingerprint: new in every run
+        return {k: normalise(v, model) for k, v in obj.items()
+                if k not in ("timing", "provenance")}
     if isinstance(obj, list):
         return [normalise(v, model) for v in obj]
     if isinstance(obj, str):

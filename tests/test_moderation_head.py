@@ -340,3 +340,19 @@ def test_end_to_end_with_the_tiny_clip(tiny_clip: Path, photos: dict[str, Path],
     assert [r.moderation.image_decision for r in redo] == [
         i.moderation.image_decision for i in items]
     again.close()
+
+
+@pytest.mark.parametrize("scale", [25.0, 60.0])
+def test_head_uses_the_analyzers_logit_scale(policy, scale: float) -> None:
+    """Issue #9: a head that used 100 instead of the model's own scale would pass with
+    SCALE = 100; at other scales the probabilities follow softmax(scale × cosine)."""
+    fake = FakeAnalyzer(policy)
+    fake.logit_scale = scale  # type: ignore[misc]
+    weights = {"violence": 6, "nudity": 1, "people": 2, "food": 0.5}
+    (item,) = run(ModerationHead(policy), fake, [fake.vector(weights)])
+    names = ["violence", "nudity", "people", "food"]
+    logits = np.array([scale * (0.25 + math.log(weights[n]) / SCALE) for n in names])
+    want = np.exp(logits - logits.max())
+    want /= want.sum()
+    assert item.moderation.categories == pytest.approx(
+        {"violence": want[0], "nudity": want[1]}, abs=1e-6)

@@ -451,3 +451,43 @@ def test_clip_score() -> None:
     np.testing.assert_allclose(batch, [100.0, 0.0])
     with pytest.raises(ValueError, match="one shape"):
         clip_score(image, np.ones(4))
+
+
+def probs_at(weights: dict[str, float], names: list[str], scale: float) -> dict[str, float]:
+    """Hand-computed softmax at logit scale ``scale`` of the constructed cosines
+    ``0.25 + ln(w)/100`` (0 for classes not in ``weights``)."""
+    logits = np.array([scale * (0.25 + math.log(weights[n]) / SCALE) if n in weights else 0.0
+                       for n in names])
+    e = np.exp(logits - logits.max())
+    return dict(zip(names, (e / e.sum()).tolist(), strict=True))
+
+
+@pytest.mark.parametrize("scale", [14.2857, 50.0, 200.0])
+def test_probabilities_use_the_given_logit_scale(scale: float) -> None:
+    """Issue #9: other scales than CLIP's 100 (SigLIP-like, random checkpoints) must change the
+    probabilities exactly as softmax(scale × cosine) says."""
+    policy, encoder, bank = setup()
+    weights = {"violence": 7, "nudity": 1, "people": 1, "children": 0.5, "food": 0.5}
+    (result,) = moderate(encoder.image(weights)[None], bank, policy, scale)
+    want = probs_at(weights, ALL, scale)
+    assert result.categories == pytest.approx(
+        {k: want[k] for k in ("violence", "nudity")}, abs=1e-6)
+    assert result.neutral == pytest.approx(
+        {k: want[k] for k in ("people", "children", "food")}, abs=1e-6)
+    (cap,) = moderate_texts(encoder.image(weights)[None], bank, policy, scale)
+    assert cap.categories == pytest.approx(result.categories, abs=1e-6)
+
+
+@pytest.mark.parametrize("factor", [0.25, 0.8])
+def test_special_care_multiplies_thresholds_by_its_own_factor(factor: float) -> None:
+    """Issue #9: with factor 0.5, ``t * factor`` and ``t * (1 - factor)`` agree; not here."""
+    policy, encoder, bank = setup(minor={**MINOR, "factor": factor})
+    weights = {"nudity": 3, "violence": 0.5, "people": 0.5, "children": 4, "food": 2}
+    (result,) = moderate(encoder.image(weights)[None], bank, policy, SCALE)
+    assert result.special_care == ["minor"]
+    assert result.thresholds["nudity"] == pytest.approx(
+        {"review": 0.4 * factor, "block": 0.8 * factor})
+    assert result.thresholds["violence"] == {"review": 0.3, "block": 0.6}
+    # nudity scores 0.3: under 0.25 the thresholds are 0.1 / 0.2 (block), under 0.8 0.32 / 0.64
+    assert result.decision == ("block" if factor == 0.25 else "allow")
+    assert f"thresholds of nudity x {factor:g}" in result.reasons[0]

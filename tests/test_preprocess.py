@@ -51,6 +51,65 @@ def test_pixels_match_transformers_on_full_decode(clip224: Path, photos: dict[st
         assert np.abs(got - ref).mean() < 0.01
 
 
+#: Mean absolute difference (normalised units, per image) allowed between our pixel tensor and
+#: the checkpoint's own processor on the fully decoded image. Measured: 0.0 (identical). The
+#: plausible bugs are far above it: nearest-neighbour resampling ≥ 0.020, a top-left crop or
+#: no crop ≥ 0.05 on non-square photos.
+PIXEL_MAD_FULL = 0.005
+#: The same on the JPEG draft path (DCT-scaled decode, then our resize) against the processor
+#: on the full decode. Measured: at most 0.019 on these photos.
+PIXEL_MAD_DRAFT = 0.025
+
+
+@pytest.mark.parametrize("scale", [1, 5])
+def test_pixel_tensors_agree_with_the_checkpoint_processor_on_every_path(
+    clip224: Path, photos: dict[str, Path], scale: int
+) -> None:
+    """Issue #9: pixels, not embeddings of random weights (which hide resampling and crop bugs),
+    compared per image on the full-decode path and on the JPEG draft path."""
+    import io
+
+    proc = _hf_processor(clip224)
+    ours = Preprocess.from_config(proc.to_dict())
+    for name, path in photos.items():
+        im = Image.open(path).convert("RGB")
+        if scale > 1:
+            im = im.resize((im.width * scale, im.height * scale), Image.Resampling.BICUBIC)
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=92)
+        full = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+        ref = proc(images=[full], return_tensors="np")["pixel_values"][0]
+        got = ours(full)
+        assert got.shape == ref.shape
+        mad = float(np.abs(got - ref).mean())
+        assert mad <= PIXEL_MAD_FULL, (name, "full", mad)
+        dec = decode_image(buf.getvalue(), min_side=ours.min_side)
+        if scale > 1:
+            assert dec.image.width < full.width  # the draft path really ran
+        mad = float(np.abs(ours(dec.image) - ref).mean())
+        assert mad <= PIXEL_MAD_DRAFT, (name, "draft", mad)
+
+
+def test_preprocessing_version_covers_every_parameter() -> None:
+    """Any change of size, crop, mean, std, rescale or resampling is another cache key."""
+    import dataclasses
+
+    base = Preprocess.from_config({
+        "size": {"shortest_edge": 224}, "do_center_crop": True,
+        "crop_size": {"height": 224, "width": 224},
+        "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3,
+    })
+    changes = {
+        "shortest_edge": 256, "crop_hw": (256, 256), "mean": (0.5, 0.5, 0.5),
+        "std": (0.5, 0.5, 0.5), "rescale": 1 / 127.5, "resample": 2,
+    }
+    versions = {base.version}
+    for field, value in changes.items():
+        versions.add(dataclasses.replace(base, **{field: value}).version)
+    assert len(versions) == 1 + len(changes)
+
+
 @pytest.mark.parametrize("scale", [1, 5])
 def test_embeddings_agree_with_transformers_processor(
     clip224: Path, photos: dict[str, Path], tmp_path: Path, scale: int

@@ -312,3 +312,69 @@ def test_combination_is_a_weighted_geometric_mean_that_one_bad_aspect_drags_down
     assert technical_score({**perfect, "colourfulness": 0.0}) == pytest.approx(10.0)
     with pytest.raises(ValueError):
         technical_score({})
+
+
+JPEG_LEVELS = (95, 40, 20, 10, 5, 2)
+
+
+def _png_after_jpeg(img: Image.Image, quality: int) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    out = io.BytesIO()
+    Image.open(io.BytesIO(buf.getvalue())).save(out, "PNG")
+    return out.getvalue()
+
+
+def _file_scores(data: bytes) -> tuple[dict[str, float], dict[str, float], float]:
+    """What scan measures of a file: decode (reduced for analysis, native crop kept)."""
+    from clipsieve.media.decode import decode_image
+
+    dec = decode_image(data, min_side=224, grid_crop=512)
+    return _scores(dec.image, original_size=(dec.width, dec.height), jpeg_quant=dec.jpeg_quant,
+                   grid_luma=dec.grid_luma)
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_png_after_jpeg_compression_scores_fall_with_the_compression(photos, scale):
+    """Issue #9: photos JPEG-compressed at 95/40/20/10/5/2 then saved as PNG (so no tables,
+    and larger than the analysis size at scale 2): the jpeg component falls (Spearman ≤ −0.9
+    against the compression level) and the technical score never rises."""
+    from scipy.stats import spearmanr
+
+    for name, img in photos.items():
+        if scale > 1:
+            img = img.resize((img.width * scale, img.height * scale), Image.Resampling.BICUBIC)
+        jpeg, technical = [], []
+        for q in JPEG_LEVELS:
+            stats, components, score = _file_scores(_png_after_jpeg(img, q))
+            assert not math.isnan(stats["blockiness"]), (name, q)
+            jpeg.append(components["jpeg"])
+            technical.append(score)
+        rho = spearmanr(range(len(JPEG_LEVELS)), jpeg).statistic
+        assert rho <= -0.9, (name, scale, jpeg)
+        assert all(b <= a for a, b in zip(technical, technical[1:])), (name, scale, technical)
+
+
+def test_high_quality_jpeg_of_a_blocky_image_is_caught_on_the_draft_path(photos):
+    """A q=95 re-encode of a q=5 image: the tables look fine, so a native crop is decoded."""
+    from clipsieve.media.decode import decode_image
+
+    big = photos["astronaut"].resize((2048, 2048), Image.Resampling.BICUBIC)
+    low = io.BytesIO()
+    big.save(low, "JPEG", quality=5)
+    again = io.BytesIO()
+    Image.open(io.BytesIO(low.getvalue())).save(again, "JPEG", quality=95)
+    clean = io.BytesIO()
+    big.save(clean, "JPEG", quality=95)
+    blocky = decode_image(again.getvalue(), min_side=224, grid_crop=512)
+    assert blocky.image.width < 2048 and blocky.grid_luma is not None  # draft path + crop
+    b_stats, b_comp, _ = _scores(blocky.image, original_size=(2048, 2048),
+                                 jpeg_quant=blocky.jpeg_quant, grid_luma=blocky.grid_luma)
+    c = decode_image(clean.getvalue(), min_side=224, grid_crop=512)
+    c_stats, c_comp, _ = _scores(c.image, original_size=(2048, 2048), jpeg_quant=c.jpeg_quant,
+                                 grid_luma=c.grid_luma)
+    assert b_stats["jpeg_quality"] >= 90 and c_stats["jpeg_quality"] >= 90
+    assert b_comp["jpeg"] < c_comp["jpeg"] - 1.0
+    # a low-quality JPEG on the draft path keeps its table estimate, no second decode
+    low_dec = decode_image(low.getvalue(), min_side=224, grid_crop=512)
+    assert low_dec.grid_luma is None

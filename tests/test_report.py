@@ -313,3 +313,78 @@ def test_export_format_from_the_file_name_or_a_clear_error() -> None:
     assert infer_format("r.xlsx", "csv") == "csv"
     with pytest.raises(ConfigError, match="--format"):
         infer_format("r.xlsx")
+
+
+def _mixed_store(tmp_path: Path) -> Path:
+    """Results of two models; one item's moderation and quality from different runs."""
+    db = tmp_path / "mixed.sqlite"
+    base = {"status": "ok", "error": None, "width": 4, "height": 4, "cached": False,
+            "timing": {}}
+    prov_a = {"run": "run-a", "model": "model-1", "model_fingerprint": "w-1"}
+    prov_b = {"run": "run-b", "model": "model-1", "model_fingerprint": "w-1"}
+    with Store(db) as s:
+        s.put_results([{
+            **base, "path": str(tmp_path / "x.jpg"), "sha256": "aa", "model": "model-1",
+            "moderation": {"decision": "allow", "policy": {"name": "default", "version": "1"}},
+            "provenance": {"moderation": {**prov_a, "policy": "default", "policy_version": "1"}},
+        }], model="model-1")
+        s.put_results([{  # a later command adds quality: the result keeps both fields
+            **base, "path": str(tmp_path / "x.jpg"), "sha256": "aa", "model": "model-1",
+            "quality": {"score": 5.0, "version": "q1", "head": None},
+            "provenance": {"quality": {**prov_b, "version": "q1", "head": None}},
+        }], model="model-1")
+        s.put_results([{
+            **base, "path": str(tmp_path / "y.jpg"), "sha256": "bb", "model": "model-2",
+            "quality": {"score": 7.0},
+        }], model="model-2")
+    return db
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    full = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "clipsieve", *args], capture_output=True,
+                          text=True, env=full)
+
+
+def test_export_shows_provenance_warns_on_mixed_runs_and_selects_a_run(tmp_path: Path) -> None:
+    db = _mixed_store(tmp_path)
+    out = tmp_path / "all.jsonl"
+    p = _cli("export", "--store", str(db), "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    rows = {Path(r["path"]).name: r for r in map(json.loads, out.read_text().splitlines())}
+    assert set(rows) == {"x.jpg", "y.jpg"}
+    x = rows["x.jpg"]
+    assert x["provenance"]["moderation"]["run"] == "run-a"  # kept with the older field
+    assert x["provenance"]["quality"]["run"] == "run-b"
+    assert "1 item has fields from different runs" in p.stderr and "run-a, run-b" in p.stderr
+    p = _cli("export", "--store", str(db), "--out", str(out), "--run", "run-b")
+    x = json.loads(out.read_text().splitlines()[0])
+    assert "quality" in x and "moderation" not in x and set(x["provenance"]) == {"quality"}
+    assert "different runs" not in p.stderr
+    p = _cli("export", "--store", str(db), "--out", str(out), "--policy", "mine")
+    assert all("moderation" not in json.loads(line) for line in out.read_text().splitlines())
+    csv_out = tmp_path / "all.csv"
+    assert _cli("export", "--store", str(db), "--out", str(csv_out)).returncode == 0
+    header = csv_out.read_text().splitlines()[0].split(",")
+    assert "provenance.quality.run" in header and "provenance.moderation.policy" in header
+
+
+def test_report_and_export_ignore_clipsieve_model_and_warn_when_model_hides_rows(
+    tmp_path: Path,
+) -> None:
+    db = _mixed_store(tmp_path)
+    out = tmp_path / "e.jsonl"
+    p = _cli("export", "--store", str(db), "--out", str(out), env={"CLIPSIEVE_MODEL": "model-2"})
+    assert p.returncode == 0 and len(out.read_text().splitlines()) == 2  # all models
+    p = _cli("export", "--store", str(db), "--out", str(out), "--model", "model-2")
+    assert len(out.read_text().splitlines()) == 1
+    assert "hides 1 stored result of other models (model-1)" in p.stderr
+    html = tmp_path / "r.html"
+    p = _cli("report", "--store", str(db), "--out", str(html), "--no-thumbnails",
+             env={"CLIPSIEVE_MODEL": "model-2"})
+    assert p.returncode == 0, p.stderr
+    page = html.read_text()
+    assert "x.jpg" in page and "y.jpg" in page
+    assert "fields from different runs" in page and "policy default v1 (1)" in page

@@ -165,3 +165,17 @@ def test_embeddings_keyed_by_encoder_and_old_rows_migrate_as_torch(
         s.put_text_embeddings("m", {"cat": w}, encoder="onnx")
         assert np.array_equal(s.get_text_embeddings("m", ["cat"], encoder="onnx")["cat"], w)
         assert np.array_equal(s.get_text_embeddings("m", ["cat"])["cat"], v)
+
+
+def test_get_embeddings_is_keyed_by_preprocessing_version(tmp_path: Path) -> None:
+    """Dedupe reads many embeddings at once: another preprocessing's vector must not leak in."""
+    s = Store(tmp_path / "s.sqlite")
+    row = {"path": "a.jpg", "size": 3, "mtime_ns": 7, "sha256": "h", "width": 2, "height": 1,
+           "format": "JPEG", "features": None, "features_version": None}
+    old, new = np.ones(4, np.float32), np.arange(4, dtype=np.float32)
+    s.put_items([{**row, "embedding": old}], model="m", prep="p-old")
+    s.put_items([{**row, "embedding": new}], model="m", prep="p-new")
+    assert np.array_equal(s.get_embeddings(["h"], "m", "p-new")["h"], new)
+    assert np.array_equal(s.get_embeddings(["h"], "m", "p-old")["h"], old)
+    assert s.get_embeddings(["h"], "m", "p-other") == {}
+    s.close()

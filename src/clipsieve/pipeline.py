@@ -28,6 +28,7 @@ from clipsieve import settings
 from clipsieve.backends import Encoder, EncoderEntry, create_encoder, encoder_entry
 from clipsieve.backends.prompt_cache import PromptCache
 from clipsieve.errors import DecodeError
+from clipsieve.fingerprint import checkpoint_fingerprint
 from clipsieve.media.decode import (
     Decoded,
     DecodeLimits,
@@ -40,6 +41,7 @@ from clipsieve.media.decode import (
 from clipsieve.media.inputs import Source, iter_sources
 from clipsieve.media.preprocess import Preprocess
 from clipsieve.protocols import Head, embed_captions, set_field
+from clipsieve.provenance import head_provenance, new_run_id
 from clipsieve.store import Store
 from clipsieve.types import Caption, ErrorInfo, ItemResult, to_jsonable
 
@@ -60,10 +62,19 @@ def _default_pixel_features() -> tuple[PixelFeatures, str]:
     def compute(dec: Decoded) -> dict[str, float]:
         return pixel_stats(
             dec.image, config=config, original_size=(dec.width, dec.height),
-            jpeg_quant=dec.jpeg_quant,
+            jpeg_quant=dec.jpeg_quant, grid_luma=dec.grid_luma,
         )
 
     return compute, config.version
+
+
+def _grid_crop_options() -> dict[str, Any]:
+    """decode_image options that keep a native-resolution crop for blockiness (issue #9)."""
+    from clipsieve.media.stats import load_pixel_stats_config
+
+    measure = load_pixel_stats_config().measure
+    return {"grid_crop": int(measure["blockiness_crop"]),
+            "grid_crop_jpeg_quality": float(measure.get("native_crop_min_jpeg_quality", 90))}
 
 
 class TextEmbedder:
@@ -326,9 +337,15 @@ class Analyzer:
         self.on_status: Callable[[str], None] | None = None
         self._logit_scale: float | None = None
         self._pixel_features: PixelFeatures | None = None
+        self._decode_options: dict[str, Any] = {}
         self.features_version: str | None = None
+        # weights replaced in place under the same folder name are noticed (issue #9)
+        self.model_fingerprint = checkpoint_fingerprint(self.model_id)
+        if self.store is not None:
+            self.store.check_checkpoint(self.model_id, self.model_fingerprint)
         if pixel_features:
             self._pixel_features, self.features_version = _default_pixel_features()
+            self._decode_options = _grid_crop_options()
 
     # -- lazily loaded parts ----------------------------------------------------------------
     @property
@@ -423,6 +440,12 @@ class Analyzer:
         from clipsieve.search import search_with
 
         return search_with(self, text, image, top=top, **options)
+
+    @property
+    def decode_options(self) -> dict[str, Any]:
+        """Extra :func:`~clipsieve.media.decode.decode_image` options every driver passes so
+        that the pixel statistics match ``scan``'s (the native-resolution blockiness crop)."""
+        return dict(self._decode_options)
 
     # -- images -----------------------------------------------------------------------------
     def embed_images(self, images: Iterable[str | os.PathLike[str] | Image.Image]) -> np.ndarray:
@@ -526,7 +549,8 @@ class Analyzer:
         """Decode, measure and preprocess into ``out`` (errors propagate to the caller)."""
         item, record = out.item, out.record
         assert record is not None
-        dec = decode_image(data, path, min_side=self._decode_min_side(prep), limits=self.limits)
+        dec = decode_image(data, path, min_side=self._decode_min_side(prep), limits=self.limits,
+                           **self._decode_options)
         del data
         out.pixels = self._pixels(item, dec, prep)
         item.timing["decode_ms"] = (time.perf_counter() - t1) * 1000
@@ -601,6 +625,7 @@ class Analyzer:
         prep = self.preprocess
         files = iter_sources(paths, recursive=recursive, limits=self.limits)
         shared = _SameContent()
+        run = new_run_id()
         window = max(self.batch_size * 2, self.workers * 4)
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="decode") as pool:
             pending: deque[Future[_Prepared]] = deque()
@@ -618,16 +643,17 @@ class Analyzer:
                 done.append(pending.popleft().result())
                 to_encode = sum(p.pixels is not None for p in done)
                 if to_encode >= self.batch_size or len(done) >= window or not pending:
-                    yield from self._finish(done, heads, shared)
+                    yield from self._finish(done, heads, shared, run)
                     done = []
             if done:
-                yield from self._finish(done, heads, shared)
+                yield from self._finish(done, heads, shared, run)
 
     def _finish(
-        self, batch: list[_Prepared], heads: Sequence[Head], shared: _SameContent | None = None
+        self, batch: list[_Prepared], heads: Sequence[Head], shared: _SameContent | None = None,
+        run: str | None = None,
     ) -> list[ItemResult]:
-        """The files driver's end of a batch: the batch step, then the store."""
-        items = self._step(batch, heads, shared)
+        """The files driver's end of a batch: the batch step, provenance, then the store."""
+        items = self._step(batch, heads, shared, run=run)
         if self.store is not None:
             records = [p.record for p in batch if p.record is not None]
             if records:
@@ -648,6 +674,7 @@ class Analyzer:
         heads: Sequence[Head],
         shared: _SameContent | None = None,
         captions: Sequence[Caption | str | None] | None = None,
+        run: str | None = None,
     ) -> list[ItemResult]:
         """Encode the items that need it (one model row per content), then run the heads."""
         shared = shared or _SameContent()
@@ -687,7 +714,7 @@ class Analyzer:
         ok = [i for i, it in enumerate(items) if it.ok]
         if ok and heads:
             self._apply_heads([items[i] for i in ok], heads, shared,
-                              None if captions is None else [captions[i] for i in ok])
+                              None if captions is None else [captions[i] for i in ok], run=run)
         return items
 
     def build_heads(self, heads: Sequence[Head]) -> list[Head]:
@@ -701,6 +728,7 @@ class Analyzer:
         heads: Sequence[Head],
         shared: _SameContent,
         captions: Sequence[Caption | str | None] | None = None,
+        run: str | None = None,
     ) -> None:
         """Run ``heads`` once per content hash; copies take the first result computed for it.
 
@@ -747,6 +775,7 @@ class Analyzer:
                     setattr(it, name, copy.deepcopy(getattr(src, name)))
                 elif name in src.extra:
                     it.extra[name] = copy.deepcopy(src.extra[name])
+        _stamp_provenance(ok, heads, self, run or new_run_id())
 
     def analyze(
         self,
@@ -787,7 +816,8 @@ class Analyzer:
             t0 = time.perf_counter()
             item = ItemResult(path=str(ids[i]) if ids is not None else str(i), model=self.model_id)
             try:
-                pixels = self._pixels(item, from_image(image, min_side=min_side), prep)
+                pixels = self._pixels(
+                    item, from_image(image, min_side=min_side, **self._decode_options), prep)
                 item.timing["decode_ms"] = (time.perf_counter() - t0) * 1000
                 prepared.append(_Prepared(item, pixels=pixels))
             except Exception as exc:  # never let one image stop the batch
@@ -832,6 +862,17 @@ class Analyzer:
         if items and heads:
             self._apply_heads(items, heads, _SameContent(), captions)
         return items
+
+
+def _stamp_provenance(
+    items: Sequence[ItemResult], heads: Sequence[Head], analyzer: Analyzer, run: str
+) -> None:
+    """Record where each head field of ``items`` came from (``provenance``; issue #9)."""
+    prov = {h.field: head_provenance(h, analyzer, run) for h in heads}
+    for it in items:
+        it.extra["provenance"] = {k: dict(v) for k, v in prov.items()}
+        if "quality" in prov and it.quality is not None:
+            it.extra["provenance"]["quality"]["version"] = getattr(it.quality, "version", None)
 
 
 _CORE_FIELDS = ("moderation", "quality", "labels")

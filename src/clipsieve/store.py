@@ -260,13 +260,26 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE text_embeddings_by_encoder RENAME TO text_embeddings;
         """,
     ),
+    (
+        9,
+        "checkpoint fingerprints",
+        # The fingerprint of the weights each local model id (a folder) had when its
+        # embeddings were computed; see clipsieve.fingerprint and Store.check_checkpoint.
+        """
+        CREATE TABLE checkpoints (
+            model TEXT PRIMARY KEY,
+            fingerprint TEXT NOT NULL,
+            recorded_at REAL NOT NULL
+        );
+        """,
+    ),
 ]
 
 
 #: Result fields that describe the scan itself; every other field is a head's output.
 BASE_FIELDS = frozenset({
     "path", "path_bytes", "status", "error", "sha256", "width", "height", "model", "device",
-    "precision", "encoder", "cached", "timing", "embedding",
+    "precision", "encoder", "cached", "timing", "embedding", "provenance",
 })
 
 
@@ -392,6 +405,42 @@ class Store:
 
     def transaction(self) -> _Transaction:
         return _Transaction(self)
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def check_checkpoint(self, model: str, fingerprint: str | None) -> bool:
+        """Record ``model``'s weights fingerprint; on a change, drop what the old weights made.
+
+        Image and text embeddings and video frames of ``model`` computed under another
+        fingerprint are deleted (they would be stale vectors under the same model id); stored
+        results stay, and their ``provenance`` names the fingerprint they were made with.
+        Returns whether anything was dropped.
+        """
+        if fingerprint is None:
+            return False
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT fingerprint FROM checkpoints WHERE model=?", (model,)
+            ).fetchone()
+            if row is not None and row[0] == fingerprint:
+                return False
+            stale = row is not None
+            if stale:
+                for table in ("embeddings", "text_embeddings", "video_frames", "video_samplings"):
+                    db.execute(f"DELETE FROM {table} WHERE model=?", (model,))
+            db.execute(
+                "INSERT OR REPLACE INTO checkpoints(model, fingerprint, recorded_at) "
+                "VALUES (?,?,?)",
+                (model, fingerprint, time.time()),
+            )
+        return stale
+
+    def checkpoint_fingerprint(self, model: str) -> str | None:
+        """The weights fingerprint recorded for ``model``, if any."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT fingerprint FROM checkpoints WHERE model=?", (model,)
+            ).fetchone()
+        return row[0] if row else None
 
     # -- files ------------------------------------------------------------------------------
     def lookup_file(self, path: str, size: int, mtime_ns: int) -> str | None:
@@ -693,9 +742,15 @@ class Store:
                     ).fetchone()
                     if row:
                         old = json.loads(row[0])
-                        kept = {k: v for k, v in old.items() if k not in d and k not in BASE_FIELDS}
+                        kept = {k: v for k, v in old.items()
+                                if k not in d and k not in BASE_FIELDS and k != "provenance"}
                         if kept:
                             d = {**d, **kept}
+                            old_prov = old.get("provenance") or {}
+                            prov = {k: v for k, v in old_prov.items() if k in kept}
+                            prov.update(d.get("provenance") or {})
+                            if prov:
+                                d["provenance"] = prov
                 err = d.get("error") or {}
                 db.execute(
                     "INSERT OR REPLACE INTO results(path,model,sha256,status,error_code,"

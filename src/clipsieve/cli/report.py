@@ -19,12 +19,25 @@ from clipsieve.paths import from_json
 
 
 def _store_options(f: Any) -> Any:
+    # no envvar: CLIPSIEVE_MODEL picks the model that scans, it never hides stored rows here
     f = click.option(
         "--model",
         "-m",
-        envvar="CLIPSIEVE_MODEL",
-        show_envvar=True,
-        help="Only results of this model (id or local folder) [default: all].",
+        help="Only results of this model (id or local folder) [default: all models; "
+        "CLIPSIEVE_MODEL is not used here].",
+    )(f)
+    f = click.option(
+        "--run",
+        "run_id",
+        metavar="RUN_ID",
+        help="Only the head fields computed in this scan run (see provenance.*.run) "
+        "[default: the latest of each field].",
+    )(f)
+    f = click.option(
+        "--policy",
+        "policy_name",
+        metavar="NAME",
+        help="Only moderation made under this policy name [default: the latest].",
     )(f)
     return store_option()(f)
 
@@ -37,28 +50,56 @@ def _under(path: str, prefixes: list[str]) -> bool:
 
 
 def stored_results(
-    store_path: str | None, model: str | None, paths: tuple[str, ...], *, human: bool = False
+    store_path: str | None, model: str | None, paths: tuple[str, ...], *, human: bool = False,
+    run: str | None = None, policy: str | None = None, warn: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Stored results (of one model, under some paths), sorted by path.
 
-    With ``human``, each result that a person reviewed carries a ``human`` field.
+    With ``human``, each result that a person reviewed carries a ``human`` field. ``run`` and
+    ``policy`` keep only head fields of that provenance (:func:`clipsieve.provenance.select`).
+    With ``warn``, stderr says how many rows ``--model`` hid and which items hold fields
+    from different runs.
     """
     from clipsieve.backends.clip import resolve_model_id
+    from clipsieve.provenance import is_mixed, runs_of, select
 
     store = open_existing_store(store_path, write=False)
     try:
         prefixes = [os.path.abspath(p) for p in paths]
-        rows = list(store.iter_results(resolve_model_id(model) if model else None))
+        rows = list(store.iter_results(None))
         labels = store.human_labels() if human else []
     finally:
         store.close()
+    rows = [r for r in rows if _under(from_json(r), prefixes)]
+    if model:
+        want = resolve_model_id(model)
+        shown = [r for r in rows if r.get("model") == want]
+        hidden = len(rows) - len(shown)
+        if warn and hidden:
+            others = sorted({str(r.get("model")) for r in rows if r.get("model") != want})
+            click.echo(
+                f"warning: --model {model} hides {hidden} stored "
+                f"{'result' if hidden == 1 else 'results'} of other models "
+                f"({', '.join(others)}); leave --model out to show all", err=True,
+            )
+        rows = shown
     if labels:
         from clipsieve.review import attach_human
 
         rows = attach_human(rows, labels)
-    for r in rows:
-        if _under(from_json(r), prefixes):
-            yield r
+    if run is not None or policy is not None:
+        rows = [select(r, run=run, policy=policy) for r in rows]
+    if warn:
+        mixed = [r for r in rows if is_mixed(r)]
+        if mixed:
+            ex = mixed[0]
+            click.echo(
+                f"warning: {len(mixed)} {'item has' if len(mixed) == 1 else 'items have'} "
+                f"fields from different runs (e.g. {ex.get('path')}: runs "
+                f"{', '.join(sorted(runs_of(ex)))}); --run RUN_ID shows one run's fields",
+                err=True,
+            )
+    yield from rows
 
 
 def _no_results_message(store_path: str | None, model: str | None, paths: tuple[str, ...]) -> str:
@@ -118,6 +159,8 @@ def report(
     thumbnails_dir: str | None,
     store_path: str | None,
     model: str | None,
+    run_id: str | None,
+    policy_name: str | None,
 ) -> None:
     """Write one self-contained HTML report of the stored results.
 
@@ -139,7 +182,8 @@ def report(
     from clipsieve.errors import StoreError
     from clipsieve.report import write_report
 
-    results = list(stored_results(store_path, model, paths, human=True))
+    results = list(stored_results(store_path, model, paths, human=True, run=run_id,
+                                  policy=policy_name, warn=True))
     if not results:
         raise StoreError(_no_results_message(store_path, model, paths) + "; no report written")
     check_outputs({"--out": out}, lambda: _inputs(store_path, results))
@@ -182,7 +226,8 @@ def report(
 @_store_options
 def export(
     paths: tuple[str, ...], fmt: str | None, out: str, embeddings: bool, npy_dir: str | None,
-    frames: bool, store_path: str | None, model: str | None,
+    frames: bool, store_path: str | None, model: str | None, run_id: str | None,
+    policy_name: str | None,
 ) -> None:
     """Export the stored results as JSONL, CSV or Parquet, with the same fields.
 
@@ -202,7 +247,8 @@ def export(
     """
     from clipsieve.report import export_results
 
-    results = list(stored_results(store_path, model, paths))
+    results = list(stored_results(store_path, model, paths, run=run_id, policy=policy_name,
+                                  warn=True))
     check_outputs({"--out": None if npy_dir else out}, lambda: _inputs(store_path, results))
     if embeddings or npy_dir:
         with writing(npy_dir or out):

@@ -36,7 +36,7 @@ def tie_round(value: float | None) -> float | None:
     return round(float(value), TIE_DECIMALS)
 
 
-def _at_least(sims: np.ndarray, threshold: float) -> np.ndarray:
+def _at_least(sims: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Indices ``(r, c)`` where ``round(sims, 6) >= threshold`` (only near candidates rounded)."""
     r, c = np.nonzero(sims >= np.float32(threshold - _SLACK))
     if len(r):

@@ -61,8 +61,10 @@ def default_heads(
     """The heads a filter run asks :meth:`Analyzer.scan` to apply to the files it scans.
 
     With a ``policy``, :class:`~clipsieve.moderation.ModerationHead`; with ``need_quality``,
-    :class:`~clipsieve.quality.QualityHead`. Without a policy no moderation is computed, but
-    moderation decisions already stored with the results are still applied.
+    :class:`~clipsieve.quality.QualityHead`. Without a policy, an *optional* moderation head
+    of the ``default`` policy: stored decisions made under ``default`` are applied, stored
+    decisions made under another policy are recomputed under ``default``, and files without
+    a stored decision get none (unless ``need_moderation``).
 
     Args:
         analyzer: the analyzer the heads will run in (its model id checks probe categories).
@@ -77,7 +79,14 @@ def default_heads(
     from clipsieve.factory import build_heads
 
     pol = policy if policy else ("default" if need_moderation else None)
-    return build_heads(analyzer, policy=pol, quality=need_quality, lazy=True)
+    heads = build_heads(analyzer, policy=pol, quality=need_quality, lazy=True)
+    if not pol:
+        # stored decisions count only when made under the policy scan uses (issue #9); others
+        # are recomputed under it from the stored embedding; none is computed from nothing
+        (optional,) = build_heads(analyzer, policy=DEFAULT_POLICY, quality=False, lazy=True)
+        optional.optional = True  # type: ignore[attr-defined]
+        heads.insert(0, optional)
+    return heads
 
 
 # -- decisions --------------------------------------------------------------------------------
@@ -312,7 +321,25 @@ def _media_extensions() -> frozenset[str]:
     return MEDIA_EXTENSIONS
 
 
-def _needs_heads(result: Mapping[str, Any], heads: Sequence[Any], policy: Any) -> bool:
+#: The policy ``scan`` and ``moderate`` use without ``--policy``.
+DEFAULT_POLICY = "default"
+
+
+def _needs_heads(
+    result: Mapping[str, Any], heads: Sequence[Any], policy: Any,
+    analyzer: Any = None,
+) -> bool:
+    """Whether a stored result lacks, or holds a stale version of, a field ``heads`` compute.
+
+    A stored head field is reused only when it was made with what this run would use now:
+    moderation under the same policy (name and version), quality with the same quality head
+    (or none), version and model, and any field with the same model weights (fingerprint).
+    Keys a stored field lacks are not held against it.
+    """
+    prov = result.get("provenance")
+    prov = prov if isinstance(prov, Mapping) else {}
+    fingerprint = getattr(analyzer, "model_fingerprint", None)
+    model_id = getattr(analyzer, "model_id", None)
     if result.get("kind") == "video":  # a video's moderation is its verdict
         verdict = result.get("verdict")
         result = {k: v for k, v in result.items() if k != "moderation"}
@@ -320,19 +347,56 @@ def _needs_heads(result: Mapping[str, Any], heads: Sequence[Any], policy: Any) -
             result["moderation"] = {"policy": verdict.get("policy")}
     for head in heads:
         name = getattr(head, "field", None)
-        if name and name not in result:
+        if not name:
+            continue
+        if name not in result:
+            if getattr(head, "optional", False):
+                continue  # only replaces a stale stored field; never computed from nothing
             return True
-        if name == "moderation" and policy:
+        p = prov.get(name)
+        if fingerprint is not None and isinstance(p, Mapping) and p.get("model_fingerprint") not in (
+            None, fingerprint
+        ):
+            return True
+        if name == "moderation" and getattr(head, "policy", None) is not None:
             # stored decisions count only when made under this very policy (name, version
             # and any --threshold overrides)
             stored = (result.get("moderation") or {}).get("policy") or {}
             want = head.policy
             overrides = dict(getattr(want, "overrides", ()) or ())
-            if not isinstance(stored, Mapping) or (
+            if not isinstance(stored, Mapping):
+                return True
+            if stored and (
                 stored.get("name"), str(stored.get("version")), stored.get("overrides") or {}
             ) != (want.name, str(want.version), overrides):
                 return True
+            if not stored and policy:
+                return True
+        if name == "quality":
+            q = result.get("quality")
+            if not isinstance(q, Mapping):
+                return True
+            if _quality_stale(q, head, model_id):
+                return True
     return False
+
+
+def _quality_stale(q: Mapping[str, Any], head: Any, model_id: str | None) -> bool:
+    from clipsieve.quality.score import QUALITY_VERSION
+
+    if q.get("version") is not None and q.get("version") != QUALITY_VERSION:
+        return True
+    if model_id is not None and q.get("model") not in (None, model_id):
+        return True
+    want_head = getattr(head, "head_path", None)
+    stored_head = q.get("head")
+    if want_head is None:
+        return stored_head is not None
+    if not isinstance(stored_head, Mapping):
+        return True
+    learned = head.learned_for(model_id) if model_id else None
+    want_sha = learned.describe().get("weights_sha256") if learned is not None else None
+    return stored_head.get("weights_sha256") != want_sha
 
 
 def collect_results(
@@ -357,6 +421,7 @@ def collect_results(
     store: Store | None = analyzer.store
     results: list[dict[str, Any] | None] = [None] * len(entries)
     to_scan: dict[str, int] = {}
+    restale: set[str] = set()  # stored results whose optional fields must be recomputed
     prep = _prep_version(analyzer) if need_embeddings and store is not None else None
     for i, e in enumerate(entries):
         res = _fresh_result(store, analyzer.model_id, e.path) if store is not None else None
@@ -364,15 +429,25 @@ def collect_results(
             assert store is not None
             if store.get_embedding(res.get("sha256") or "", analyzer.model_id, prep) is None:
                 res = None
-        if res is not None and not _needs_heads(res, heads, policy):
+        if res is not None and not _needs_heads(res, heads, policy, analyzer):
             results[i] = res
         else:
             to_scan[e.path] = i
+            if res is not None and any(
+                getattr(h, "optional", False) and h.field in res for h in heads
+            ):
+                restale.add(e.path)
     embeddings: dict[str, np.ndarray] = {}
-    if to_scan:
+    plain = [h for h in heads if not getattr(h, "optional", False)]
+    for group, group_heads in (
+        ([p for p in to_scan if p not in restale], plain),
+        ([p for p in to_scan if p in restale], list(heads)),
+    ):
+        if not group:
+            continue
         from clipsieve.video.analyze import scan_media
 
-        for item in scan_media(analyzer, list(to_scan), heads=list(heads), recursive=False):
+        for item in scan_media(analyzer, group, heads=group_heads, recursive=False):
             k = to_scan.get(item.path)
             if k is None:
                 continue
@@ -485,7 +560,7 @@ def decide(
             members,
             key=lambda d: (
                 rank.get(d.decision, 3),
-                -(tie_round(d.quality) if d.quality is not None else -1e9),
+                -(tie_round(q) or 0.0 if (q := d.quality) is not None else -1e9),
                 d.path,
             ),
         )

@@ -66,6 +66,8 @@ class Decoded:
         height: full height after orientation.
         format: Pillow's format name (``"JPEG"``, ``"PNG"``…).
         jpeg_quant: JPEG quantisation tables when the file is a JPEG.
+        grid_luma: with ``grid_crop``, the int16 luma of a central crop at native resolution
+            on the file's 8×8 grid (for blockiness), or ``None``.
     """
 
     image: Image.Image
@@ -73,6 +75,7 @@ class Decoded:
     height: int
     format: str | None
     jpeg_quant: dict[int, list[int]] | None = field(default=None, repr=False)
+    grid_luma: np.ndarray | None = field(default=None, repr=False)
 
 
 #: Reads ask for at most this many bytes per call (then more, up to the size limit).
@@ -200,6 +203,8 @@ def decode_image(
     *,
     min_side: int | None = None,
     limits: DecodeLimits = DecodeLimits(),
+    grid_crop: int = 0,
+    grid_crop_jpeg_quality: float = 90.0,
 ) -> Decoded:
     """Decode image bytes safely into 8-bit RGB.
 
@@ -209,6 +214,13 @@ def decode_image(
         min_side: when set, a JPEG may be decoded at a reduced scale whose sides are both at
             least this many pixels (``Image.draft``); other formats decode at full size.
         limits: size limits checked before decoding.
+        grid_crop: when > 0, also keep the luma of a central crop of at most this many px per
+            side at native resolution (``Decoded.grid_luma``), taken before any reduction: for
+            every format decoded at full size, and for a JPEG decoded at a reduced DCT scale
+            only when its quantisation tables say quality ≥ ``grid_crop_jpeg_quality`` (then
+            the file is decoded once more at full scale; a low-quality JPEG is already caught
+            by its tables, a high-quality re-encode of a blocky image is not).
+        grid_crop_jpeg_quality: see ``grid_crop``.
 
     Raises:
         DecodeError: with code ``not_an_image``, ``truncated``, ``too_large`` or
@@ -251,6 +263,7 @@ def decode_image(
         # for n_frames would walk every frame of a 1,000-frame GIF first.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            stored_size = im.size
             if min_side and fmt == "JPEG" and im.mode in ("RGB", "L"):
                 im.draft(im.mode, (min_side, min_side))
             im.load()
@@ -260,6 +273,8 @@ def decode_image(
         code, msg = classify_decoder_error(exc, opened=True)
         raise DecodeError(code, f"cannot decode: {msg}", path) from None
 
+    grid_luma = _native_grid(im, data, stored_size, fmt, jpeg_quant, grid_crop,
+                             grid_crop_jpeg_quality) if grid_crop > 0 else None
     oriented: Image.Image = im
     if orientation not in (None, 1):
         try:
@@ -280,7 +295,32 @@ def decode_image(
         raise DecodeError(code, f"cannot convert mode {oriented.mode}: {msg}", path) from None
     if min_side and fmt != "JPEG":
         rgb = _reduce_like_draft(rgb, min_side)
-    return Decoded(image=rgb, width=width, height=height, format=fmt, jpeg_quant=jpeg_quant)
+    return Decoded(image=rgb, width=width, height=height, format=fmt, jpeg_quant=jpeg_quant,
+                   grid_luma=grid_luma)
+
+
+def _native_grid(
+    im: Image.Image, data: bytes, stored_size: tuple[int, int], fmt: str | None,
+    jpeg_quant: dict[int, list[int]] | None, limit: int, min_quality: float,
+) -> np.ndarray | None:
+    """The native-resolution grid crop's luma, in the file's own (unrotated) coordinates."""
+    from clipsieve.media.stats import estimate_jpeg_quality, grid_crop_box, native_grid_luma
+
+    if im.size == stored_size:
+        return native_grid_luma(im, limit)
+    if fmt != "JPEG" or not estimate_jpeg_quality(jpeg_quant) >= min_quality:
+        return None  # the tables already tell a low-quality JPEG
+    try:  # decode once more at full scale: only high-quality JPEGs that were draft-reduced
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            full = Image.open(io.BytesIO(data))
+            box = grid_crop_box(full.width, full.height, limit)
+            if full.mode in ("RGB", "L"):  # luma only: libjpeg skips the chroma planes
+                full.draft("L", full.size)
+            full.load()
+            return native_grid_luma(full, limit) if box[2] > box[0] else None
+    except Exception:  # noqa: BLE001 - the reduced decode worked; go on without the crop
+        return None
 
 
 #: Formats that Pillow can open but clipsieve refuses to decode, with the reason.
@@ -417,11 +457,16 @@ def _gray_array_to_rgb(arr: np.ndarray) -> Image.Image:
     return Image.fromarray(gray, mode="L").convert("RGB")
 
 
-def from_image(image: Image.Image | np.ndarray, *, min_side: int | None = None) -> Decoded:
+def from_image(
+    image: Image.Image | np.ndarray, *, min_side: int | None = None, grid_crop: int = 0,
+    grid_crop_jpeg_quality: float = 90.0,
+) -> Decoded:
     """An in-memory image (PIL, or an ``(H, W)`` / ``(H, W, 3|4)`` array) as a :class:`Decoded`.
 
     Nothing is read or decoded: the image is converted to 8-bit RGB (alpha composited like a
-    file's), and, like a decoded file, box-reduced while both sides stay >= ``min_side``.
+    file's), and, like a decoded file, box-reduced while both sides stay >= ``min_side``;
+    ``grid_crop`` keeps the native-resolution crop for blockiness as :func:`decode_image`
+    does (``grid_crop_jpeg_quality`` is accepted for the same options and not needed here).
     Arrays are uint8, or floats in 0..1 (scaled by 255) or 0..255.
 
     Raises:
@@ -453,6 +498,12 @@ def from_image(image: Image.Image | np.ndarray, *, min_side: int | None = None) 
         pil = Image.fromarray(arr)
     width, height = pil.size
     rgb = to_rgb(pil)
+    grid_luma = None
+    if grid_crop > 0:  # in memory the image is at its native size: as decode_image's crop
+        from clipsieve.media.stats import native_grid_luma
+
+        grid_luma = native_grid_luma(pil, grid_crop)
     if min_side:
         rgb = _reduce_like_draft(rgb, min_side)
-    return Decoded(image=rgb, width=width, height=height, format=fmt, jpeg_quant=quant)
+    return Decoded(image=rgb, width=width, height=height, format=fmt, jpeg_quant=quant,
+                   grid_luma=grid_luma)

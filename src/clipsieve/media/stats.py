@@ -25,7 +25,8 @@ from clipsieve import settings
 from clipsieve._compat import tomllib
 from clipsieve.errors import ConfigError
 
-__all__ = ["PixelStatsConfig", "estimate_jpeg_quality", "load_pixel_stats_config", "pixel_stats"]
+__all__ = ["PixelStatsConfig", "estimate_jpeg_quality", "grid_crop_box", "load_pixel_stats_config",
+           "native_grid_luma", "pixel_stats"]
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,27 @@ def _central_grid_crop(
     return left, top, left + crop_w, top + crop_h
 
 
+def grid_crop_box(width: int, height: int, limit: int) -> tuple[int, int, int, int]:
+    """Box (left, top, right, bottom) of a central crop of at most ``limit`` px per side,
+    aligned to the 8×8 JPEG grid of the image as stored."""
+    return _central_grid_crop(width, height, {"blockiness_crop": limit})
+
+
+def native_grid_luma(img: Image.Image, limit: int) -> np.ndarray | None:
+    """int16 luma of the central grid-aligned crop of ``img`` (at its own resolution), or
+    ``None`` when the crop would be smaller than 16×16 or the mode cannot be converted."""
+    box = grid_crop_box(img.width, img.height, limit)
+    if min(box[2] - box[0], box[3] - box[1]) < 2 * _JPEG_BLOCK:
+        return None
+    try:
+        crop = img.crop(box)
+        if crop.mode not in ("L", "RGB"):
+            crop = crop.convert("RGB")
+        return np.asarray(crop.convert("L"), dtype=np.int16)
+    except Exception:  # noqa: BLE001 - odd modes: no native blockiness rather than an error
+        return None
+
+
 def _blockiness(luma: np.ndarray, measure: Mapping[str, Any]) -> float:
     """Excess of the mean luma step across the 8×8 grid over the mean step inside blocks.
 
@@ -248,6 +270,7 @@ def pixel_stats(
     config: PixelStatsConfig,
     original_size: tuple[int, int] | None = None,
     jpeg_quant: Mapping[int, Sequence[int]] | None = None,
+    grid_luma: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Measure the raw technical statistics of an image.
 
@@ -260,11 +283,14 @@ def pixel_stats(
             pixel-domain blockiness is not measured.
         jpeg_quant: the file's JPEG quantisation tables (Pillow's ``Image.quantization``),
             from which the JPEG quality is estimated.
+        grid_luma: the luma of a central crop at native resolution, taken by the decoder
+            before any reduction (:func:`native_grid_luma`); blockiness is measured on it, so
+            a large PNG or a draft-decoded JPEG still gets one.
 
     Returns:
         The statistics described in the module docstring, as floats: ``sharpness``,
         ``noise``, ``noise_ratio``, ``luma_mean``, ``shadow_clip``, ``highlight_clip``,
-        ``contrast``, ``colourfulness``, ``blockiness`` (NaN if the image was reduced or is
+        ``contrast``, ``colourfulness``, ``blockiness`` (NaN if the image was reduced without a ``grid_luma``, or is
         smaller than 16×16), ``jpeg_quality`` (NaN without tables), ``megapixels`` and the
         original ``width`` and ``height`` (for the named issues odd_size and
         odd_aspect_ratio).
@@ -282,7 +308,9 @@ def pixel_stats(
 
     blockiness = math.nan
     box = _central_grid_crop(*img.size, measure)
-    if size == img.size and min(box[2] - box[0], box[3] - box[1]) >= 2 * _JPEG_BLOCK:
+    if grid_luma is not None and min(grid_luma.shape) >= 2 * _JPEG_BLOCK:
+        blockiness = _blockiness(grid_luma, measure)
+    elif size == img.size and min(box[2] - box[0], box[3] - box[1]) >= 2 * _JPEG_BLOCK:
         if small is img:
             grid_luma = luma[box[1] : box[3], box[0] : box[2]]
         else:

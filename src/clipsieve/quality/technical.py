@@ -29,9 +29,10 @@ randomness), so that the same pixels give the same scores bit for bit:
        Hasler and Süsstrunk's M = σ_rgyb + 0.3 μ_rgyb (0–255 units).
    ``blockiness``
        How much larger the luma steps across the 8×8 JPEG grid are than the steps inside the
-       blocks, minus one (about 0 for none). Measured on the image at its native resolution
-       only; NaN when the image was reduced (e.g. by JPEG draft decoding), where the grid is
-       gone.
+       blocks, minus one (about 0 for none). Measured at native resolution only: on the
+       central crop the decoder keeps before any reduction (``Decoded.grid_luma``; every
+       format, and draft-decoded JPEGs whose tables say quality >= 90), else on the image
+       itself when it was not reduced; NaN otherwise.
    ``jpeg_quality``
        The IJG quality 1–100 whose standard luminance table is closest to the file's
        luminance quantisation table. Independent of the decoded scale; NaN without tables.
@@ -110,12 +111,13 @@ def pixel_stats(
     original_size: tuple[int, int] | None = None,
     jpeg_quant: Mapping[int, Sequence[int]] | None = None,
     config: QualityConfig | None = None,
+    grid_luma: Any = None,
 ) -> dict[str, float]:
     """:func:`clipsieve.media.stats.pixel_stats` with a quality configuration's constants
     (default: the shipped one)."""
     cfg = config or default_quality_config()
     return _stats.pixel_stats(img, config=cfg.pixel_stats, original_size=original_size,
-                              jpeg_quant=jpeg_quant)
+                              jpeg_quant=jpeg_quant, grid_luma=grid_luma)
 
 
 estimate_jpeg_quality = _stats.estimate_jpeg_quality

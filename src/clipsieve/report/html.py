@@ -500,6 +500,13 @@ def build_context(
             and r["moderation"]["policy"].get("name")
         }
     )
+    from clipsieve.provenance import is_mixed, summary
+
+    provenance = [
+        f"{field}: " + ", ".join(f"{label} ({n})" for label, n in sorted(counts_.items()))
+        for field, counts_ in summary(list(items)).items()
+    ]
+    mixed = sum(1 for r in items if is_mixed(r))
     flagged = [row for row in rows if row["flagged"]]
     has = {
         "quality": bool(qualities),
@@ -529,6 +536,8 @@ def build_context(
         "counts": counts,
         "models": models,
         "policies": policies,
+        "provenance": provenance,
+        "mixed_runs": mixed,
         "has_quality": has["quality"],
         "has_video": any(row["video"] is not None for row in rows),
         "has_moderation": has["moderation"],

@@ -193,14 +193,15 @@ class Engine:
         prep = an.preprocess
         min_side = prep.min_side if self._stats is None else max(prep.min_side,
                                                                  self._analysis_min_side)
-        dec = decode_image(data, name, min_side=min_side, limits=an.limits)
+        dec = decode_image(data, name, min_side=min_side, limits=an.limits,
+                           **getattr(an, "decode_options", {}))
         item.width, item.height = dec.width, dec.height
         if self._stats is not None:  # as the analyzer measures a decoded file
             from clipsieve.media.stats import pixel_stats
 
             item.features = to_jsonable(pixel_stats(
                 dec.image, config=self._stats, original_size=(dec.width, dec.height),
-                jpeg_quant=dec.jpeg_quant))
+                jpeg_quant=dec.jpeg_quant, grid_luma=dec.grid_luma))
         pixels = prep(dec.image)
         item.timing["decode_ms"] = (time.perf_counter() - t0) * 1000
         return Work(item=item, pixels=pixels, heads=heads, caption=caption)
