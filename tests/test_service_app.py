@@ -631,11 +631,19 @@ async def test_cancel_and_interrupted_jobs(tiny_clip: Path, engine: Engine,
         app.state.service.store.execute(
             "INSERT INTO jobs(id, kind, status, progress, created_at, started_at) "
             "VALUES ('crashed', 'video', 'running', 0.4, 1, 1)")
+        # and one running while this server stops gracefully
+        running = (await client.post("/v1/videos", content=video)).json()
+        for _ in range(200):
+            if (await client.get(f"/v1/jobs/{running['id']}")).json()["status"] == "running":
+                break
+            await asyncio.sleep(0.02)
     app2 = create_app(config(tiny_clip, store=str(store)), engine=engine, runners={})
     async with serving(app2) as client:
         job = (await client.get("/v1/jobs/crashed")).json()
         assert job["status"] == "failed" and job["error"]["code"] == "interrupted"
         assert job["progress"] == 0.4
+        job = (await client.get(f"/v1/jobs/{running['id']}")).json()
+        assert job["status"] == "failed" and job["error"]["code"] == "interrupted"
 
 
 def test_service_migration_is_recorded(tmp_path: Path) -> None:

@@ -112,3 +112,19 @@ async def test_a_failing_batch_fails_its_requests_only() -> None:
         assert await b.submit([3]) == [30]
     finally:
         await b.stop()
+
+
+async def test_under_load_a_batch_waits_for_the_requests_answers_bring_back() -> None:
+    model = Model()
+    b = MicroBatcher(model, max_batch_size=8, max_wait_ms=400, incoming=lambda: 0)
+    await b.start()
+    try:
+        assert await b.submit([1]) == [10]  # idle model: runs at once
+        # the model has just finished: the next batch waits for the requests that follow
+        first = asyncio.create_task(b.submit([2]))
+        await asyncio.sleep(0.1)
+        assert await b.submit([3]) == [30]
+        assert await first == [20]
+    finally:
+        await b.stop()
+    assert model.calls == [[1], [2, 3]]

@@ -91,6 +91,21 @@ def test_page_analyses_a_real_photo(browser: Any, tiny_clip: Path, photos: dict[
         thumb.click()
         assert img.evaluate("el => getComputedStyle(el).filter") == "none"
 
+        # a video becomes a job whose verdict appears when it is done
+        from service_support import mp4_bytes
+
+        clip = tmp_path / "clip.mp4"
+        clip.write_bytes(mp4_bytes(tmp_path, seconds=3, fps=5))
+        pg.select_option("#policy", "default")
+        pg.set_input_files("#files", str(clip))
+        pg.wait_for_function(
+            "() => [...document.querySelectorAll('article.card')].some(c => "
+            "c.querySelector('.name')?.textContent === 'clip.mp4' && c.querySelector('.verdict'))",
+            timeout=60_000)
+        video_card = pg.locator("article.card", has_text="clip.mp4")
+        assert video_card.locator(".verdict").inner_text().lower() in ("allow", "review", "block")
+        assert "frames" in video_card.inner_text()
+
         # a non-image is refused by the server, and the page says why
         bad = tmp_path / "notes.jpg"
         bad.write_text("this is text, not a photo")

@@ -138,8 +138,10 @@ class Service:
         finally:
             if self._load_task is not None and not self._load_task.done():
                 self._load_task.cancel()
-            await self.batcher.stop()
+            # a running video job stops at its next model call (marked failed: interrupted),
+            # while the model thread still serves it; then the batcher and the model thread
             await asyncio.get_running_loop().run_in_executor(None, self.jobs.stop)
+            await self.batcher.stop()
             self.decode_pool.shutdown(wait=True)
             if self._own_store:
                 self.store.close()

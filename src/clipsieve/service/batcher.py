@@ -2,10 +2,11 @@
 
 Requests put their decoded images in one queue. A single loop takes the waiting images as one
 batch on the model thread, while the event loop and the decode pool go on. Before it starts a
-batch that is not full, it waits for more images for at most ``max_wait_ms`` — counted from
-the oldest image's arrival, or from the end of the previous model call when that is later (so
-the wait also gathers images under full load) — and only while images admitted by requests are
-still being decoded (``incoming``): when nothing more is on its way, the batch starts at once.
+batch that is not full, it waits for more images for at most ``max_wait_ms``, counted from the
+oldest image's arrival or from the end of the previous model call, whichever is later. Under
+load (the model has just finished a batch) it waits that whole time, gathering the requests
+that its answers bring back; when the model was idle it waits only while images of admitted
+requests are still being decoded (``incoming``), so a lone request is not delayed.
 An image whose request has gone (timed out, client left) is dropped before the model sees it.
 """
 
@@ -120,12 +121,15 @@ class MicroBatcher(Generic[W, R]):
                 await self._wake.wait()
                 continue
             deadline = max(self._items[0].enqueued, self._free_at) + self.max_wait
+            # under load (the model just finished a batch) wait the whole time for the requests
+            # that the answers just sent will bring; otherwise only for images on their way
+            busy = time.monotonic() - self._free_at < self.max_wait
             while len(self._items) < self.max_batch_size:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                if self.incoming is not None and self.incoming() <= 0:
-                    break  # nothing more is on its way: waiting would only add latency
+                if not busy and self.incoming is not None and self.incoming() <= 0:
+                    break  # idle, and nothing more is on its way: do not add latency
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), remaining)

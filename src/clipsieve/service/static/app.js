@@ -196,7 +196,12 @@ function renderJob(card, file, url, job) {
     body.append(el("h3", {}, "quality (0–10)"), el("div", { class: "score" },
       el("span", { class: "big", "data-testid": "quality-score" }, fmt(score, 1)),
       el("span", { class: "parts" }, `median ${fmt(q.median, 1)} · p10 ${fmt(q.p10, 1)}`)));
+    if (q.checks && q.checks.length) {
+      body.append(el("ul", { class: "segments checks" }, ...q.checks.slice(0, 10).map((c) =>
+        el("li", {}, `${c.kind}: ${fmt(c.start_ms / 1000, 1)}–${fmt(c.end_ms / 1000, 1)} s`))));
+    }
   }
+  body.append(el("div", { class: "parts" }, `${(r.frames || []).length} frames · ${fmt((r.duration_ms || 0) / 1000, 1)} s`));
   const segs = r.segments || [];
   if (segs.length) {
     body.append(el("h3", {}, "segments"), el("ul", { class: "segments" }, ...segs.slice(0, 10).map((s) =>
