@@ -228,6 +228,7 @@ class Engine:
                 base = works[i].item
                 got.sha256, got.width, got.height = base.sha256, base.width, base.height
                 got.device, got.precision = encoder.device, encoder.precision
+                got.encoder = an.encoder_kind
                 got.timing = {"decode_ms": base.timing.get("decode_ms", 0.0),
                               "encode_ms": per_item}
                 got.timing["total_ms"] = got.timing["decode_ms"] + per_item
