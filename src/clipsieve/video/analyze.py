@@ -118,6 +118,7 @@ class VideoResult:
     verdict: dict[str, Any] | None = None
     quality: dict[str, Any] | None = None
     thumbnail: dict[str, Any] | None = None
+    provenance: dict[str, Any] | None = None
     kind: str = "video"
 
     @property
@@ -163,6 +164,8 @@ class VideoResult:
                 out["quality"] = self.quality
             if self.thumbnail is not None:
                 out["thumbnail"] = self.thumbnail
+            if self.provenance is not None:
+                out["provenance"] = self.provenance
         return to_jsonable(out)
 
 
@@ -205,6 +208,7 @@ class _Timeline:
         self.times: list[int] = []
         self._thresholds: dict[str, Any] = {}
         self.best: tuple[float, int] | None = None  # (quality, timestamp) of the best allowed
+        self.provenance: Any = None  # of the first frame's head fields: the video's
 
     def add(self, t: int, item: Any, metrics: dict[str, Any] | None) -> None:
         d = item.to_dict()
@@ -221,7 +225,11 @@ class _Timeline:
         q = d.get("quality")
         if isinstance(q, Mapping):
             frame["quality"] = _slim_quality(q)
+        if self.provenance is None and d.get("provenance") is not None:
+            self.provenance = d["provenance"]
         for name, value in d.items():
+            if name == "provenance":
+                continue
             if name in ("labels", "probe") or (
                 name not in frame and name in getattr(item, "extra", {})
             ):
@@ -599,6 +607,7 @@ def _blocked(timeline: _Timeline, policy: Any, options: VideoOptions) -> bool:
 def _finish(analyzer: Any, path: str, res: VideoResult, options: VideoOptions, policy: Any,
             timeline: _Timeline, bytes_per_second: list[int] | None, end_ms: int) -> None:
     res.frames = timeline.frames
+    res.provenance = timeline.provenance
     if policy is not None:
         settings = options.segments or policy.video
         res.segments = build_segments(timeline.seg_input, end_ms, settings)
