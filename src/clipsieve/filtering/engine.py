@@ -427,7 +427,8 @@ def collect_results(
         res = _fresh_result(store, analyzer.model_id, e.path) if store is not None else None
         if res is not None and prep is not None and res.get("status") == "ok":
             assert store is not None
-            if store.get_embedding(res.get("sha256") or "", analyzer.model_id, prep) is None:
+            if store.get_embedding(res.get("sha256") or "", analyzer.model_id, prep,
+                                   encoder=_encoder_kind(analyzer)) is None:
                 res = None
         if res is not None and not _needs_heads(res, heads, policy, analyzer):
             results[i] = res
@@ -475,11 +476,16 @@ def _prep_version(analyzer: Any) -> str | None:
         return None
 
 
+def _encoder_kind(analyzer: Any) -> str:
+    """The analyzer's encoder kind (stored embeddings are keyed by it)."""
+    return str(getattr(analyzer, "encoder_kind", "torch"))
+
+
 def load_embeddings(
-    store: Store, shas: Iterable[str], model: str, prep: str | None
+    store: Store, shas: Iterable[str], model: str, prep: str | None, encoder: str = "torch"
 ) -> dict[str, np.ndarray]:
-    """Stored embeddings by sha256 for ``model`` (and ``prep`` when known)."""
-    return store.get_embeddings([s for s in shas if s], model, prep)
+    """Stored embeddings by sha256 for ``model`` and ``encoder`` (and ``prep`` when known)."""
+    return store.get_embeddings([s for s in shas if s], model, prep, encoder=encoder)
 
 
 #: What provides each top-level result field, for errors about a field no result has.
@@ -830,7 +836,8 @@ def filter_collection(
                 r["sha256"] for r in results if r.get("sha256") and r["sha256"] not in embeddings
             ]
             embeddings.update(
-                load_embeddings(store, need, analyzer.model_id, _prep_version(analyzer))
+                load_embeddings(store, need, analyzer.model_id, _prep_version(analyzer),
+                                _encoder_kind(analyzer))
             )
         decisions = decide(entries, results, rules, dedupe=dedupe, embeddings=embeddings)
         del embeddings
