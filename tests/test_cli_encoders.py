@@ -173,3 +173,18 @@ def test_compare_encoders_prints_cosine_and_agreement(tiny_clip: Path, folder: P
                         "--encoder", "onnx", "--quiet"])
     assert "onnx (float32)" in out and "torch (float32)" in out
     assert "cosine mean" in out and "4/4 (100.0%)" in out
+
+
+def test_filter_dedupe_with_the_onnx_int8_encoder(
+    tiny_clip: Path, folder: Path, tmp_path: Path
+) -> None:
+    shutil.copy(folder / "coffee.jpg", folder / "coffee-copy.jpg")
+    store = str(tmp_path / "s.sqlite")
+    base = ["--model", str(tiny_clip), "--store", store, "--encoder", "onnx-int8"]
+    assert run(["scan", str(folder), *base, "-q"])[0] == EXIT_OK  # stored: int8 only
+    manifest = tmp_path / "m.csv"
+    code, _, err = run(["filter", str(folder), *base, "--action", "none", "--dedupe", "0.99",
+                        "--manifest", str(manifest), "--quiet"])
+    assert code == EXIT_OK, err
+    lines = [line for line in manifest.read_text().splitlines() if "coffee" in line]
+    assert len(lines) == 2 and any("duplicate" in line.lower() for line in lines), lines
