@@ -188,3 +188,24 @@ def test_filter_dedupe_with_the_onnx_int8_encoder(
     assert code == EXIT_OK, err
     lines = [line for line in manifest.read_text().splitlines() if "coffee" in line]
     assert len(lines) == 2 and any("duplicate" in line.lower() for line in lines), lines
+
+
+def test_onnx_scan_process_imports_neither_torch_nor_transformers(
+    tiny_clip: Path, folder: Path, cache: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    argv = ["scan", str(folder), "--model", str(tiny_clip), "--no-store", "--encoder",
+            "onnx-int8", "-q"]
+    assert run(argv)[0] == EXIT_OK  # exports, quantises and caches the prompts
+    env = {**os.environ, "CLIPSIEVE_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "clipsieve", *argv],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == EXIT_OK, proc.stderr[-2000:]
+    assert len(rows(proc.stdout)) == 4
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "onnxruntime" in imported
+    assert not {m for m in imported if m == "torch" or m.startswith("transformers")}
