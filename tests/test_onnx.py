@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import photo_array
 from PIL import Image
 
 from clipsieve.backends.clip import ClipBackend
@@ -29,8 +30,6 @@ from clipsieve.backends.onnx import (
     model_fingerprint,
 )
 from clipsieve.errors import ConfigError
-
-from conftest import photo_array
 
 LABELS = ["cat", "dog", "car", "person", "rocket", "coffee", "astronaut", "galaxy", "tree",
           "building", "flower", "horse", "bicycle", "beach", "mountain", "food", "bird",

@@ -10,6 +10,8 @@ Quick start::
     results = an.analyze([pil_image, array], heads=heads)   # in-memory images
 """
 
+from typing import TYPE_CHECKING, Any
+
 from clipsieve._version import __version__  # noqa: E402
 from clipsieve.errors import (
     ClipsieveError,
@@ -20,7 +22,6 @@ from clipsieve.errors import (
     PolicyError,
     StoreError,
 )
-from typing import TYPE_CHECKING, Any
 
 # Everything else loads on first use (PEP 562), so that `clipsieve --help` and a scan answered
 # from the store do not pay for importing the whole library.

@@ -149,7 +149,8 @@ def compare_encoders(
                 if role == "baseline":
                     order.append(item.path)
                 if not item.ok:
-                    failed.setdefault(item.path, f"{item.error.code}: {item.error.message}")
+                    err = item.error
+                    failed.setdefault(item.path, f"{err.code}: {err.message}" if err else "failed")
                     continue
                 got[item.path] = (np.asarray(item.embedding, dtype=np.float64),
                                   item.moderation.decision)

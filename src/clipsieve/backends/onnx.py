@@ -114,7 +114,7 @@ def model_fingerprint(model_id: str) -> str:
     Reads no weights, so it costs microseconds. A checkpoint folder overwritten with other
     weights gets another fingerprint (new size or modification time), and so new exports.
     """
-    from clipsieve.backends.clip import _checkpoint_file, _CONFIG_FILES
+    from clipsieve.backends.clip import _CONFIG_FILES, _checkpoint_file
 
     h = hashlib.sha256(model_id.encode())
     config = _checkpoint_file(model_id, "config.json")
