@@ -160,7 +160,7 @@ def test_sections_must_be_non_empty_tables() -> None:
                        r"category$"):
         policy_from_dict({**base, "categories": {}}, source="x.toml")
     with pytest.raises(PolicyError, match=r"^x.toml: neutral: must be a table of neutral class "
-                       r"tables, got a list of 1 items$"):
+                       r"tables, got a list of 1 item$"):
         policy_from_dict({**base, "neutral": ["people"]}, source="x.toml")
     with pytest.raises(PolicyError, match=r"^x.toml: neutral.people: must be a table, got 3$"):
         policy_from_dict({**base, "neutral": {"people": 3}}, source="x.toml")

@@ -919,7 +919,7 @@ def _describe(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, list):
-        return f"a list of {len(value)} items"
+        return f"a list of {len(value)} item{'' if len(value) == 1 else 's'}"
     if isinstance(value, dict):
         return "a table"
     if isinstance(value, (datetime.date, datetime.time)):
