@@ -132,3 +132,21 @@ def test_calibrated_file_keeps_the_source_comments() -> None:
 
     assert policy_from_dict(tomllib.loads(out)) == new
     assert "block = 0.424" in out
+
+
+def test_threshold_on_the_video_command(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny_clip: Path
+) -> None:
+    pytest.importorskip("av")
+    from conftest import photo_array
+
+    from clipsieve.testing import write_test_video
+
+    clip = write_test_video(tmp_path / "c.mp4", [(photo_array("coffee"), 2)], fps=5)
+    code, out, err = run_main(
+        capsys, "video", str(clip), "--format", "jsonl", "--threshold", "violence.block=0.001",
+        "--threshold", "violence.review=0.001", "--model", str(tiny_clip), "--no-store", "-q")
+    (d,) = [json.loads(line) for line in out.splitlines()]
+    assert d["verdict"]["decision"] == "block", err
+    text = json.dumps(d)
+    assert '"overrides": {"violence.block": 0.001, "violence.review": 0.001}' in text

@@ -9,7 +9,15 @@ from typing import IO, Any, TypeVar
 import click
 
 from clipsieve.cli.classify import label_head_options, label_options
-from clipsieve.cli.common import Progress, make_analyzer, model_options, open_output, write_jsonl
+from clipsieve.cli.common import (
+    Progress,
+    load_cli_policy,
+    make_analyzer,
+    model_options,
+    open_output,
+    threshold_option,
+    write_jsonl,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -63,6 +71,7 @@ def video_options_from(kw: dict[str, Any]) -> Any:
               help="Write the output here instead of stdout.")
 @click.option("--policy", "-p", default="default", show_default=True, metavar="NAME|FILE",
               help="Moderation policy (its [video] table sets the segment rules).")
+@threshold_option
 @click.option("--no-moderation", is_flag=True,
               help="No moderation: no segments and no verdict.")
 @click.option("--quality-head", type=click.Path(dir_okay=False),
@@ -72,7 +81,8 @@ def video_options_from(kw: dict[str, Any]) -> Any:
 @video_options
 @label_options
 @model_options
-def video(files: tuple[str, ...], fmt: str, out: str | None, policy: str, no_moderation: bool,
+def video(files: tuple[str, ...], fmt: str, out: str | None, policy: str,
+          thresholds: tuple[str, ...], no_moderation: bool,
           quality_head: str | None, no_quality: bool, quiet: bool, **kw: Any) -> None:
     """Analyse videos (and animated GIF/WebP): sampled frames through the same heads as
     images; per video, segments per moderation category with times, a verdict, a quality
@@ -95,7 +105,7 @@ def video(files: tuple[str, ...], fmt: str, out: str | None, policy: str, no_mod
     analyzer = make_analyzer(kw)
     heads = build_heads(
         analyzer,
-        policy=None if no_moderation else policy,
+        policy=None if no_moderation else load_cli_policy(policy, thresholds),
         quality=False if no_quality else (quality_head or True),
         **label_head_options(kw, required=False),
         lazy=True,

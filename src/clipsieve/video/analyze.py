@@ -612,7 +612,7 @@ def _finish(analyzer: Any, path: str, res: VideoResult, options: VideoOptions, p
         settings = options.segments or policy.video
         res.segments = build_segments(timeline.seg_input, end_ms, settings)
         res.verdict = video_verdict(
-            res.segments, {"name": policy.name, "version": policy.version}
+            res.segments, policy.provenance()
         )
     checks = find_checks(
         timeline.times, timeline.metrics, end_ms,
