@@ -226,3 +226,39 @@ def test_singular_counts_read_as_singular(
     code, _, err = run_main(capsys, "report", "--out", str(tmp_path / "r.html"), "--store",
                             str(db), "--no-thumbnails")
     assert code == 0 and "report of 1 item written" in err
+
+
+# 15
+@pytest.mark.parametrize("command", ["moderate", "quality", "classify", "prompts"])
+def test_loading_model_status_line_while_the_model_loads(
+    capsys: pytest.CaptureFixture[str], imgs: Path, tmp_path: Path, tiny_clip: Path,
+    monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """On a terminal the bar's label reads "loading model …" until the first item arrives
+    (the shared line of #14), for every command that loads the model."""
+    from clipsieve.cli.common import Progress
+
+    shown: list[str] = []
+    real, init = Progress.status, Progress.__init__
+
+    def spy(self: Progress, text: str) -> None:
+        shown.append(text)
+        real(self, text)
+
+    def on_terminal(self: Progress, *a: object, **k: object) -> None:
+        init(self, *a, **{**k, "enabled": True})  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Progress, "status", spy)
+    monkeypatch.setattr(Progress, "__init__", on_terminal)
+    extra: list[str] = {"classify": ["--labels", "cat,dog"]}.get(command, [])
+    args = [command, str(imgs), *extra]
+    if command == "prompts":
+        csv = tmp_path / "l.csv"
+        csv.write_text("".join(f"{p},{'cat' if i else 'dog'}\n"
+                               for i, p in enumerate(sorted(imgs.iterdir()))))
+        (tmp_path / "labels.txt").write_text("cat\ndog\n")
+        args = ["prompts", str(csv), "--labels-file", str(tmp_path / "labels.txt"),
+                "--out", str(tmp_path / "best.toml")]
+    code, _, err = run_main(capsys, *args, "--model", str(tiny_clip), "--no-store")
+    assert code in (0, 5), err
+    assert len(shown) == 1 and shown[0].startswith("loading model ") and "(torch)" in shown[0]

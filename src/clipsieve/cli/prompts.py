@@ -68,7 +68,8 @@ def prompts(labels_csv: str, labels_file: str, template_list: tuple[str, ...],
 
     analyzer = make_analyzer(kw)
     files = list(dict.fromkeys(os.path.realpath(p) for p, _ in rows))
-    progress = Progress(len(files), "embed", enabled=None if not quiet else False)
+    progress = Progress(len(files), "embed", enabled=None if not quiet else False,
+                        analyzer=analyzer)
     emb: dict[str, Any] = {}
     failed = []
     try:

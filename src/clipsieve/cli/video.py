@@ -110,7 +110,8 @@ def video(files: tuple[str, ...], fmt: str, out: str | None, policy: str,
         **label_head_options(kw, required=False),
         lazy=True,
     )
-    progress = Progress(len(files), "video", enabled=None if not quiet else False)
+    progress = Progress(len(files), "video", enabled=None if not quiet else False,
+                        analyzer=analyzer)
     try:
         with open_output(out) as fh:
             for res in analyze_videos(analyzer, files, heads=heads, options=options):
