@@ -346,3 +346,28 @@ def test_decoding_runs_at_most_a_bounded_queue_ahead_of_the_encoder(
     assert r.status == "ok" and len(r.frames) == 75
     # queue of 2 batches + the batch being collected + the frame waiting to be put
     assert max(ahead) <= 2 * 2 + 2 + 1, max(ahead)
+
+
+def test_filter_dedupe_groups_copies_of_a_video_without_analysing_again(
+    vids: dict[str, Path], policy_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clipsieve.filtering import filter_collection
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.mkv").write_bytes(vids[".mkv"].read_bytes())
+    (src / "b.mkv").write_bytes(vids[".mkv"].read_bytes())
+    an = analyzer(tmp_path / "s.sqlite")
+    run = filter_collection([src], analyzer=an, action="none", dedupe=0.95)
+    got = {Path(d.path).name: d for d in run.decisions}
+    assert got["a.mkv"].decision == "accept"
+    assert got["b.mkv"].decision == "reject" and got["b.mkv"].duplicate_of.endswith("a.mkv")  # type: ignore[union-attr]
+
+    import clipsieve.video.analyze as driver
+
+    def no_video(*a: Any, **k: Any) -> Any:
+        raise AssertionError("stored video results are reused")
+
+    monkeypatch.setattr(driver, "analyze_video", no_video)
+    again = filter_collection([src], analyzer=an, action="none", dedupe=0.95)
+    assert [d.decision for d in again.decisions] == ["accept", "reject"]

@@ -425,7 +425,9 @@ def collect_results(
     prep = _prep_version(analyzer) if need_embeddings and store is not None else None
     for i, e in enumerate(entries):
         res = _fresh_result(store, analyzer.model_id, e.path) if store is not None else None
-        if res is not None and prep is not None and res.get("status") == "ok":
+        # a video has no single embedding: it takes part in exact (sha256) grouping only
+        if (res is not None and prep is not None and res.get("status") == "ok"
+                and res.get("kind") != "video"):
             assert store is not None
             if store.get_embedding(res.get("sha256") or "", analyzer.model_id, prep,
                                    encoder=_encoder_kind(analyzer)) is None:
