@@ -223,3 +223,28 @@ def test_sampling_key_and_validation() -> None:
     with pytest.raises(ConfigError):
         Sampling(keyframes=True, scenes=True)
 
+
+
+def test_display_rotation_turns_frames_upright(tmp_path: Path) -> None:
+    """A quarter turn in the display matrix (as phones write) turns the kept frames the way
+    FFmpeg's autorotate does, and the displayed size is reported."""
+    p = tmp_path / "rot.mp4"
+    out = av.open(str(p), "w")
+    s = out.add_stream("libx264", rate=10)
+    s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+    s.set_display_rotation(90)  # counter-clockwise
+    arr = np.zeros((48, 64, 3), np.uint8)
+    arr[:24, :, 0] = 255  # top red, bottom blue
+    arr[24:, :, 2] = 255
+    for _ in range(10):
+        for pkt in s.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+            out.mux(pkt)
+    for pkt in s.encode():
+        out.mux(pkt)
+    out.close()
+    r, frames = read_all(p, Sampling(), min_side=48)
+    im = np.asarray(frames[0].image).astype(int)
+    assert im.shape == (64, 48, 3)  # portrait
+    assert im[:, :8, 0].mean() > 200 and im[:, :8, 2].mean() < 50  # red went to the left
+    assert im[:, -8:, 2].mean() > 200 and im[:, -8:, 0].mean() < 50
+    assert r.info.rotation == 90 and r.info.display_size == (48, 64)

@@ -360,6 +360,8 @@ def _run(analyzer: Any, path: str, heads: list[Any], options: VideoOptions,
 def _info_fields(res: VideoResult, info: Mapping[str, Any]) -> None:
     v = info["video"]
     res.width, res.height = v["width"], v["height"]
+    if v.get("rotation") in (90, 270):
+        res.width, res.height = res.height, res.width
     res.fps, res.codec, res.container = v["fps"], v["codec"], v["container"]
     res.duration_ms = info["duration_ms"]
     res.frames_decoded = info["frames_decoded"]
@@ -524,6 +526,7 @@ def _decode_and_analyze(analyzer: Any, path: str, heads: list[Any], options: Vid
     if stats.stop_reason == "timeout":
         timed_out = True
     res.frames_decoded = stats.frames_decoded
+    res.width, res.height = info.display_size
     res.timing["decode_ms"] = decode_ms[0]
     res.timing["encode_ms"] = encode_ms
     res.device, res.precision = device, precision

@@ -120,6 +120,16 @@ class VideoInfo:
     duration_ms: int | None
     bit_rate: int | None
     frames: int | None
+    #: display rotation (0, 90, 180, 270; counter-clockwise, as FFmpeg's display matrix),
+    #: known once the first frame is decoded; kept frames are turned upright
+    rotation: int = 0
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """(width, height) as shown: swapped for a quarter turn."""
+        if self.rotation in (90, 270):
+            return self.height, self.width
+        return self.width, self.height
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -378,6 +388,8 @@ class VideoReader:
                         st.bad_packets += 1
                         continue
                     for frame in frames:
+                        if st.frames_decoded == 0:
+                            self.info.rotation = int(getattr(frame, "rotation", 0) or 0) % 360
                         st.frames_decoded += 1
                         if frame.pts is not None and tb is not None:
                             if first_pts is None:
