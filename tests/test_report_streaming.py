@@ -100,7 +100,11 @@ def _drop_timing(r: dict) -> dict:
             return {k: clean(x) for k, x in v.items() if x is not None}
         return v
 
-    return {k: clean(v) for k, v in r.items() if k not in ("timing", "cached") and v is not None}
+    out = {k: clean(v) for k, v in r.items() if k not in ("timing", "cached") and v is not None}
+    if isinstance(out.get("provenance"), dict):  # run ids differ between runs
+        out["provenance"] = {h: {k: v for k, v in p.items() if k != "run"}
+                             for h, p in out["provenance"].items()}
+    return out
 
 
 def _leaves(v: object) -> object:
