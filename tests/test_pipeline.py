@@ -200,7 +200,9 @@ def test_copies_are_decoded_and_encoded_once_and_share_embedding_and_scores(
         return real_decode(data, path, **kw)
 
     monkeypatch.setattr(pipeline, "decode_image", counting_decode)
-    an = Analyzer(model=str(tiny_clip), store=False, batch_size=2, workers=2)
+    # a private copy of the model: prompt embeddings are cached per model in the process
+    model = shutil.copytree(tiny_clip, tmp_path / "model")
+    an = Analyzer(model=str(model), store=False, batch_size=2, workers=2)
     rows: list[int] = []
     real_encode = an.backend.encode_pixels
 

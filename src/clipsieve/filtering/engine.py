@@ -61,10 +61,9 @@ def default_heads(
     """The heads a filter run asks :meth:`Analyzer.scan` to apply to the files it scans.
 
     With a ``policy``, :class:`~clipsieve.moderation.ModerationHead`; with ``need_quality``,
-    :class:`~clipsieve.quality.QualityHead`. Without a policy, an *optional* moderation head
-    of the ``default`` policy: stored decisions made under ``default`` are applied, stored
-    decisions made under another policy are recomputed under ``default``, and files without
-    a stored decision get none (unless ``need_moderation``).
+    :class:`~clipsieve.quality.QualityHead`. Without a policy no moderation is computed
+    (unless ``need_moderation``); :func:`filter_collection` then adds
+    :func:`stale_moderation_head`, so stored decisions of other policies are not applied.
 
     Args:
         analyzer: the analyzer the heads will run in (its model id checks probe categories).
@@ -79,14 +78,21 @@ def default_heads(
     from clipsieve.factory import build_heads
 
     pol = policy if policy else ("default" if need_moderation else None)
-    heads = build_heads(analyzer, policy=pol, quality=need_quality, lazy=True)
-    if not pol:
-        # stored decisions count only when made under the policy scan uses (issue #9); others
-        # are recomputed under it from the stored embedding; none is computed from nothing
-        (optional,) = build_heads(analyzer, policy=DEFAULT_POLICY, quality=False, lazy=True)
-        optional.optional = True  # type: ignore[attr-defined]
-        heads.insert(0, optional)
-    return heads
+    return build_heads(analyzer, policy=pol, quality=need_quality, lazy=True)
+
+
+def stale_moderation_head(analyzer: Any) -> Any:
+    """Without ``--policy``: an *optional* moderation head of the policy ``scan`` uses.
+
+    Stored decisions count only when made under it (issue #9); a decision stored under another
+    policy is recomputed under it from the stored embedding; a file without a stored decision
+    gets none (the head is never the reason to scan a file, nor run on files scanned anyway).
+    """
+    from clipsieve.factory import build_heads
+
+    (head,) = build_heads(analyzer, policy=DEFAULT_POLICY, quality=False, lazy=True)
+    head.optional = True  # type: ignore[attr-defined]
+    return head
 
 
 # -- decisions --------------------------------------------------------------------------------
@@ -822,6 +828,8 @@ def filter_collection(
             need_quality=min_quality is not None or dedupe is not None or "quality" in where_tops,
             need_moderation="moderation" in where_tops,
         )
+        if not any(getattr(h, "field", None) == "moderation" for h in heads):
+            heads = [stale_moderation_head(analyzer), *heads]
         results, embeddings = collect_results(
             analyzer, entries, heads, policy=policy, on_scanned=on_scanned,
             need_embeddings=dedupe is not None,
