@@ -111,3 +111,13 @@ def test_an_encoder_instance_can_be_given_directly() -> None:
     an = Analyzer(encoder=enc, store=False)
     assert an.model_loaded and an.encoder is enc and an.model_id == "inst/model"
     assert an.encoder_kind == "fake-test" and an.precision == "float32"
+
+
+def test_model_errors_name_the_argument_and_the_cli_names_its_flag() -> None:
+    from clipsieve.cli import option_flag
+    from clipsieve.errors import ModelError
+
+    with pytest.raises(ModelError) as info:
+        create_encoder("torch", "./no/such/checkpoint", device="cpu")
+    assert "--model" not in str(info.value) and "pass the model argument" in str(info.value)
+    assert "Fix: pass --model with an existing" in info.value.render(option_flag)

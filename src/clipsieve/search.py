@@ -460,7 +460,8 @@ def stored_prep(store: Store, model: str, prep: str | None = None) -> str:
         have = sorted({m for m, _, _ in store.embedding_kinds()})
         raise StoreError(
             f"the store has no embeddings of {model}"
-            + (f" (it has: {', '.join(have)}); pass --model" if have else "; scan images first")
+            + (f" (it has: {', '.join(have)}); pass {{model}}" if have else "; scan images first"),
+            params={"model": "the model argument"},
         )
     if len(kinds) == 1:
         return kinds[0][0]

@@ -35,9 +35,14 @@ def resolve_model_id(model: str) -> str:
     return model
 
 
+#: The ``{model}`` marker of the model hints (the library's ``model`` argument; the CLI:
+#: --model).
+_MODEL = {"model": "the model argument"}
+
+
 def _hint(model: str) -> str:
     return (
-        f"Fix: pass --model /path/to/a/local/checkpoint (or set CLIPSIEVE_MODEL), or run once "
+        f"Fix: pass {{model}} /path/to/a/local/checkpoint (or set CLIPSIEVE_MODEL), or run once "
         f"with network access so that '{model}' is downloaded into the Hugging Face cache."
     )
 
@@ -167,26 +172,28 @@ def _model_error(model_id: str, exc: BaseException) -> ModelError:
         if unreadable:
             return ModelError(
                 f"cannot load model '{model_id}': cannot read {', '.join(unreadable)}. Fix: "
-                "make the checkpoint files readable by this user (chmod a+r), or point --model "
-                "(or CLIPSIEVE_MODEL) at another checkpoint."
+                "make the checkpoint files readable by this user (chmod a+r), or point {model} "
+                "(or CLIPSIEVE_MODEL) at another checkpoint.", params=_MODEL,
             )
         missing = _missing_checkpoint_files(Path(model_id))
         why = f"it lacks {', '.join(missing)}" if missing else _short(exc)
         return ModelError(
             f"cannot load model '{model_id}': the folder holds no loadable CLIP checkpoint "
-            f"({why}). Fix: point --model (or CLIPSIEVE_MODEL) at a folder written by "
-            "save_pretrained, with config.json, weights, tokenizer and preprocessor config."
+            f"({why}). Fix: point {{model}} (or CLIPSIEVE_MODEL) at a folder written by "
+            "save_pretrained, with config.json, weights, tokenizer and preprocessor config.",
+            params=_MODEL,
         )
     if model_id.startswith((".", "/", "~")) or os.sep in model_id.strip("/").replace("/", "", 1):
         return ModelError(
-            f"cannot load model '{model_id}': no such folder. Fix: pass --model with an existing "
-            "checkpoint folder or a Hugging Face model id (or set CLIPSIEVE_MODEL)."
+            f"cannot load model '{model_id}': no such folder. Fix: pass {{model}} with an "
+            "existing checkpoint folder or a Hugging Face model id (or set CLIPSIEVE_MODEL).",
+            params=_MODEL,
         )
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
     why = "offline mode is on (HF_HUB_OFFLINE)" if offline else "no network, or no such model id"
     return ModelError(
         f"cannot load model '{model_id}': not in the Hugging Face cache ({_hub_cache_dir()}) "
-        f"and could not be downloaded: {why}. {_hint(model_id)}"
+        f"and could not be downloaded: {why}. {_hint(model_id)}", params=_MODEL,
     )
 
 

@@ -229,7 +229,7 @@ class LearnedHead:
                 f"{self.path or 'LAION aesthetic head'}: the LAION aesthetic predictor takes "
                 f"{self.embedding_dim}-dimensional embeddings (CLIP ViT-L/14, e.g. "
                 f"openai/clip-vit-large-patch14) but {model} gives {dim}-dimensional ones; "
-                "use it with --model openai/clip-vit-large-patch14"
+                "use it with {model} openai/clip-vit-large-patch14", params={"model": "model"}
             )
         raise HeadError(
             f"{self.path or 'quality head'}: expects {self.embedding_dim}-dimensional embeddings "
