@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ from PIL import Image
 # No model hub is reachable in tests: fail fast instead of retrying the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# ONNX exports and cached prompt embeddings go to a folder of this test session, not the user's
+os.environ.setdefault("CLIPSIEVE_CACHE_DIR", tempfile.mkdtemp(prefix="clipsieve-cache-"))
 
 PHOTO_NAMES = ("astronaut", "coffee", "chelsea", "rocket")
 

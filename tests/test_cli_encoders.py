@@ -113,7 +113,7 @@ def test_no_store_scans_reuse_cached_prompt_embeddings(
     code, first, err = run(argv)
     assert code == EXIT_OK, err
     files = list((cache / "prompts").iterdir())
-    assert len(files) == 1 and files[0].name.endswith("-onnx-int8.npz")
+    assert len(files) == 1 and files[0].name.endswith("-onnx-int8-auto.npz")
     with np.load(files[0]) as z:
         cached = set(z["texts"].tolist())
     policy = load_policy("default")
