@@ -38,3 +38,14 @@ def test_model_not_on_disk_caches_nothing(tmp_path: Path) -> None:
     c.put({"x": np.ones(3, np.float32)})
     assert c.path is None and c.get(["x"]) == {}
     assert not (tmp_path / "prompts").exists()
+
+
+def test_prompts_embedded_at_one_precision_are_not_served_at_another(
+    tiny_clip: Path, tmp_path: Path
+) -> None:
+    """A bfloat16 ("auto" on CPUs with AMX) run must not hand its prompt embeddings to a
+    float32 run: that changed the golden outputs depending on test order."""
+    model = str(tiny_clip.resolve())
+    PromptCache(model, "torch", tmp_path, precision="auto").put({"a cat": np.ones(3, np.float32)})
+    assert PromptCache(model, "torch", tmp_path, precision="float32").get(["a cat"]) == {}
+    assert set(PromptCache(model, "torch", tmp_path, precision="auto").get(["a cat"])) == {"a cat"}

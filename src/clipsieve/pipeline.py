@@ -331,7 +331,8 @@ class Analyzer:
         self.texts = TextEmbedder(lambda: self.encoder, self.store, model_id=self.model_id,
                                   logit_scale=lambda: self.logit_scale,
                                   encoder_kind=self.encoder_kind,
-                                  prompt_cache=PromptCache(self.model_id, self.encoder_kind))
+                                  prompt_cache=PromptCache(self.model_id, self.encoder_kind,
+                                                           precision=self.precision_request))
         #: Called with a line ("loading model …") just before the encoder loads; the CLI
         #: shows it on a terminal.
         self.on_status: Callable[[str], None] | None = None

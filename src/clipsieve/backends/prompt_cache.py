@@ -6,7 +6,7 @@ keeps them for runs without one (``--no-store``), so that such a run does not lo
 tower and re-encode a few hundred prompts every time. Only prompt banks go here, never
 captions (they are user data).
 
-One ``.npz`` per (model fingerprint, encoder kind) under ``<cache folder>/prompts/``, holding
+One ``.npz`` per (model fingerprint, encoder kind, requested precision) under ``<cache folder>/prompts/``, holding
 the texts and their vectors; written whole to a temporary file and renamed into place, so a
 reader sees the old or the new file, never half of one. An unreadable file is ignored (and
 replaced on the next write).
@@ -35,9 +35,12 @@ class PromptCache:
         model_id: the resolved model id.
         encoder: the encoder kind (``torch``, ``onnx``, ``onnx-int8``).
         cache_dir: the cache folder (default: :func:`clipsieve.settings.cache_dir`).
+        precision: the requested precision (``auto``, ``float32``, …), part of the file name:
+            prompts embedded in bfloat16 are never served to a float32 run.
     """
 
-    def __init__(self, model_id: str, encoder: str, cache_dir: str | Path | None = None) -> None:
+    def __init__(self, model_id: str, encoder: str, cache_dir: str | Path | None = None,
+                 precision: str | None = None) -> None:
         from clipsieve import settings
 
         self.model_id = model_id
@@ -51,7 +54,8 @@ class PromptCache:
         except Exception:  # a model not on disk yet: nothing to key the file by
             fp = None
         if fp is not None:
-            self.path = root / "prompts" / f"{fp}-{encoder}.npz"
+            tag = f"-{precision}" if precision else ""
+            self.path = root / "prompts" / f"{fp}-{encoder}{tag}.npz"
         self._lock = threading.Lock()
         self._data: dict[str, np.ndarray] | None = None
 
