@@ -27,11 +27,14 @@ EDGE_BYTES = 1 << 20
 def _file_part(path: Path) -> bytes:
     st = path.stat()
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        h.update(fh.read(EDGE_BYTES))
-        if st.st_size > EDGE_BYTES:
-            fh.seek(max(EDGE_BYTES, st.st_size - EDGE_BYTES))
+    try:
+        with open(path, "rb") as fh:
             h.update(fh.read(EDGE_BYTES))
+            if st.st_size > EDGE_BYTES:
+                fh.seek(max(EDGE_BYTES, st.st_size - EDGE_BYTES))
+                h.update(fh.read(EDGE_BYTES))
+    except OSError:  # unreadable weights: size and date only; loading them names the cause
+        h.update(b"unreadable")
     return f"{path.name}\0{st.st_size}\0{st.st_mtime_ns}\0{h.hexdigest()}\n".encode()
 
 
