@@ -152,6 +152,9 @@ class TextEmbedder:
                 found = self.prompt_cache.get(missing)
                 self._cache.update(found)
                 missing = [t for t in missing if t not in found]
+                if found and self.store is not None:  # the store keeps every prompt it used
+                    self.store.put_text_embeddings(self.model_id, found,
+                                                   encoder=self.encoder_kind)
             if missing:
                 vecs = self._get().encode_texts(missing)
                 new = dict(zip(missing, vecs))
