@@ -274,7 +274,8 @@ class PrepareStep:
                 item.sha256 = hashlib.sha256(data).hexdigest()
                 t1 = time.perf_counter()
                 read_ms = (t1 - t0) * 1000
-                dec = decode_image(data, path, min_side=an.decode_min_side, limits=limits)
+                dec = decode_image(data, path, min_side=an.decode_min_side, limits=limits,
+                                   **getattr(an, "decode_options", {}))  # as scan (issue #9)
                 del data
                 pixels[i] = an.prepare_decoded(item, dec)
                 decode_ms = (time.perf_counter() - t1) * 1000
