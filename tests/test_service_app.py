@@ -652,3 +652,20 @@ def test_service_migration_is_recorded(tmp_path: Path) -> None:
     with Store(tmp_path / "s.sqlite") as s:
         assert (7, "service jobs") in s.migrations()
 
+
+
+@pytest.mark.anyio
+async def test_threshold_overrides_apply_to_the_loaded_policies(tiny_clip: Path) -> None:
+    from clipsieve.errors import PolicyError
+
+    eng = Engine(config(tiny_clip, thresholds=("violence.block=0.999", "violence.review=0.998")))
+    eng.load()
+    app = make_app(tiny_clip, eng, policies=("default",))
+    async with serving(app) as client:
+        resp = await client.post("/v1/images?name=a.png", content=png_bytes())
+        assert resp.status_code == 200, resp.text
+        (r,) = resp.json()["results"]
+        pol = r["moderation"]["policy"]
+        assert pol["overrides"] == {"violence.block": 0.999, "violence.review": 0.998}
+    with pytest.raises(PolicyError):  # validated like the policy file
+        Engine(config(tiny_clip, thresholds=("violense.block=0.5",)))

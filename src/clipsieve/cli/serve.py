@@ -37,6 +37,10 @@ def _size(ctx: click.Context, param: click.Parameter, value: Any) -> int | None:
 @click.option("--policy", "-p", "policies", multiple=True, metavar="NAME|FILE",
               help="Moderation policy to load (repeatable; the first is the default, requests "
                    "pick another by its name) [default: default].")
+@click.option("--threshold", "thresholds", multiple=True, metavar="CATEGORY.LEVEL=VALUE",
+              help="Override one threshold of every loaded policy, e.g. violence.block=0.5; "
+                   "repeatable. Validated like the policy file and recorded in each result's "
+                   "moderation.policy.overrides.")
 @click.option("--store", "store_path", envvar="CLIPSIEVE_STORE", type=click.Path(dir_okay=False),
               help="SQLite store for jobs and text embeddings [default: user cache "
                    "dir/clipsieve/store.sqlite].")
@@ -72,7 +76,7 @@ def _size(ctx: click.Context, param: click.Parameter, value: Any) -> int | None:
               type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               help="Server log level (request lines at info).")
 def serve(host: str, port: int, model: str, device: str, precision: str,
-          policies: tuple[str, ...], store_path: str | None, max_batch_size: int,
+          policies: tuple[str, ...], thresholds: tuple[str, ...], store_path: str | None, max_batch_size: int,
           max_wait_ms: float, max_upload_size: int, max_images: int, max_pixels: int,
           request_timeout: float, queue_size: int, workers: int | None,
           api_key_file: str | None, cors_origins: tuple[str, ...], fetch_allow: tuple[str, ...],
@@ -106,7 +110,7 @@ def serve(host: str, port: int, model: str, device: str, precision: str,
 
     config = ServiceConfig(
         model=model, device=device, precision=precision,
-        policies=policies or ("default",), store=store_path,
+        policies=policies or ("default",), thresholds=thresholds, store=store_path,
         max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
         max_upload_bytes=max_upload_size, max_images=max_images, max_pixels=max_pixels,
         request_timeout_s=request_timeout, queue_size=queue_size, workers=workers,

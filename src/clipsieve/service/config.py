@@ -90,6 +90,7 @@ class ServiceConfig:
     device: str | None = None
     precision: str | None = None
     policies: tuple[str, ...] = ("default",)
+    thresholds: tuple[str, ...] = ()
     store: str | None = None
     max_batch_size: int = 32
     max_wait_ms: float = 10.0

@@ -93,7 +93,7 @@ class Engine:
         _ = self.analyzer.preprocess  # a missing or broken checkpoint fails here, before serving
         self.policies: dict[str, Any] = {}
         for spec in config.policies:
-            policy = load_policy(spec)
+            policy = load_policy(spec).with_overrides(list(config.thresholds))
             if policy.name in self.policies:
                 from clipsieve.errors import PolicyError
 
