@@ -49,3 +49,23 @@ def test_prompts_embedded_at_one_precision_are_not_served_at_another(
     PromptCache(model, "torch", tmp_path, precision="auto").put({"a cat": np.ones(3, np.float32)})
     assert PromptCache(model, "torch", tmp_path, precision="float32").get(["a cat"]) == {}
     assert set(PromptCache(model, "torch", tmp_path, precision="auto").get(["a cat"])) == {"a cat"}
+
+
+def test_a_cache_folder_that_cannot_be_searched_only_costs_speed(
+    tiny_clip: Path, tmp_path: Path, monkeypatch: object
+) -> None:
+    """Another user's 0700 cache folder: is_file() raises EACCES; the run must go on."""
+    import pytest
+
+    c = PromptCache(str(tiny_clip.resolve()), "torch", tmp_path)
+    c.put({"x": np.ones(3, np.float32)})
+
+    def denied(self: Path) -> bool:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    mp = pytest.MonkeyPatch()
+    try:
+        mp.setattr(Path, "is_file", denied)
+        assert PromptCache(str(tiny_clip.resolve()), "torch", tmp_path).get(["x"]) == {}
+    finally:
+        mp.undo()

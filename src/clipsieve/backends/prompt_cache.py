@@ -62,8 +62,10 @@ class PromptCache:
     def _load(self) -> dict[str, np.ndarray]:
         if self._data is None:
             self._data = {}
-            if self.path is not None and self.path.is_file():
-                try:
+            if self.path is not None:
+                try:  # is_file itself raises when the folder cannot be searched
+                    if not self.path.is_file():
+                        return self._data
                     with np.load(self.path, allow_pickle=False) as z:
                         texts = [str(t) for t in z["texts"]]
                         vecs = np.asarray(z["vectors"], dtype=np.float32)
