@@ -4,8 +4,9 @@
 code *before* the analysis kernel was restructured (issue #10). The restructuring must keep every
 output the same: the JSONL of each command (paths reduced to file names, the model folder to
 ``MODEL``, timings dropped), and the trained probe / quality head. Strings, keys, decisions and
-the order of everything are compared exactly; floats to 1e-6 (relative 1e-5), so the test does
-not depend on last-bit agreement of float arithmetic across machines.
+the order of everything are compared exactly; floats to 1e-4 absolute or 1e-5 relative (see
+``ABS_TOL``), so the test does not depend on last-bit agreement of float arithmetic across
+machines.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ GOLDEN = Path(__file__).parent / "data" / "golden.json"
 UPDATE = os.environ.get("CLIPSIEVE_UPDATE_GOLDEN") == "1"
 #: Compare floats bitwise (same machine, same libraries as the golden file).
 EXACT = os.environ.get("CLIPSIEVE_GOLDEN_EXACT") == "1"
+#: Float tolerance across CPUs. CLIP-IQA components and moderation probabilities are softmaxes
+#: at logit scale 100, which multiply a cosine difference by up to 100 x 1/4 = 25: float32
+#: cosines that differ by a few 1e-7 between torch's kernels (no SIMD, AVX2, AVX-512, AMX) move
+#: a probability by up to ~1e-5, i.e. 1e-4 on the 0-10 quality scale. Measured on the tiny test
+#: model against this file: AVX2 1.6e-5, no-SIMD (ATEN_CPU_CAPABILITY=default) 5.9e-5 (0-10).
+ABS_TOL, REL_TOL = 1e-4, 1e-5
 
 
 def run(argv: list[str]) -> tuple[int, str, str]:
@@ -44,11 +51,19 @@ def run(argv: list[str]) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+def _hash(value: Any) -> str:
+    """A trained weight file's sha256 changes with the weights' last bits (another CPU's
+    kernels train other last bits): check its form; the weights are compared within the
+    tolerance."""
+    assert isinstance(value, str) and len(value) == 64 and int(value, 16) >= 0, value
+    return "SHA256"
+
+
 def normalise(obj: Any, model: str) -> Any:
     if isinstance(obj, dict):
         # provenance (issue #9) holds run ids and the weights fingerprint: new in every run
-        return {k: normalise(v, model) for k, v in obj.items()
-                if k not in ("timing", "provenance")}
+        return {k: _hash(v) if k == "weights_sha256" else normalise(v, model)
+                for k, v in obj.items() if k not in ("timing", "provenance")}
     if isinstance(obj, list):
         return [normalise(v, model) for v in obj]
     if isinstance(obj, str):
@@ -149,7 +164,8 @@ def assert_same(got: Any, want: Any, where: str = "") -> None:
         elif math.isnan(want):
             assert math.isnan(got), where
         else:
-            assert math.isclose(got, want, rel_tol=1e-5, abs_tol=1e-6), f"{where}: {got} != {want}"
+            assert math.isclose(got, want, rel_tol=REL_TOL, abs_tol=ABS_TOL), \
+                f"{where}: {got} != {want}"
     elif isinstance(want, dict):
         assert isinstance(got, dict) and list(got) == list(want), f"{where}: keys {list(got)}"
         for k in want:
@@ -174,6 +190,7 @@ def test_outputs_match_golden(outputs: dict[str, Any], tiny_clip: Path) -> None:
         GOLDEN.write_text(json.dumps(outputs, indent=1, sort_keys=False) + "\n", encoding="utf-8")
         pytest.skip("golden file written")
     want = json.loads(GOLDEN.read_text(encoding="utf-8"))
+    want = normalise(want, model)
     assert list(outputs) == list(want)
     for name in want:
         assert_same(outputs[name], want[name], name)
