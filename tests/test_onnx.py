@@ -144,8 +144,11 @@ def _check(out: dict[str, float]) -> None:
     # Random weights crowd every image's category scores into a band a few thousandths wide
     # (the class embeddings are 0.98 alike), so thresholds placed inside that crowd flip on
     # differences real weights would not notice: a floor that catches a broken graph, not the
-    # issue's 99% (which holds for the default policy above).
-    assert out["decisions_spread"] >= 0.75
+    # issue's 99% (which holds for the default policy above). Unrelated scores would agree by
+    # chance on about 1/3 of the images under this split; measured: 0.83-0.90 on CPUs with VNNI
+    # or AMX, 0.65 on an AVX2-only EPYC (without VNNI, onnxruntime's u8 x s8 kernels sum pairs
+    # of products in saturating int16, a larger error).
+    assert out["decisions_spread"] >= 0.5
 
 
 def test_agreement_small_clip_on_real_photos(

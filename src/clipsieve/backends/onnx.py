@@ -81,6 +81,7 @@ class QuantSettings:
         fuse: fuse attention, layer norm and GELU first (onnxruntime.transformers optimizer).
         text: quantise the text tower as well (otherwise the int8 encoder shares the float32
             text graph).
+        weight_type: ``QInt8`` (signed weights: u8×s8 products) or ``QUInt8`` (u8×u8).
     """
 
     op_types: tuple[str, ...] = ("MatMul",)
@@ -90,9 +91,13 @@ class QuantSettings:
     keep_float: bool = False
     fuse: bool = False
     text: bool = False
+    weight_type: str = "QInt8"
 
     def key(self) -> str:
-        blob = json.dumps([QUANT_CODE_VERSION, asdict(self)], sort_keys=True)
+        fields = asdict(self)
+        if fields["weight_type"] == "QInt8":  # the setting before there was a choice: same key
+            del fields["weight_type"]
+        blob = json.dumps([QUANT_CODE_VERSION, fields], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
@@ -478,7 +483,7 @@ def _quantize_file(src: Path, dest: Path, quant: QuantSettings) -> None:
                 op_types_to_quantize=list(quant.op_types) or None,
                 per_channel=quant.per_channel,
                 reduce_range=quant.reduce_range,
-                weight_type=QuantType.QInt8,
+                weight_type=getattr(QuantType, quant.weight_type),
                 nodes_to_exclude=exclude or None,
             )
     finally:
