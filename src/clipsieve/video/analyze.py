@@ -31,7 +31,7 @@ from clipsieve.media.discover import IMAGE_EXTENSIONS
 from clipsieve.moderation.policy import VideoSettings
 from clipsieve.types import ErrorInfo, to_jsonable
 from clipsieve.video.decode import KeptFrame, Sampling, VideoReader
-from clipsieve.video.sniff import VIDEO_EXTENSIONS, media_kind
+from clipsieve.media.sniff import VIDEO_EXTENSIONS, media_kind
 from clipsieve.video.timeline import (
     CheckSettings,
     build_segments,
@@ -302,7 +302,7 @@ def scan_media(
     recursive: bool = True,
 ) -> Iterator[Any]:
     """Images and videos under ``paths``, in order: images through :meth:`Analyzer.scan`,
-    videos (local files sniffed by content: :func:`~clipsieve.video.sniff.media_kind`) through
+    videos (local files sniffed by content: :func:`~clipsieve.media.sniff.media_kind`) through
     :func:`analyze_video`. ``paths`` are what :meth:`Analyzer.scan` takes (files, folders, tar
     shards, :class:`~clipsieve.media.inputs.Source` objects); folder walks add the video file
     endings. Yields :class:`~clipsieve.types.ItemResult` and :class:`VideoResult` objects.
