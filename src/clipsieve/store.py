@@ -26,6 +26,7 @@ import numpy as np
 
 from clipsieve.errors import StoreError
 from clipsieve.paths import clean_text, from_db, from_json, to_db, with_path
+from clipsieve.types import ENVELOPE_FIELDS
 
 #: The encoder of embeddings whose encoder is not named (the only one before migration 8).
 DEFAULT_ENCODER = "torch"
@@ -308,10 +309,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
 
 
 #: Result fields that describe the scan itself; every other field is a head's output.
-BASE_FIELDS = frozenset({
-    "path", "path_bytes", "status", "error", "sha256", "width", "height", "model", "device",
-    "precision", "encoder", "cached", "timing", "embedding", "provenance",
-})
+BASE_FIELDS = ENVELOPE_FIELDS | {"embedding", "provenance"}
 
 
 class Store:

@@ -159,6 +159,13 @@ class ItemResult(ResultEnvelope):
         return out
 
 
+#: The JSON names of the envelope's fields (``path_bytes`` too: a name that is not UTF-8):
+#: what describes the item and the run, as opposed to a head's output.
+ENVELOPE_FIELDS: frozenset[str] = frozenset(
+    {f.name for f in dataclasses.fields(ResultEnvelope)} | {"path_bytes"}
+)
+
+
 def to_jsonable(value: Any) -> Any:
     """Convert result objects (dataclasses, numpy scalars/arrays) to plain JSON types.
 
