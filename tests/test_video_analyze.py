@@ -407,8 +407,10 @@ def test_frames_of_another_encoder_are_not_reused(
     assert (again_b.encoder, again_b.precision) == ("fake-int8", "int8")
     assert again_b.frames == other.frames and again_a.frames == first.frames
     prep = a.preprocess.version
-    fa = a.store.get_video_frames(first.sha256, a.model_id, prep, encoder="fake")  # type: ignore[union-attr]
-    fb = a.store.get_video_frames(first.sha256, a.model_id, prep, encoder="fake-int8")  # type: ignore[union-attr]
+    s = a.store
+    assert s is not None and first.sha256 is not None
+    fa = s.get_video_frames(first.sha256, a.model_id, prep, encoder="fake")
+    fb = s.get_video_frames(first.sha256, a.model_id, prep, encoder="fake-int8")
     assert sorted(fa) == sorted(fb) and not np.allclose(fa[0][0], fb[0][0])
 
 

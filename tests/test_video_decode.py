@@ -12,9 +12,9 @@ from PIL import Image
 
 from clipsieve.errors import DecodeError
 from clipsieve.media.decode import DecodeLimits
+from clipsieve.media.sniff import media_kind, sniff_bytes
 from clipsieve.testing import write_test_video
 from clipsieve.video.decode import Sampling, VideoReader, analysis_size
-from clipsieve.media.sniff import media_kind, sniff_bytes
 from clipsieve.video.timeline import find_checks
 
 av = pytest.importorskip("av")

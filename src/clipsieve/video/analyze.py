@@ -28,10 +28,10 @@ import numpy as np
 
 from clipsieve.errors import DecodeError
 from clipsieve.media.discover import IMAGE_EXTENSIONS
+from clipsieve.media.sniff import VIDEO_EXTENSIONS, media_kind
 from clipsieve.moderation.policy import VideoSettings
 from clipsieve.types import ErrorInfo, ResultEnvelope, to_jsonable
 from clipsieve.video.decode import KeptFrame, Sampling, VideoReader
-from clipsieve.media.sniff import VIDEO_EXTENSIONS, media_kind
 from clipsieve.video.timeline import (
     CheckSettings,
     build_segments,
@@ -91,10 +91,10 @@ class VideoOptions:
 
 @dataclass
 class VideoResult(ResultEnvelope):
-    """The result for one video: the envelope images carry (:class:`~clipsieve.types.ResultEnvelope`:
-    path, status, error, sha256, width, height, model, device, precision, encoder, cached,
-    timing) plus the video fields (README: Video). ``device``, ``precision`` and ``encoder`` are
-    those of the frame embeddings."""
+    """The result for one video: the envelope images carry
+    (:class:`~clipsieve.types.ResultEnvelope`: path, status, error, sha256, width, height,
+    model, device, precision, encoder, cached, timing) plus the video fields (README: Video).
+    ``device``, ``precision`` and ``encoder`` are those of the frame embeddings."""
 
     duration_ms: int | None = None
     fps: float | None = None
@@ -441,7 +441,9 @@ def _decode_and_analyze(analyzer: Any, path: str, heads: list[Any], options: Vid
     encode_ms = 0.0
     timed_out = stopped_on_block = False
     pending: list[KeptFrame] = []
-    device = precision = encoder = None
+    device: str | None = None
+    precision: str | None = None
+    encoder: str | None = None
 
     def flush() -> None:
         nonlocal encode_ms, device, precision, encoder
