@@ -84,3 +84,39 @@ def test_scan_takes_videos_beside_images_and_export_frames(
     exported = [json.loads(line) for line in out.splitlines()]
     assert [r.get("kind") for r in exported] == [None, "video"] + ["frame"] * 4
     assert "frames" not in exported[1]
+
+
+def test_frame_embeddings_are_kept_per_encoder(tiny_clip: Path, clip: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """A `video --encoder onnx-int8` run never re-scores from torch frame embeddings (nor the
+    other way round): the encoder is part of the frames' key (store migration 10), and the
+    video result's envelope records encoder, precision and device as an image's does."""
+    pytest.importorskip("onnxruntime")
+    store = tmp_path / "s.sqlite"
+    base = ["video", str(clip), "--model", str(tiny_clip), "--store", str(store),
+            "--format", "jsonl", "--max-frames", "3"]
+
+    def once(encoder: str) -> dict:
+        code, out, err = run([*base, "--encoder", encoder], capsys)
+        assert code == EXIT_OK, err
+        (d,) = [json.loads(line) for line in out.splitlines()]
+        assert d["status"] == "ok" and d["kind"] == "video"
+        return d
+
+    torch1 = once("torch")
+    assert not torch1["cached"] and torch1["encoder"] == "torch"
+    assert torch1["precision"] and torch1["device"] == "cpu"
+    int8 = once("onnx-int8")
+    assert not int8["cached"], "served from the torch encoder's frame embeddings"
+    assert (int8["encoder"], int8["precision"]) == ("onnx-int8", "int8")
+    torch2, int8_2 = once("torch"), once("onnx-int8")
+    assert torch2["cached"] and torch2["encoder"] == "torch"
+    assert torch2["precision"] == torch1["precision"] and torch2["frames"] == torch1["frames"]
+    assert int8_2["cached"] and (int8_2["encoder"], int8_2["precision"]) == ("onnx-int8", "int8")
+    assert int8_2["frames"] == int8["frames"]
+    from clipsieve.store import Store
+
+    with Store(store) as s:
+        rows = s.query("SELECT encoder, COUNT(*) AS n FROM video_frames GROUP BY encoder "
+                       "ORDER BY encoder")
+    assert rows == [{"encoder": "onnx-int8", "n": 3}, {"encoder": "torch", "n": 3}]

@@ -27,7 +27,8 @@ from clipsieve.backends.onnx import (
     QuantSettings,
     export_folder,
     export_model,
-    model_fingerprint,
+    export_fingerprint,
+    remove_exports,
 )
 from clipsieve.errors import ConfigError
 
@@ -214,7 +215,7 @@ def test_export_is_cached_and_keyed_by_settings(tiny_clip: Path, tmp_path: Path)
     from clipsieve.backends.onnx import ExportSettings
 
     other = export_folder(str(tiny_clip.resolve()), ExportSettings(opset=18), tmp_path)
-    assert other != folder and other.name.startswith(model_fingerprint(str(tiny_clip.resolve())))
+    assert other != folder and other.name.startswith(export_fingerprint(str(tiny_clip.resolve())))
     # the int8 graph is made once per settings, recorded in meta.json, no scratch files left
     names = OnnxInt8Encoder(str(tiny_clip), cache_dir=tmp_path).graphs
     names2 = OnnxInt8Encoder(str(tiny_clip), cache_dir=tmp_path,
@@ -249,12 +250,49 @@ def test_other_weights_get_another_fingerprint(tiny_clip: Path, tmp_path: Path) 
 
     copy = tmp_path / "copy"
     shutil.copytree(tiny_clip, copy)
-    fp = model_fingerprint(str(copy))
-    assert fp == model_fingerprint(str(copy))
+    fp = export_fingerprint(str(copy))
+    assert fp == export_fingerprint(str(copy))
+    from clipsieve.fingerprint import checkpoint_fingerprint
     from clipsieve.testing import build_random_clip
 
+    weights = checkpoint_fingerprint(str(copy))
+    vocab = copy / "vocab.json"  # another tokenizer, same weights: another export (baked in)
+    vocab.write_text(vocab.read_text() + " ")
+    assert checkpoint_fingerprint(str(copy)) == weights
+    assert export_fingerprint(str(copy)) != fp
+    fp = export_fingerprint(str(copy))
     build_random_clip(copy, "tiny", seed=1)  # new weights in the same folder
-    assert model_fingerprint(str(copy)) != fp
+    assert export_fingerprint(str(copy)) != fp
+    assert checkpoint_fingerprint(str(copy)) != weights  # the one checkpoint fingerprint moved
+
+
+def test_an_export_under_an_old_key_is_never_served(tiny_clip: Path, tmp_path: Path) -> None:
+    """A folder made under an earlier cache key (the old stat-only fingerprint) or for other
+    weights is not used: a folder whose meta.json records another fingerprint is exported again,
+    and remove_exports deletes the model's folders of every key."""
+    import shutil
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_clip, model)
+    cache = tmp_path / "cache"
+    folder = export_model(str(model), cache_dir=cache)
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["fingerprint"] == export_fingerprint(str(model.resolve()))
+    assert folder.name.startswith(meta["fingerprint"] + "-")
+    # an old-key folder of the same model beside it (what the previous code wrote)
+    old = cache / f"0123456789abcdef-{folder.name.rsplit('-', 1)[1]}"
+    shutil.copytree(folder, old)
+    old_meta = {**meta, "fingerprint": "0123456789abcdef"}
+    (old / "meta.json").write_text(json.dumps(old_meta))
+    # the current folder claiming another checkpoint's fingerprint (weights swapped under it)
+    (folder / "meta.json").write_text(json.dumps({**meta, "fingerprint": "d-0000000000000000"}))
+    vision_mtime = (folder / "vision.onnx").stat().st_mtime_ns
+    assert export_model(str(model), cache_dir=cache) == folder
+    again = json.loads((folder / "meta.json").read_text())
+    assert again["fingerprint"] == meta["fingerprint"]
+    assert (folder / "vision.onnx").stat().st_mtime_ns != vision_mtime  # exported again
+    assert remove_exports(str(model), cache_dir=cache) == 2
+    assert not folder.exists() and not old.exists()
 
 
 def test_inference_imports_neither_torch_nor_transformers_models(

@@ -106,6 +106,39 @@ def test_video_frames_and_samplings(tmp_path: Path) -> None:
     s.record_file("clip.mp4", 10, 20, "v")
     assert s.lookup_file("clip.mp4", 10, 20) == "v"
     assert s.counts()["video_frames"] == 2
+    # frames are kept per encoder: another encoder's frames are another entry
+    assert s.get_video_frames("v", "m", "p", encoder="onnx-int8") == {}
+    s.put_video_frames("v", rows[:1], model="m", prep="p", precision="int8", device="cpu",
+                       encoder="onnx-int8")
+    assert list(s.get_video_frames("v", "m", "p", encoder="onnx-int8")) == [0]
+    assert s.get_video_frames("v", "m", "p", encoder="onnx-int8")[0][3] == "int8"
+    assert s.get_video_frames("v", "m", "p")[0][3] == "float32"  # torch's untouched
+    assert s.counts()["video_frames"] == 3
+
+
+def test_frames_stored_before_migration_10_are_the_torch_encoders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import clipsieve.store as store_mod
+
+    db = tmp_path / "old.sqlite"
+    monkeypatch.setattr(store_mod, "MIGRATIONS", [m for m in MIGRATIONS if m[0] < 10])
+    with Store(db) as old:  # a store as the previous clipsieve left it
+        cols = [r[1] for r in old.execute("PRAGMA table_info(video_frames)")]
+        assert "encoder" not in cols
+        old.execute(
+            "INSERT INTO video_frames(sha256,timestamp_ms,model,prep,dim,vector,features,"
+            "precision,device,created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            ("v", 500, "m", "p", 3, np.ones(3, np.float32).tobytes(), None, "float32", "cpu",
+             1.0),
+        )
+    monkeypatch.undo()
+    with Store(db) as s:
+        assert (10, "video frames keyed by encoder") in s.migrations()
+        got = s.get_video_frames("v", "m", "p", encoder="torch")
+        assert list(got) == [500] and np.array_equal(got[500][0], np.ones(3, np.float32))
+        assert got[500][2:] == ("cpu", "float32")
+        assert s.get_video_frames("v", "m", "p", encoder="onnx-int8") == {}
 
 
 def test_paths_that_are_not_utf8_are_stored_looked_up_and_moved(tmp_path) -> None:

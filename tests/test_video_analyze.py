@@ -179,7 +179,7 @@ def test_rescoring_with_another_policy_decodes_nothing_and_runs_no_model(
     assert again.verdict["policy"] == {"name": "fake", "version": "2"}  # type: ignore[index]
     assert again.frames[3]["labels"]["coffee"] > 0.9  # labels from stored embeddings
     stored = an.store.get_video_frames(first.sha256, an.model_id,  # type: ignore[union-attr]
-                                       an.preprocess.version)
+                                       an.preprocess.version, encoder="fake")
     assert sorted(stored) == list(range(0, 15000, 1000))
     # another sampling is not in the store: that one decodes
     monkeypatch.undo()
@@ -371,3 +371,69 @@ def test_filter_dedupe_groups_copies_of_a_video_without_analysing_again(
     monkeypatch.setattr(driver, "analyze_video", no_video)
     again = filter_collection([src], analyzer=an, action="none", dedupe=0.95)
     assert [d.decision for d in again.decisions] == ["accept", "reject"]
+
+
+class OtherFakeEncoder(FakeEncoder):
+    """Another encoder kind of the same model (as onnx-int8 is of a torch model): slightly
+    different embeddings, and its own cache entries."""
+
+    kind = "fake-int8"
+    precision = "int8"
+
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        out = super().encode_pixels(pixels) + 1e-3
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def test_frames_of_another_encoder_are_not_reused(
+    vids: dict[str, Path], policy_file: Path, tmp_path: Path
+) -> None:
+    store = tmp_path / "s.sqlite"
+    a = analyzer(store)
+    b = Analyzer(encoder=OtherFakeEncoder(), store=store)  # type: ignore[arg-type]
+    assert a.model_id == b.model_id
+    first = analyze_video(a, vids[".mp4"], heads=build_heads(a, policy=str(policy_file)))
+    assert (first.encoder, first.precision, first.device, first.cached) == (
+        "fake", "float32", "cpu", False)
+    other = analyze_video(b, vids[".mp4"], heads=build_heads(b, policy=str(policy_file)))
+    assert not other.cached and b.encoder.pixel_calls > 0  # type: ignore[attr-defined]
+    assert (other.encoder, other.precision) == ("fake-int8", "int8")
+    calls = (a.encoder.pixel_calls, b.encoder.pixel_calls)  # type: ignore[attr-defined]
+    again_a = analyze_video(a, vids[".mp4"], heads=build_heads(a, policy=str(policy_file)))
+    again_b = analyze_video(b, vids[".mp4"], heads=build_heads(b, policy=str(policy_file)))
+    assert again_a.cached and again_b.cached
+    assert (a.encoder.pixel_calls, b.encoder.pixel_calls) == calls  # type: ignore[attr-defined]
+    assert (again_a.encoder, again_a.precision) == ("fake", "float32")
+    assert (again_b.encoder, again_b.precision) == ("fake-int8", "int8")
+    assert again_b.frames == other.frames and again_a.frames == first.frames
+    prep = a.preprocess.version
+    s = a.store
+    assert s is not None and first.sha256 is not None
+    fa = s.get_video_frames(first.sha256, a.model_id, prep, encoder="fake")
+    fb = s.get_video_frames(first.sha256, a.model_id, prep, encoder="fake-int8")
+    assert sorted(fa) == sorted(fb) and not np.allclose(fa[0][0], fb[0][0])
+
+
+def test_video_results_carry_the_image_envelope(vids: dict[str, Path], policy_file: Path,
+                                               tmp_path: Path) -> None:
+    """One envelope (types.ResultEnvelope) for images and videos: every field an image result
+    carries outside its head fields is in a video result too, in the same order."""
+    from clipsieve.types import ItemResult, ResultEnvelope
+    from clipsieve.video import VideoResult
+
+    assert issubclass(ItemResult, ResultEnvelope) and issubclass(VideoResult, ResultEnvelope)
+    an = analyzer()
+    r = analyze_video(an, vids[".mp4"], heads=build_heads(an, policy=str(policy_file)))
+    image = an.analyze([photo_array("coffee")], ids=["coffee"])[0].to_dict()
+    video = r.to_dict()
+    envelope = [k for k in image if k in ResultEnvelope.__dataclass_fields__]
+    assert envelope == ["path", "status", "error", "sha256", "width", "height", "model",
+                        "device", "precision", "encoder", "cached", "timing"]
+    assert [k for k in video if k in envelope] == envelope
+    assert list(video)[:4] == ["path", "status", "error", "kind"]
+    assert (video["encoder"], video["precision"], video["device"]) == ("fake", "float32", "cpu")
+    assert (image["encoder"], image["precision"]) == (video["encoder"], video["precision"])
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all")
+    bad = analyze_video(an, broken).to_dict()
+    assert bad["status"] == "error" and [k for k in bad if k in envelope] == envelope

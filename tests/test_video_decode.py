@@ -1,4 +1,4 @@
-"""video/decode.py and video/sniff.py on videos generated with PyAV from real photos."""
+"""video/decode.py and the video side of media/sniff.py on videos generated with PyAV from real photos."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from PIL import Image
 
 from clipsieve.errors import DecodeError
 from clipsieve.media.decode import DecodeLimits
+from clipsieve.media.sniff import media_kind, sniff_bytes
 from clipsieve.testing import write_test_video
 from clipsieve.video.decode import Sampling, VideoReader, analysis_size
-from clipsieve.video.sniff import media_kind, sniff_bytes
 from clipsieve.video.timeline import find_checks
 
 av = pytest.importorskip("av")

@@ -24,6 +24,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from clipsieve.types import ENVELOPE_FIELDS
+
 
 def new_run_id() -> str:
     """A short, sortable id for one scan: UTC time and 6 random hex digits."""
@@ -137,7 +139,5 @@ def summary(results: list[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
     return out
 
 
-_BASE = frozenset({
-    "path", "status", "error", "sha256", "width", "height", "model", "device", "precision",
-    "cached", "timing", "embedding",
-})
+#: Fields that are no head's output (the result envelope, and a video's ``kind``).
+_BASE = ENVELOPE_FIELDS | {"embedding", "kind"}

@@ -26,6 +26,7 @@ import numpy as np
 
 from clipsieve.errors import StoreError
 from clipsieve.paths import clean_text, from_db, from_json, to_db, with_path
+from clipsieve.types import ENVELOPE_FIELDS
 
 #: The encoder of embeddings whose encoder is not named (the only one before migration 8).
 DEFAULT_ENCODER = "torch"
@@ -273,14 +274,42 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        10,
+        "video frames keyed by encoder",
+        # Which encoder computed each frame embedding, as part of the key (as migration 8 did
+        # for image and text embeddings): a video analysed with --encoder onnx-int8 is never
+        # re-scored from torch frame embeddings, nor the other way round. Rows from before are
+        # the torch encoder's. Samplings (what the decoder found) do not depend on the encoder.
+        """
+        CREATE TABLE video_frames_by_encoder (
+            sha256 TEXT NOT NULL,
+            timestamp_ms INTEGER NOT NULL,
+            model TEXT NOT NULL,
+            prep TEXT NOT NULL,
+            encoder TEXT NOT NULL DEFAULT 'torch',
+            dim INTEGER NOT NULL,
+            vector BLOB NOT NULL,
+            features TEXT,
+            precision TEXT,
+            device TEXT,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (sha256, model, prep, encoder, timestamp_ms)
+        );
+        INSERT INTO video_frames_by_encoder(sha256, timestamp_ms, model, prep, encoder, dim,
+                                            vector, features, precision, device, created_at)
+            SELECT sha256, timestamp_ms, model, prep, 'torch', dim, vector, features, precision,
+                   device, created_at
+            FROM video_frames;
+        DROP TABLE video_frames;
+        ALTER TABLE video_frames_by_encoder RENAME TO video_frames;
+        """,
+    ),
 ]
 
 
 #: Result fields that describe the scan itself; every other field is a head's output.
-BASE_FIELDS = frozenset({
-    "path", "path_bytes", "status", "error", "sha256", "width", "height", "model", "device",
-    "precision", "encoder", "cached", "timing", "embedding", "provenance",
-})
+BASE_FIELDS = ENVELOPE_FIELDS | {"embedding", "provenance"}
 
 
 class Store:
@@ -666,29 +695,33 @@ class Store:
         prep: str,
         precision: str | None = None,
         device: str | None = None,
+        encoder: str = DEFAULT_ENCODER,
     ) -> None:
-        """Store frame embeddings: ``(timestamp_ms, embedding, features)`` rows of one video."""
+        """Store frame embeddings: ``(timestamp_ms, embedding, features)`` rows of one video,
+        computed by ``encoder`` (part of the key, as for image embeddings)."""
         now = time.time()
         with self.transaction() as db:
             for t, emb, features in rows:
                 emb = np.asarray(emb, dtype=np.float32)
                 db.execute(
-                    "INSERT OR REPLACE INTO video_frames(sha256,timestamp_ms,model,prep,dim,"
-                    "vector,features,precision,device,created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (sha256, int(t), model, prep, emb.shape[0], emb.tobytes(),
+                    "INSERT OR REPLACE INTO video_frames(sha256,timestamp_ms,model,prep,encoder,"
+                    "dim,vector,features,precision,device,created_at) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (sha256, int(t), model, prep, encoder, emb.shape[0], emb.tobytes(),
                      _dumps(features) if features is not None else None, precision, device,
                      now),
                 )
 
     def get_video_frames(
-        self, sha256: str, model: str, prep: str
+        self, sha256: str, model: str, prep: str, *, encoder: str = DEFAULT_ENCODER
     ) -> dict[int, tuple[np.ndarray, Any, str | None, str | None]]:
-        """``{timestamp_ms: (embedding, features, device, precision)}`` stored for a video."""
+        """``{timestamp_ms: (embedding, features, device, precision)}`` stored for a video by
+        ``encoder``."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT timestamp_ms, dim, vector, features, device, precision FROM video_frames "
-                "WHERE sha256=? AND model=? AND prep=? ORDER BY timestamp_ms",
-                (sha256, model, prep),
+                "WHERE sha256=? AND model=? AND prep=? AND encoder=? ORDER BY timestamp_ms",
+                (sha256, model, prep, encoder),
             ).fetchall()
         return {
             t: (_vec(blob, dim), json.loads(feat) if feat else None, device, precision)

@@ -49,27 +49,26 @@ class Caption:
 
 
 @dataclass
-class ItemResult:
-    """The result for one input file.
+class ResultEnvelope:
+    """What every result carries, whatever it is about (an image, a video): the envelope.
+
+    :class:`ItemResult` (images, frames) and :class:`clipsieve.video.VideoResult` extend it, so
+    the field names the CLI's JSON, the service, the store and the reports read are declared once.
 
     Attributes:
         path: the file as given or discovered.
         status: ``"ok"`` or ``"error"``.
         error: why it failed, or ``None``.
         sha256: hex digest of the file's bytes (``None`` when it could not be read).
-        width: pixel width after EXIF orientation, or ``None``.
-        height: pixel height after EXIF orientation, or ``None``.
-        model: the resolved model id the embedding came from.
-        device: the device that computed the embedding (``cpu``, ``cuda``…).
-        precision: the precision it was computed in (``float32``, ``bfloat16``, ``float16``;
-            ``int8`` for the ``onnx-int8`` encoder).
-        encoder: the encoder that computed it (``torch``, ``onnx``, ``onnx-int8``).
+        width: pixel width after EXIF orientation (a video: as displayed), or ``None``.
+        height: pixel height after EXIF orientation (a video: as displayed), or ``None``.
+        model: the resolved model id the embeddings came from.
+        device: the device that computed the embeddings (``cpu``, ``cuda``…).
+        precision: the precision they were computed in (``float32``, ``bfloat16``,
+            ``float16``; ``int8`` for the ``onnx-int8`` encoder).
+        encoder: the encoder that computed them (``torch``, ``onnx``, ``onnx-int8``).
         timing: milliseconds spent, e.g. ``{"decode_ms": .., "encode_ms": .., "total_ms": ..}``.
-        cached: whether the embedding came from the store (no model work).
-        embedding: the L2-normalised image embedding (not serialised by default).
-        features: pixel statistics computed during decoding (input to the quality heads).
-        moderation / quality / labels: filled by the heads that ran, else ``None``.
-        extra: further head outputs keyed by field name.
+        cached: whether the embeddings came from the store (no model work).
     """
 
     path: str
@@ -84,16 +83,55 @@ class ItemResult:
     encoder: str | None = None
     timing: dict[str, float] = field(default_factory=dict)
     cached: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def envelope_dict(self, *, kind: str | None = None) -> dict[str, Any]:
+        """The envelope's JSON fields, in the documented order; ``kind`` (a video's
+        ``"video"``) goes after ``error``."""
+        from clipsieve.paths import json_fields
+
+        out: dict[str, Any] = {
+            **json_fields(self.path),  # a name that is not UTF-8 also gets path_bytes
+            "status": self.status,
+            "error": self.error.to_dict() if self.error else None,
+        }
+        if kind is not None:
+            out["kind"] = kind
+        out.update({
+            "sha256": self.sha256,
+            "width": self.width,
+            "height": self.height,
+            "model": self.model,
+            "device": self.device,
+            "precision": self.precision,
+            "encoder": self.encoder,
+            "cached": self.cached,
+            "timing": {k: round(v, 3) for k, v in self.timing.items()},
+        })
+        return out
+
+
+@dataclass
+class ItemResult(ResultEnvelope):
+    """The result for one input file: the envelope (:class:`ResultEnvelope`) plus what the
+    heads found.
+
+    Attributes:
+        embedding: the L2-normalised image embedding (not serialised by default).
+        features: pixel statistics computed during decoding (input to the quality heads).
+        moderation / quality / labels: filled by the heads that ran, else ``None``.
+        extra: further head outputs keyed by field name.
+    """
+
     embedding: Any = field(default=None, repr=False)
     features: dict[str, float] | None = field(default=None, repr=False)
     moderation: Any = None
     quality: Any = None
     labels: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
 
     @property
     def probe(self) -> Any:
@@ -109,22 +147,7 @@ class ItemResult:
 
     def to_dict(self, *, include_embedding: bool = False) -> dict[str, Any]:
         """Plain JSON-ready dict, the schema documented in the README."""
-        from clipsieve.paths import json_fields
-
-        out: dict[str, Any] = {
-            **json_fields(self.path),  # a name that is not UTF-8 also gets path_bytes
-            "status": self.status,
-            "error": self.error.to_dict() if self.error else None,
-            "sha256": self.sha256,
-            "width": self.width,
-            "height": self.height,
-            "model": self.model,
-            "device": self.device,
-            "precision": self.precision,
-            "encoder": self.encoder,
-            "cached": self.cached,
-            "timing": {k: round(v, 3) for k, v in self.timing.items()},
-        }
+        out = self.envelope_dict()
         for name in ("moderation", "quality", "labels"):
             value = getattr(self, name)
             if value is not None:
@@ -134,6 +157,13 @@ class ItemResult:
         if include_embedding and self.embedding is not None:
             out["embedding"] = [float(x) for x in self.embedding]
         return out
+
+
+#: The JSON names of the envelope's fields (``path_bytes`` too: a name that is not UTF-8):
+#: what describes the item and the run, as opposed to a head's output.
+ENVELOPE_FIELDS: frozenset[str] = frozenset(
+    {f.name for f in dataclasses.fields(ResultEnvelope)} | {"path_bytes"}
+)
 
 
 def to_jsonable(value: Any) -> Any:

@@ -2,7 +2,10 @@
 
 The vision and text towers of a CLIP-family checkpoint are exported once with
 ``torch.onnx.export`` into the cache folder (``<user cache>/clipsieve/onnx/``), in a folder
-named by the model's fingerprint and the export settings. The exported graphs take what the
+named by the model's fingerprint (:func:`clipsieve.fingerprint.derived_fingerprint`, the
+project's one checkpoint fingerprint plus the tokenizer and processor files) and the export
+settings; ``meta.json`` records that fingerprint and a folder whose record differs is exported
+again. The exported graphs take what the
 torch backend takes (preprocessed pixels; token ids and, where the tokenizer makes one, the
 attention mask) and output the projected, L2-normalised embeddings. ``onnx-int8`` quantises
 the exported vision graph with ``onnxruntime.quantization.quantize_dynamic``; the settings in
@@ -107,34 +110,26 @@ DEFAULT_EXPORT = ExportSettings()
 
 
 # -- fingerprint and cache folder ------------------------------------------------------------
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                 "pytorch_model.bin.index.json")
-_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
-                    "special_tokens_map.json", "spiece.model", "tokenizer.model")
+def export_fingerprint(model_id: str) -> str:
+    """The checkpoint's key in the export cache: :func:`clipsieve.fingerprint.derived_fingerprint`.
 
+    That is the project's checkpoint fingerprint (size, mtime and first and last MiB of each
+    weight file, ``config.json``) plus the model id and its tokenizer and processor files, so
+    a checkpoint folder overwritten with other weights (or another tokenizer) is exported again.
 
-def model_fingerprint(model_id: str) -> str:
-    """A short hash naming one checkpoint: its id, config and the size and date of its files.
-
-    Reads no weights, so it costs microseconds. A checkpoint folder overwritten with other
-    weights gets another fingerprint (new size or modification time), and so new exports.
+    Raises:
+        ModelError: the checkpoint has no ``config.json`` on disk (nothing to export).
     """
-    from clipsieve.backends.clip import _CONFIG_FILES, _checkpoint_file
+    from clipsieve.backends.clip import _checkpoint_file
+    from clipsieve.fingerprint import derived_fingerprint
 
-    h = hashlib.sha256(model_id.encode())
-    config = _checkpoint_file(model_id, "config.json")
-    if config is None:
+    fp = derived_fingerprint(model_id) if _checkpoint_file(model_id, "config.json") else None
+    if fp is None:
         raise ModelError(
             f"cannot export model '{model_id}' to ONNX: no config.json found (a local "
             "checkpoint folder, or a Hugging Face id already in the cache)"
         )
-    h.update(Path(config).read_bytes())
-    for name in (*_WEIGHT_FILES, *_TOKENIZER_FILES, *_CONFIG_FILES):
-        path = _checkpoint_file(model_id, name)
-        if path:
-            st = os.stat(path)
-            h.update(f"{name}:{st.st_size}:{st.st_mtime_ns};".encode())
-    return h.hexdigest()[:16]
+    return fp
 
 
 def onnx_cache_dir(cache_dir: str | Path | None = None) -> Path:
@@ -149,7 +144,18 @@ def onnx_cache_dir(cache_dir: str | Path | None = None) -> Path:
 def export_folder(model_id: str, settings: ExportSettings = DEFAULT_EXPORT,
                   cache_dir: str | Path | None = None) -> Path:
     """Where the export of ``model_id`` with ``settings`` lives (it may not exist yet)."""
-    return onnx_cache_dir(cache_dir) / f"{model_fingerprint(model_id)}-{settings.key()}"
+    return _folder_for(export_fingerprint(model_id), settings, cache_dir)
+
+
+def _folder_for(fp: str, settings: ExportSettings, cache_dir: str | Path | None) -> Path:
+    return onnx_cache_dir(cache_dir) / f"{fp}-{settings.key()}"
+
+
+def _usable(folder: Path, meta: dict[str, Any] | None, fp: str) -> bool:
+    """A complete export made from the checkpoint ``fp`` names (not an older key's, not a copy
+    of another model's folder)."""
+    return (meta is not None and meta.get("fingerprint") == fp
+            and _files_ok(folder, meta["files"]))
 
 
 def is_exported(model: str, *, int8: bool = False, settings: ExportSettings = DEFAULT_EXPORT,
@@ -157,11 +163,12 @@ def is_exported(model: str, *, int8: bool = False, settings: ExportSettings = DE
                 cache_dir: str | Path | None = None) -> bool:
     """Whether ``model`` is already exported (and, with ``int8``, quantised) in the cache."""
     try:
-        folder = export_folder(model, settings, cache_dir)
+        fp = export_fingerprint(model)
     except ModelError:
         return False
+    folder = _folder_for(fp, settings, cache_dir)
     meta = _read_meta(folder)
-    if meta is None or not _files_ok(folder, meta["files"]):
+    if meta is None or not _usable(folder, meta, fp):
         return False
     return not int8 or quant.key() in meta.get("quantized", {})
 
@@ -260,18 +267,18 @@ def export_model(
     from clipsieve.backends.clip import resolve_model_id
 
     model_id = resolve_model_id(model)
-    folder = export_folder(model_id, settings, cache_dir)
-    meta = None if force else _read_meta(folder)
-    if meta is not None and _files_ok(folder, meta["files"]):
+    fp = export_fingerprint(model_id)
+    folder = _folder_for(fp, settings, cache_dir)
+    if not force and _usable(folder, _read_meta(folder), fp):
         return folder
     with _folder_lock(folder):
-        meta = None if force else _read_meta(folder)
-        if meta is not None and _files_ok(folder, meta["files"]):
+        if not force and _usable(folder, _read_meta(folder), fp):
             return folder  # another process exported it meanwhile
         with contextlib.suppress(FileNotFoundError):
             (folder / META).unlink()  # invalid from now on, until rewritten
         t0 = time.perf_counter()
         meta = _export(model_id, folder, settings)
+        meta["fingerprint"] = fp  # the key the folder is named by, taken before exporting
         meta["export_seconds"] = round(time.perf_counter() - t0, 2)
         _write_meta(folder, meta)
     return folder
@@ -371,7 +378,6 @@ def _export(model_id: str, folder: Path, settings: ExportSettings) -> dict[str, 
     return {
         "model_id": model_id,
         "model_type": model_type,
-        "fingerprint": model_fingerprint(model_id),
         "export": asdict(settings),
         "export_code_version": EXPORT_CODE_VERSION,
         "torch_version": torch.__version__,
@@ -761,13 +767,29 @@ def _pick_providers(device: str | None, kind: str) -> tuple[str, list[Any]]:
 
 
 def remove_exports(model: str, cache_dir: str | Path | None = None) -> int:
-    """Delete every cached export of ``model``; returns how many folders were removed."""
+    """Delete every cached export of ``model``; returns how many folders were removed.
+
+    That is the folders of its current fingerprint and every folder whose ``meta.json`` names
+    the model (exports of its earlier weights, and of earlier versions of the cache key).
+    """
     from clipsieve.backends.clip import resolve_model_id
 
-    fp = model_fingerprint(resolve_model_id(model))
+    model_id = resolve_model_id(model)
+    try:
+        prefix: str | None = export_fingerprint(model_id) + "-"
+    except ModelError:  # no longer on disk: only the folders that name it
+        prefix = None
     root = onnx_cache_dir(cache_dir)
     n = 0
-    for d in root.glob(f"{fp}-*"):
-        shutil.rmtree(d, ignore_errors=True)
-        n += 1
+    try:
+        folders = sorted(d for d in root.iterdir() if d.is_dir())
+    except OSError:
+        return 0
+    for d in folders:
+        meta = _read_meta(d)
+        if (prefix is not None and d.name.startswith(prefix)) or (
+            meta is not None and meta.get("model_id") == model_id
+        ):
+            shutil.rmtree(d, ignore_errors=True)
+            n += 1
     return n

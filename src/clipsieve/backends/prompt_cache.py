@@ -47,11 +47,11 @@ class PromptCache:
         self.encoder = encoder
         root = Path(cache_dir) if cache_dir is not None else settings.cache_dir()
         self.path: Path | None = None
-        try:
-            from clipsieve.backends.onnx import model_fingerprint
+        from clipsieve.fingerprint import derived_fingerprint
 
-            fp = model_fingerprint(model_id)
-        except Exception:  # a model not on disk yet: nothing to key the file by
+        try:
+            fp = derived_fingerprint(model_id)  # None: a model not on disk, nothing to key by
+        except OSError:  # an unreadable checkpoint folder: loading it names the cause
             fp = None
         if fp is not None:
             tag = f"-{precision}" if precision else ""

@@ -158,9 +158,9 @@ class Source:
 def sniff_image(data: bytes) -> str | None:
     """The image format the first bytes name (:func:`clipsieve.media.sniff.sniff`), or
     ``None`` when they are not an image clipsieve decodes (HTML, a video…)."""
-    from clipsieve.media.sniff import sniff
+    from clipsieve.media.sniff import SNIFF_BYTES, sniff
 
-    found = sniff(data[:64])
+    found = sniff(data[:SNIFF_BYTES])
     return found.format if found is not None and found.kind == "image" else None
 
 

@@ -317,18 +317,13 @@ def _default_runners(service: Service) -> dict[str, Callable[..., dict[str, Any]
 
 def _require_video(up: Any) -> None:
     """A video container, or an animated GIF or WebP (which the video driver reads too)."""
-    from clipsieve.media.sniff import sniff
+    from clipsieve.media.sniff import media_kind, sniff
 
     got = sniff(up.head)
-    if got is not None and got.kind == "image" and got.format in ("gif", "webp"):
-        try:
-            from clipsieve.video.sniff import media_kind
-        except ImportError:
-            pass
-        else:
-            if media_kind(up.path) == "video":
-                up.sniffed = got
-                return
+    if (got is not None and got.kind == "image" and got.format in ("gif", "webp")
+            and up.path is not None and media_kind(up.path) == "video"):
+        up.sniffed = got
+        return
     require_kind(up, "video", "/v1/videos")
 
 

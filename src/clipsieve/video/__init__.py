@@ -11,6 +11,7 @@ Needs PyAV (``pip install 'clipsieve[video]'``), imported only when a video is o
     print(r.verdict, [s["category"] for s in r.segments])
 """
 
+from clipsieve.media.sniff import VIDEO_EXTENSIONS, media_kind, sniff_bytes
 from clipsieve.video.analyze import (
     MEDIA_EXTENSIONS,
     VideoOptions,
@@ -21,7 +22,6 @@ from clipsieve.video.analyze import (
     scan_media,
 )
 from clipsieve.video.decode import Sampling, VideoInfo, VideoReader
-from clipsieve.video.sniff import VIDEO_EXTENSIONS, media_kind, sniff_bytes
 from clipsieve.video.timeline import (
     CheckSettings,
     VideoSettings,

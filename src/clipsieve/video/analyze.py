@@ -28,10 +28,10 @@ import numpy as np
 
 from clipsieve.errors import DecodeError
 from clipsieve.media.discover import IMAGE_EXTENSIONS
+from clipsieve.media.sniff import VIDEO_EXTENSIONS, media_kind
 from clipsieve.moderation.policy import VideoSettings
-from clipsieve.types import ErrorInfo, to_jsonable
+from clipsieve.types import ErrorInfo, ResultEnvelope, to_jsonable
 from clipsieve.video.decode import KeptFrame, Sampling, VideoReader
-from clipsieve.video.sniff import VIDEO_EXTENSIONS, media_kind
 from clipsieve.video.timeline import (
     CheckSettings,
     build_segments,
@@ -90,20 +90,12 @@ class VideoOptions:
 
 
 @dataclass
-class VideoResult:
-    """The result for one video: the image envelope plus the video fields (README: Video)."""
+class VideoResult(ResultEnvelope):
+    """The result for one video: the envelope images carry
+    (:class:`~clipsieve.types.ResultEnvelope`: path, status, error, sha256, width, height,
+    model, device, precision, encoder, cached, timing) plus the video fields (README: Video).
+    ``device``, ``precision`` and ``encoder`` are those of the frame embeddings."""
 
-    path: str
-    status: str = "ok"
-    error: ErrorInfo | None = None
-    sha256: str | None = None
-    width: int | None = None
-    height: int | None = None
-    model: str | None = None
-    device: str | None = None
-    precision: str | None = None
-    cached: bool = False
-    timing: dict[str, float] = field(default_factory=dict)
     duration_ms: int | None = None
     fps: float | None = None
     codec: str | None = None
@@ -122,28 +114,13 @@ class VideoResult:
     kind: str = "video"
 
     @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    @property
     def decision(self) -> str | None:
         """The verdict's decision (``None`` without moderation)."""
         return self.verdict.get("decision") if self.verdict else None
 
     def to_dict(self, *, include_embedding: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "path": self.path,
-            "status": self.status,
-            "error": self.error.to_dict() if self.error else None,
-            "kind": "video",
-            "sha256": self.sha256,
-            "width": self.width,
-            "height": self.height,
-            "model": self.model,
-            "device": self.device,
-            "precision": self.precision,
-            "cached": self.cached,
-            "timing": {k: round(v, 3) for k, v in self.timing.items()},
+            **self.envelope_dict(kind="video"),
             "duration_ms": self.duration_ms,
             "fps": None if self.fps is None else round(self.fps, 3),
             "codec": self.codec,
@@ -170,6 +147,11 @@ class VideoResult:
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+
+def _encoder_kind(analyzer: Any) -> str:
+    """The analyzer's encoder kind (``torch``, ``onnx``, ``onnx-int8``): part of the frames' key."""
+    return str(getattr(analyzer, "encoder_kind", None) or "torch")
 
 
 def _hash_file(path: str) -> str:
@@ -302,7 +284,7 @@ def scan_media(
     recursive: bool = True,
 ) -> Iterator[Any]:
     """Images and videos under ``paths``, in order: images through :meth:`Analyzer.scan`,
-    videos (local files sniffed by content: :func:`~clipsieve.video.sniff.media_kind`) through
+    videos (local files sniffed by content: :func:`~clipsieve.media.sniff.media_kind`) through
     :func:`analyze_video`. ``paths`` are what :meth:`Analyzer.scan` takes (files, folders, tar
     shards, :class:`~clipsieve.media.inputs.Source` objects); folder walks add the video file
     endings. Yields :class:`~clipsieve.types.ItemResult` and :class:`VideoResult` objects.
@@ -379,7 +361,9 @@ def _from_store(analyzer: Any, heads: list[Any], res: VideoResult,
     info, times = stored
     if info.get("features_version") != analyzer.features_version:
         return None
-    rows = analyzer.store.get_video_frames(res.sha256, analyzer.model_id, prep)
+    encoder = _encoder_kind(analyzer)
+    # frames embedded by another encoder are not this run's embeddings: decode again
+    rows = analyzer.store.get_video_frames(res.sha256, analyzer.model_id, prep, encoder=encoder)
     if not times or any(t not in rows for t in times):
         return None
     _info_fields(res, info)
@@ -394,6 +378,7 @@ def _from_store(analyzer: Any, heads: list[Any], res: VideoResult,
             timeline.add(t, item, (rows[t][1] or {}).get("metrics"))
     if times:
         res.device, res.precision = rows[times[0]][2], rows[times[0]][3]
+        res.encoder = encoder
     res.cached = True
     return timeline, info.get("bytes_per_second"), int(res.duration_ms or times[-1] + 1000)
 
@@ -456,10 +441,12 @@ def _decode_and_analyze(analyzer: Any, path: str, heads: list[Any], options: Vid
     encode_ms = 0.0
     timed_out = stopped_on_block = False
     pending: list[KeptFrame] = []
-    device = precision = None
+    device: str | None = None
+    precision: str | None = None
+    encoder: str | None = None
 
     def flush() -> None:
-        nonlocal encode_ms, device, precision
+        nonlocal encode_ms, device, precision, encoder
         if not pending:
             return
         t = time.perf_counter()
@@ -471,6 +458,7 @@ def _decode_and_analyze(analyzer: Any, path: str, heads: list[Any], options: Vid
         for _kf, item in good:
             if device is None:
                 device, precision = item.device, item.precision
+                encoder = item.encoder or _encoder_kind(analyzer)
             _video_resolution(item.features, info.width, info.height)
         rows = []
         if good:
@@ -486,7 +474,8 @@ def _decode_and_analyze(analyzer: Any, path: str, heads: list[Any], options: Vid
                              {"features": item.features, "metrics": kf.metrics}))
         if analyzer.store is not None and rows:
             analyzer.store.put_video_frames(res.sha256, rows, model=model, prep=prep,
-                                            precision=precision, device=device)
+                                            precision=precision, device=device,
+                                            encoder=encoder or _encoder_kind(analyzer))
         pending.clear()
 
     try:
@@ -529,7 +518,7 @@ def _decode_and_analyze(analyzer: Any, path: str, heads: list[Any], options: Vid
     res.width, res.height = info.display_size
     res.timing["decode_ms"] = decode_ms[0]
     res.timing["encode_ms"] = encode_ms
-    res.device, res.precision = device, precision
+    res.device, res.precision, res.encoder = device, precision, encoder
     if not timeline.times:
         if timed_out:
             raise DecodeError("timeout", f"no frame analysed within the time limit of "

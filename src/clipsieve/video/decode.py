@@ -41,7 +41,7 @@ from PIL import Image
 
 from clipsieve.errors import ConfigError, DecodeError
 from clipsieve.media.decode import DecodeLimits, to_rgb
-from clipsieve.video.sniff import sniff_bytes
+from clipsieve.media.sniff import SNIFF_BYTES, sniff_bytes
 
 #: Side lengths of the low-resolution luma image used for shot detection and frame checks.
 LUMA_W, LUMA_H = 64, 36
@@ -234,7 +234,7 @@ class VideoReader:
         self.stats = DecodeStats()
         try:
             with open(path, "rb") as fh:
-                head = fh.read(512)
+                head = fh.read(SNIFF_BYTES)
         except FileNotFoundError:
             raise DecodeError("io_error", "no such file", path) from None
         except IsADirectoryError:
