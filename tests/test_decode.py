@@ -350,3 +350,46 @@ def test_pixel_limit_is_inclusive_at_exactly_the_limit(fmt: str) -> None:
     dec = _decode(data, limits=DecodeLimits(max_pixels=600))
     assert (dec.width, dec.height) == (30, 20)
     assert _code(data, limits=DecodeLimits(max_pixels=599)) == "too_large"
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+@pytest.mark.parametrize("size", [(2400, 1600), (1600, 2400), (1200, 1200)])
+def test_native_grid_crop_decodes_only_the_rows_it_needs(
+    tmp_path: Path, progressive: bool, size: tuple[int, int]
+) -> None:
+    """The blockiness crop of a draft-reduced high-quality JPEG stops decoding at the crop's
+    bottom row (issue #14) and gives exactly the luma of a full decode's crop."""
+    from conftest import photo_array
+
+    from clipsieve.media.stats import native_grid_luma
+
+    im = Image.fromarray(photo_array("astronaut")).resize(size, Image.Resampling.BICUBIC)
+    path = tmp_path / "big.jpg"
+    im.save(path, quality=95, progressive=progressive)
+    data = path.read_bytes()
+    dec = decode_image(data, str(path), min_side=224, grid_crop=512, grid_crop_jpeg_quality=90)
+    assert dec.image.width < size[0] and dec.grid_luma is not None  # the draft path + crop
+    full = Image.open(path)
+    full.draft("L", full.size)
+    full.load()
+    want = native_grid_luma(full, 512)
+    assert want is not None and dec.grid_luma.shape == want.shape
+    assert np.array_equal(dec.grid_luma, want)
+
+
+def test_native_grid_crop_of_a_cut_jpeg_is_not_invented(tmp_path: Path) -> None:
+    """A JPEG cut inside the crop's rows is an error of the decode (or no crop), never a crop
+    of blank rows."""
+    from conftest import photo_array
+
+    im = Image.fromarray(photo_array("astronaut")).resize((2400, 1600), Image.Resampling.BICUBIC)
+    path = tmp_path / "big.jpg"
+    im.save(path, quality=95)
+    data = path.read_bytes()[: len(path.read_bytes()) // 2]
+    try:
+        dec = decode_image(data, str(path), min_side=224, grid_crop=512,
+                           grid_crop_jpeg_quality=90)
+    except DecodeError as exc:
+        assert exc.code == "truncated"
+    else:
+        assert dec.grid_luma is None
