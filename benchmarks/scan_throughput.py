@@ -38,8 +38,10 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / ".bench"
 
 
-def make_photos(n: int, folder: Path, size: tuple[int, int] = (3000, 2000)) -> list[Path]:
-    """N distinct 6 MP JPEGs made from real photos (random crop, upscale, mirror)."""
+def make_photos(n: int, folder: Path, size: tuple[int, int] = (3000, 2000),
+                quality: int = 90) -> list[Path]:
+    """N distinct 6 MP JPEGs made from real photos (random crop, upscale, mirror), saved at
+    JPEG ``quality``."""
     from skimage import data
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -61,7 +63,7 @@ def make_photos(n: int, folder: Path, size: tuple[int, int] = (3000, 2000)) -> l
         if i % 2:
             im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         out = size if i % 3 else size[::-1]
-        im.resize(out, Image.Resampling.BICUBIC).save(p, quality=90)
+        im.resize(out, Image.Resampling.BICUBIC).save(p, quality=quality)
     return paths
 
 
