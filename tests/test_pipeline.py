@@ -227,3 +227,141 @@ def test_copies_are_decoded_and_encoded_once_and_share_embedding_and_scores(
     broken = [r for r in results if "broken" in r.path]
     assert len(broken) == 2 and all(r.status == "error" for r in broken)
     assert broken[0].error is not None and broken[1].error == broken[0].error
+
+
+# -- the public two-phase batch step: prepare (decode pools, Ray tasks) + analyze (issue #12) --
+def _same_result(got, want, *, tol: float = 1e-5, sha: bool = True) -> None:
+    """Same sizes, hash, pixel statistics; embeddings and every score within ``tol``."""
+    assert got.ok and want.ok, (got.error, want.error)
+    assert (got.width, got.height) == (want.width, want.height)
+    assert got.sha256 == (want.sha256 if sha else None)
+    assert (got.model, got.device, got.precision, got.encoder) == (
+        want.model, want.device, want.precision, want.encoder)
+    assert got.features == want.features
+    assert np.allclose(got.embedding, want.embedding, atol=tol)
+    a, b = got.to_dict(), want.to_dict()
+    for d in (a, b):
+        for key in ("path", "timing", "cached", "provenance", *(() if sha else ("sha256",))):
+            d.pop(key, None)
+    assert list(a) == list(b)
+
+    def close(x, y, where):
+        if isinstance(x, dict):
+            assert list(x) == list(y), where
+            for k in x:
+                close(x[k], y[k], f"{where}.{k}")
+        elif isinstance(x, list):
+            assert len(x) == len(y), where
+            for i, (p, q) in enumerate(zip(x, y)):
+                close(p, q, f"{where}[{i}]")
+        elif isinstance(x, float):
+            assert y == pytest.approx(x, abs=tol), where
+        else:
+            assert x == y, where
+
+    close(a, b, "result")
+
+
+@pytest.fixture()
+def jpegs(tmp_path: Path, photos: dict[str, Path], big_photo: Path) -> list[Path]:
+    """Photos and a multi-megapixel JPEG (decoded with DCT scaling: original size differs)."""
+    d = tmp_path / "jpegs"
+    d.mkdir()
+    out = [Path(shutil.copy(p, d / p.name)) for p in [*photos.values(), big_photo]]
+    return sorted(out)
+
+
+def test_prepare_then_analyze_equals_scan(tiny_clip: Path, jpegs: list[Path]) -> None:
+    """Bytes, decoded images and prepared images through the public step give scan's results:
+    original size (not the DCT-reduced one), JPEG-table statistics, features, scores."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from clipsieve import build_heads
+    from clipsieve.media.decode import decode_image
+
+    an = Analyzer(model=str(tiny_clip), store=False, precision="float32", device="cpu",
+                  batch_size=8)
+    heads = build_heads(an, policy="default", quality=True, labels=["cat", "rocket"])
+    scanned = list(an.scan(jpegs, heads=heads))
+    big = scanned[[p.name for p in jpegs].index("astronaut-big.jpg")]
+    assert (big.width, big.height) == (2400, 2400)
+    datas = [p.read_bytes() for p in jpegs]
+    names = [str(p) for p in jpegs]
+    # 1. bytes straight into analyze
+    from_bytes = an.analyze(datas, heads=heads, ids=names)
+    # 2. prepare in a thread pool (as the service's decode pool does), then one batch
+    with ThreadPoolExecutor(4) as pool:
+        prepared = list(pool.map(lambda a: an.prepare(a[0], id=a[1]), zip(datas, names)))
+    assert all(p.pixels is not None and p.item.features for p in prepared)
+    from_prepared = an.analyze(prepared, heads=heads)
+    # 3. Decoded images, decoded by the caller with the analyzer's options
+    decoded = [decode_image(d, n, min_side=an.decode_min_side, limits=an.limits,
+                            **an.decode_options) for d, n in zip(datas, names)]
+    assert decoded[names.index(str(big.path))].image.size != (2400, 2400)  # DCT-reduced
+    from_decoded = an.analyze(decoded, heads=heads, ids=names)
+    for results in (from_bytes, from_prepared, from_decoded):
+        assert [r.path for r in results] == names
+        for got, want in zip(results, scanned):
+            _same_result(got, want, sha=results is not from_decoded)  # Decoded has no bytes
+    assert from_bytes[0].timing["total_ms"] >= from_bytes[0].timing["decode_ms"] > 0
+
+
+def test_prepare_never_raises_for_bad_bytes(tiny_clip: Path, photos: dict[str, Path]) -> None:
+    from clipsieve.media.decode import DecodeLimits
+
+    an = Analyzer(model=str(tiny_clip), store=False, limits=DecodeLimits(max_file_bytes=50_000))
+    data = photos["coffee"].read_bytes()
+    cut = an.prepare(data[:3000], id="cut.jpg")
+    assert cut.pixels is None and cut.item.error.code == "truncated"
+    assert cut.item.sha256 is not None and cut.item.path == "cut.jpg"
+    assert an.prepare(b"", id="e").item.error.code == "not_an_image"
+    assert an.prepare(data * 20, id="big").item.error.code == "too_large"
+    results = an.analyze([cut, an.prepare(data[:40_000], id="ok?")])
+    assert results[0].status == "error" and results[0].embedding is None
+
+
+def test_head_sets_share_one_encoder_call_and_run_each_set_once(
+    tiny_clip: Path, photos: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A micro-batch whose images asked for different heads: one model call; each distinct
+    set of heads computes once, over its own images; results as if analysed apart."""
+    from clipsieve import build_heads
+
+    an = Analyzer(model=str(tiny_clip), store=False, precision="float32", device="cpu",
+                  batch_size=16)
+    moderate = build_heads(an, policy="default", quality=True)
+    classify = build_heads(an, policy=None, quality=False, labels=["cat", "dog"])
+    datas = [p.read_bytes() for p in photos.values()] * 2
+    names = [f"{k}-{i}" for i, k in enumerate(list(photos) * 2)]
+    sets = [moderate if i % 3 else classify for i in range(len(datas))]
+    apart = {}
+    for hs in (moderate, classify):
+        rows = [i for i, s in enumerate(sets) if s is hs]
+        for i, r in zip(rows, an.analyze([datas[i] for i in rows], heads=hs,
+                                         ids=[names[i] for i in rows])):
+            apart[i] = r
+    calls: list[int] = []
+    real_encode = an.encoder.encode_pixels
+    monkeypatch.setattr(an.encoder, "encode_pixels",
+                        lambda px: calls.append(len(px)) or real_encode(px))
+    computed: list[tuple[str, int]] = []
+    for h in moderate + classify:
+        real = h.compute
+
+        def counting(embs, feats, captions=None, _real=real, _h=h):
+            computed.append((_h.field, len(embs)))
+            return _real(embs, feats, captions)
+
+        monkeypatch.setattr(h, "compute", counting)
+    mixed = an.analyze(datas, head_sets=sets, ids=names)
+    assert calls == [len(photos)]  # copies (same bytes) share rows; one call for the batch
+    n_mod = sum(s is moderate for s in sets)
+    assert sorted(computed) == sorted([("moderation", len(photos)), ("quality", len(photos)),
+                                       ("labels", len(datas) - n_mod)])
+    for i, r in enumerate(mixed):
+        assert r.path == names[i]
+        _same_result(r, apart[i])
+        assert (r.labels is None) == (sets[i] is moderate)
+        assert (r.moderation is None) == (sets[i] is classify)
+    with pytest.raises(ValueError, match="head_sets"):
+        an.analyze(datas, heads=moderate, head_sets=sets)

@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -169,10 +169,27 @@ class TextEmbedder:
 
 
 @dataclass
-class _Prepared:
+class Prepared:
+    """One image made ready for the encoder (:meth:`Analyzer.prepare`).
+
+    The first phase of the batch step, done anywhere (a decode pool, a Ray task); the second,
+    :meth:`Analyzer.analyze` over a list of these, encodes them in one matrix and runs heads.
+
+    Attributes:
+        item: the result so far: ``path``, ``model``, ``sha256`` (for bytes), ``width`` and
+            ``height`` of the original image, ``features`` (pixel statistics) and
+            ``timing["decode_ms"]``; ``status="error"`` with ``error`` for an unusable image.
+        pixels: the model's input, ``(3, H, W)`` float32, or ``None`` (an error, or encoded).
+        record: what the files driver stores for the file (``scan`` only; else ``None``).
+    """
+
     item: ItemResult
     pixels: np.ndarray | None = None
-    record: dict[str, Any] | None = None
+    record: dict[str, Any] | None = field(default=None, repr=False)
+
+
+#: What :meth:`Analyzer.prepare` and :meth:`Analyzer.analyze` take as one image.
+ImageInput = bytes | bytearray | memoryview | Decoded | Image.Image | np.ndarray
 
 
 def error_of(exc: Exception) -> ErrorInfo:
@@ -197,7 +214,7 @@ SAME_CONTENT_MEMORY = 8192
 @dataclass
 class _Content:
     event: threading.Event
-    first: list[_Prepared]
+    first: list[Prepared]
     embedding: tuple[np.ndarray, str | None, str | None] | None = None
     scored: ItemResult | None = None
 
@@ -235,7 +252,7 @@ class _SameContent:
                 return None
             return entry
 
-    def publish(self, sha: str, prepared: _Prepared) -> None:
+    def publish(self, sha: str, prepared: Prepared) -> None:
         with self.lock:
             entry, _ = self._entry(sha)
         entry.first.append(prepared)
@@ -487,12 +504,62 @@ class Analyzer:
         """Whether pixel statistics (quality inputs) are computed while preparing images."""
         return self._pixel_features is not None
 
-    def prepare_decoded(self, item: ItemResult, dec: Decoded) -> np.ndarray:
-        """Size, pixel statistics (into ``item``) and model pixels of one decoded image.
+    def prepare(
+        self, image: ImageInput, *, id: str | None = None, sha256: str | None = None
+    ) -> Prepared:
+        """The first phase of the batch step for one image: decode if needed, measure, preprocess.
 
-        The first half of the batch step, for drivers that decode elsewhere (Ray tasks).
+        Thread-safe and free of model work, so drivers run it where decoding runs (a decode
+        pool, a Ray task) and hand the results to :meth:`analyze`, which encodes a whole batch
+        in one call. ``analyze(images)`` is the same as ``analyze([prepare(i) for i in
+        images])``.
+
+        Args:
+            image: one of
+                * ``bytes`` of an image file: hashed (``sha256``) and decoded exactly as
+                  :meth:`scan` decodes a file (JPEG DCT scaling, EXIF orientation, size
+                  limits), so the result equals ``scan``'s for that file;
+                * a :class:`~clipsieve.media.decode.Decoded` (from
+                  :func:`~clipsieve.media.decode.decode_image` called with
+                  :attr:`decode_min_side` and :attr:`decode_options`): its original size and
+                  JPEG tables are used for the pixel statistics;
+                * a PIL image or an array (``(H, W)``, ``(H, W, 3|4)``; uint8 or floats in
+                  0..1), taken as the original.
+            id: becomes :attr:`ItemResult.path` (default ``"0"``).
+            sha256: the hex digest of ``image``'s bytes when already known (not recomputed).
+
+        Returns:
+            A :class:`Prepared`; an unusable image gives one whose ``item`` has
+            ``status="error"`` and an ``error`` (``not_an_image``, ``truncated``, ``too_large``…),
+            never an exception.
         """
-        return self._pixels(item, dec, self.preprocess)
+        t0 = time.perf_counter()
+        item = ItemResult(path=str(id) if id is not None else "0", model=self.model_id,
+                          sha256=sha256)
+        try:
+            prep = self.preprocess
+            if isinstance(image, (bytes, bytearray, memoryview)):
+                data = bytes(image)
+                if item.sha256 is None:
+                    item.sha256 = hashlib.sha256(data).hexdigest()
+                if len(data) > self.limits.max_file_bytes:
+                    raise DecodeError("too_large", f"file is {len(data)} bytes, over the limit "
+                                      f"of {self.limits.max_file_bytes}", item.path)
+                dec = decode_image(data, item.path, min_side=self._decode_min_side(prep),
+                                   limits=self.limits, **self._decode_options)
+                del data
+            elif isinstance(image, Decoded):
+                dec = image
+            else:
+                dec = from_image(image, min_side=self._decode_min_side(prep),
+                                 **self._decode_options)
+            pixels = self._pixels(item, dec, prep)
+        except Exception as exc:  # never let one image stop the batch
+            _set_error(item, exc)
+            item.timing["decode_ms"] = item.timing["total_ms"] = (time.perf_counter() - t0) * 1000
+            return Prepared(item)
+        item.timing["decode_ms"] = (time.perf_counter() - t0) * 1000
+        return Prepared(item, pixels=pixels)
 
     def _decode_min_side(self, prep: Preprocess) -> int:
         if self._pixel_features is None:
@@ -501,7 +568,7 @@ class Analyzer:
 
     def _prepare(
         self, src: Source, prep: Preprocess, shared: _SameContent | None = None
-    ) -> _Prepared:
+    ) -> Prepared:
         t0 = time.perf_counter()
         path = src.name
         item = ItemResult(path=path, model=self.model_id)
@@ -514,7 +581,7 @@ class Analyzer:
                     sha = store.lookup_file(src.path, st.st_size, st.st_mtime_ns)
                     if sha and self._from_store(item, sha, prep):
                         item.timing["total_ms"] = (time.perf_counter() - t0) * 1000
-                        return _Prepared(item)
+                        return Prepared(item)
                 data = read_bytes(src.path, self.limits)
                 record = {"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
             else:  # a tar member or a URL: bytes only (no file record)
@@ -526,13 +593,13 @@ class Analyzer:
             item.timing["read_ms"] = (t1 - t0) * 1000
             if store is not None and self._from_store(item, item.sha256, prep):
                 item.timing["total_ms"] = (time.perf_counter() - t0) * 1000
-                return _Prepared(item, record=record)
+                return Prepared(item, record=record)
             if shared is not None:
                 first = shared.claim(item.sha256)
                 if first is not None:  # a copy of a file decoded (or being decoded) already
                     del data
                     return self._copy_of(item, record, first, t0)
-                out = _Prepared(item, record=record)
+                out = Prepared(item, record=record)
                 try:
                     return self._decode(out, data, path, prep, t1)
                 except Exception as exc:
@@ -541,15 +608,15 @@ class Analyzer:
                 finally:
                     shared.publish(item.sha256, out)
             else:
-                return self._decode(_Prepared(item, record=record), data, path, prep, t1)
+                return self._decode(Prepared(item, record=record), data, path, prep, t1)
         except Exception as exc:  # never let one file stop the batch
             _set_error(item, exc)
         item.timing["total_ms"] = (time.perf_counter() - t0) * 1000
-        return _Prepared(item)
+        return Prepared(item)
 
     def _decode(
-        self, out: _Prepared, data: bytes, path: str, prep: Preprocess, t1: float
-    ) -> _Prepared:
+        self, out: Prepared, data: bytes, path: str, prep: Preprocess, t1: float
+    ) -> Prepared:
         """Decode, measure and preprocess into ``out`` (errors propagate to the caller)."""
         item, record = out.item, out.record
         assert record is not None
@@ -573,7 +640,7 @@ class Analyzer:
 
     def _copy_of(
         self, item: ItemResult, record: dict[str, Any], first: _Content, t0: float
-    ) -> _Prepared:
+    ) -> Prepared:
         """Take the decode of the first file with the same bytes (waits for it)."""
         first.event.wait()
         src = first.first[0]
@@ -581,14 +648,14 @@ class Analyzer:
             item.status = "error"
             item.error = src.item.error
             item.timing["total_ms"] = (time.perf_counter() - t0) * 1000
-            return _Prepared(item)
+            return Prepared(item)
         item.width, item.height, item.features = src.item.width, src.item.height, src.item.features
         src_rec = src.record or {}
         record.update({k: src_rec.get(k) for k in ("width", "height", "format", "features",
                                                    "features_version")})
         item.timing["decode_ms"] = (time.perf_counter() - t0) * 1000 - item.timing["read_ms"]
         # pixels may already be gone (encoded): _finish then takes the shared embedding
-        return _Prepared(item, pixels=src.pixels, record=record)
+        return Prepared(item, pixels=src.pixels, record=record)
 
     def _from_store(self, item: ItemResult, sha: str, prep: Preprocess) -> bool:
         assert self.store is not None
@@ -632,8 +699,8 @@ class Analyzer:
         run = new_run_id()
         window = max(self.batch_size * 2, self.workers * 4)
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="decode") as pool:
-            pending: deque[Future[_Prepared]] = deque()
-            done: list[_Prepared] = []
+            pending: deque[Future[Prepared]] = deque()
+            done: list[Prepared] = []
             exhausted = False
             while True:
                 while not exhausted and len(pending) < window:
@@ -653,7 +720,7 @@ class Analyzer:
                 yield from self._finish(done, heads, shared, run)
 
     def _finish(
-        self, batch: list[_Prepared], heads: Sequence[Head], shared: _SameContent | None = None,
+        self, batch: list[Prepared], heads: Sequence[Head], shared: _SameContent | None = None,
         run: str | None = None,
     ) -> list[ItemResult]:
         """The files driver's end of a batch: the batch step, provenance, then the store."""
@@ -674,17 +741,19 @@ class Analyzer:
     # -- the batch step ---------------------------------------------------------------------
     def _step(
         self,
-        batch: list[_Prepared],
+        batch: list[Prepared],
         heads: Sequence[Head],
         shared: _SameContent | None = None,
         captions: Sequence[Caption | str | None] | None = None,
         run: str | None = None,
+        head_sets: Sequence[Sequence[Head]] | None = None,
     ) -> list[ItemResult]:
-        """Encode the items that need it (one model row per content), then run the heads."""
+        """Encode the items that need it (one model row per content, one encoder call), then
+        run the heads (``head_sets``: each item's own heads, one pass per distinct set)."""
         shared = shared or _SameContent()
         need = [p for p in batch if p.item.ok and p.item.embedding is None]
         # one model row per content hash: copies share the first embedding computed for it
-        fresh: dict[str, _Prepared] = {}
+        fresh: dict[str, Prepared] = {}
         for p in need:
             sha = _content_key(p.item)
             if sha not in fresh and p.pixels is not None and shared.embedding(sha) is None:
@@ -715,10 +784,20 @@ class Analyzer:
                 p.item.timing.get(k, 0.0) for k in ("read_ms", "decode_ms", "encode_ms")
             )
         items = [p.item for p in batch]
-        ok = [i for i, it in enumerate(items) if it.ok]
-        if ok and heads:
-            self._apply_heads([items[i] for i in ok], heads, shared,
-                              None if captions is None else [captions[i] for i in ok], run=run)
+        if head_sets is None:
+            groups = [(heads, list(range(len(items))), shared)]
+        else:  # one head list per item: items with the same heads are scored together
+            by_heads: dict[tuple[int, ...], tuple[Sequence[Head], list[int], _SameContent]] = {}
+            for i, hs in enumerate(head_sets):
+                key = tuple(id(h) for h in hs)
+                by_heads.setdefault(key, (hs, [], _SameContent()))[1].append(i)
+            groups = list(by_heads.values())  # (copies share results within a group only)
+        for group_heads, rows, scored in groups:
+            ok = [i for i in rows if items[i].ok]
+            if ok and group_heads:
+                self._apply_heads([items[i] for i in ok], group_heads, scored,
+                                  None if captions is None else [captions[i] for i in ok],
+                                  run=run)
         return items
 
     def build_heads(self, heads: Sequence[Head]) -> list[Head]:
@@ -783,25 +862,33 @@ class Analyzer:
 
     def analyze(
         self,
-        images: Sequence[Image.Image | np.ndarray],
+        images: Sequence[ImageInput | Prepared],
         *,
         heads: Sequence[Head] = (),
         ids: Sequence[str] | None = None,
         captions: Sequence[Caption | str | None] | None = None,
+        head_sets: Sequence[Sequence[Head]] | None = None,
     ) -> list[ItemResult]:
-        """The batch step over in-memory images: pixel statistics, preprocessing, encoding, heads.
+        """The batch step: pixel statistics, preprocessing, one encoder call per batch, heads.
 
-        Decodes nothing and writes nothing to the store; video frames, service requests and
-        Ray batches call this, and :meth:`scan` runs the same step for files.
+        Writes nothing to the store. Video frames, service requests and Ray batches call this,
+        and :meth:`scan` runs the same step for files. Images already made ready by
+        :meth:`prepare` (in a decode pool, say) are only encoded and scored here; anything else
+        goes through :meth:`prepare` first. Each run of :attr:`batch_size` images is encoded
+        in one call of the encoder; copies (same ``sha256``) share one row.
 
         Args:
-            images: PIL images or arrays (``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)``; uint8 or
-                floats in 0..1).
-            heads: built or unbuilt heads (see :func:`clipsieve.build_heads`).
-            ids: one id per image, which becomes :attr:`ItemResult.path` (default ``"0"``,
-                ``"1"``…).
+            images: :class:`Prepared` values, or what :meth:`prepare` takes: bytes of image
+                files, :class:`~clipsieve.media.decode.Decoded` images, PIL images or arrays.
+            heads: built or unbuilt heads (see :func:`clipsieve.build_heads`), for every image.
+            ids: one id per image, which becomes :attr:`ItemResult.path` (default: a
+                :class:`Prepared` keeps its own, others get ``"0"``, ``"1"``…).
             captions: one caption (a string or :class:`~clipsieve.types.Caption`) or ``None``
                 per image, for heads that use captions (moderation).
+            head_sets: instead of ``heads``, one list of heads per image: every image of a
+                batch is still encoded in the same call, then each distinct set of heads (the
+                same head objects) runs once over its images (the service batches requests
+                that asked for different heads this way).
 
         Returns:
             One :class:`ItemResult` per image, in order; an unusable image gives a result with
@@ -813,25 +900,28 @@ class Analyzer:
             raise ValueError(f"got {len(ids)} ids for {n} images")
         if captions is not None and len(captions) != n:
             raise ValueError(f"got {len(captions)} captions for {n} images")
-        prep = self.preprocess
-        min_side = self._decode_min_side(prep)
-        prepared: list[_Prepared] = []
+        if head_sets is not None:
+            if heads:
+                raise ValueError("give heads or head_sets, not both")
+            if len(head_sets) != n:
+                raise ValueError(f"got {len(head_sets)} head sets for {n} images")
+        prepared: list[Prepared] = []
         for i, image in enumerate(images):
-            t0 = time.perf_counter()
-            item = ItemResult(path=str(ids[i]) if ids is not None else str(i), model=self.model_id)
-            try:
-                pixels = self._pixels(
-                    item, from_image(image, min_side=min_side, **self._decode_options), prep)
-                item.timing["decode_ms"] = (time.perf_counter() - t0) * 1000
-                prepared.append(_Prepared(item, pixels=pixels))
-            except Exception as exc:  # never let one image stop the batch
-                _set_error(item, exc)
-                prepared.append(_Prepared(item))
+            if isinstance(image, Prepared):
+                if ids is not None:
+                    image.item.path = str(ids[i])
+                prepared.append(image)
+            else:
+                prepared.append(self.prepare(image, id=str(ids[i]) if ids is not None else str(i)))
+        shared = _SameContent()
+        run = new_run_id()
         out: list[ItemResult] = []
         for start in range(0, n, self.batch_size):
+            end = start + self.batch_size
             out += self._step(
-                prepared[start : start + self.batch_size], heads, None,
-                None if captions is None else captions[start : start + self.batch_size],
+                prepared[start:end], heads, shared,
+                None if captions is None else captions[start:end], run=run,
+                head_sets=None if head_sets is None else head_sets[start:end],
             )
         return out
 

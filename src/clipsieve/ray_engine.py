@@ -6,12 +6,14 @@ owns the I/O and the fan-out and no scoring code:
 1. **list** the inputs on the driver (a folder, a ``.txt``/``.csv`` list of paths, or a
    ``.parquet`` file with a ``path`` column; local paths or any URI that ``pyarrow.fs``
    understands, such as ``s3://bucket/photos/``), minus those already in ``DIR`` (resume);
-2. **read and prepare** in CPU tasks (``map_batches``): read the bytes (bounded), hash,
-   decode with the same safe decoder as the local engine, compute the pixel statistics and
-   preprocess for the model;
+2. **read and prepare** in CPU tasks (``map_batches``): read the bytes (bounded), then the
+   kernel's :meth:`Analyzer.prepare <clipsieve.pipeline.Analyzer.prepare>` (hash, decode as
+   ``scan`` does, pixel statistics, preprocessing);
 3. **embed and score** in an actor pool (``map_batches`` with a class): each actor creates the
-   encoder once; the heads were built once on the driver (prompt banks computed there) and
-   arrive pickled, as pure functions of the embeddings and pixel statistics;
+   encoder once and runs :meth:`Analyzer.analyze <clipsieve.pipeline.Analyzer.analyze>` over
+   the prepared rows (one encoder call, then the heads); the heads were built once on the
+   driver (prompt banks computed there) and arrive pickled, as pure functions of the
+   embeddings and pixel statistics;
 4. **write** Parquet into ``DIR``: one row per input row, errors included, with the same
    fields as the local JSONL; nested objects (``moderation``, ``quality``, ``labels``…) are
    JSON text columns so that every file has the same schema.
@@ -23,7 +25,6 @@ Without ``address`` a local Ray is started with ``ray.init(num_cpus=…)``; with
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -253,12 +254,10 @@ class PrepareStep:
         return bytes(data)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        from clipsieve.media.decode import decode_image
-        from clipsieve.pipeline import error_of
+        from clipsieve.pipeline import Prepared, error_of
         from clipsieve.types import ItemResult
 
         an = self.spec.build()
-        limits = self.spec.limits()
         h, w = an.preprocess.output_hw
         paths = [str(p) for p in batch["path"]]
         pixels = np.zeros((len(paths), 3, h, w), dtype=np.float32)
@@ -267,21 +266,18 @@ class PrepareStep:
             "features", "read_ms", "decode_ms")}
         for i, path in enumerate(paths):
             t0 = time.perf_counter()
-            item = ItemResult(path=path)
-            read_ms = decode_ms = None
             try:
                 data = self._read(path)
-                item.sha256 = hashlib.sha256(data).hexdigest()
-                t1 = time.perf_counter()
-                read_ms = (t1 - t0) * 1000
-                dec = decode_image(data, path, min_side=an.decode_min_side, limits=limits,
-                                   **getattr(an, "decode_options", {}))  # as scan (issue #9)
-                del data
-                pixels[i] = an.prepare_decoded(item, dec)
-                decode_ms = (time.perf_counter() - t1) * 1000
             except Exception as exc:  # never let one file stop the batch
-                info = error_of(exc)
-                item.status, item.error = "error", info
+                prepared = Prepared(ItemResult(path=path, status="error", error=error_of(exc)))
+                read_ms = None
+            else:
+                read_ms = (time.perf_counter() - t0) * 1000
+                prepared = an.prepare(data, id=path)  # hash, decode, statistics (as scan)
+                del data
+            item = prepared.item
+            if prepared.pixels is not None:
+                pixels[i] = prepared.pixels
             out["path"].append(path)
             out["ok"].append(item.ok)
             out["error_code"].append(item.error.code if item.error else None)
@@ -292,7 +288,7 @@ class PrepareStep:
             out["features"].append(json.dumps(item.features) if item.features is not None
                                    else None)
             out["read_ms"].append(read_ms)
-            out["decode_ms"].append(decode_ms)
+            out["decode_ms"].append(item.timing.get("decode_ms") if item.ok else None)
         result: dict[str, Any] = {k: np.array(v, dtype=object) for k, v in out.items()}
         result["ok"] = np.array(out["ok"], dtype=bool)
         result["pixels"] = pixels
@@ -310,39 +306,27 @@ class EmbedAndScore:
         self.columns = list(columns)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Any:
+        from clipsieve.pipeline import Prepared
         from clipsieve.types import ErrorInfo, ItemResult
 
-        ok = np.asarray(batch["ok"], dtype=bool)
-        idx = np.flatnonzero(ok)
-        scored: list[ItemResult] = []
-        per_item = 0.0
-        if len(idx):
-            t0 = time.perf_counter()
-            embs = self.encoder.encode_pixels(np.ascontiguousarray(batch["pixels"][idx]))
-            per_item = (time.perf_counter() - t0) * 1000 / len(idx)
-            feats = [None if batch["features"][i] is None else json.loads(batch["features"][i])
-                     for i in idx]
-            scored = self.analyzer.score(embs, feats, heads=self.heads,
-                                         ids=[str(batch["path"][i]) for i in idx])
-        by_row = dict(zip(idx.tolist(), scored))
-        items: list[ItemResult] = []
-        for i in range(len(ok)):
-            item = by_row.get(i) or ItemResult(path=str(batch["path"][i]))
-            item.model = self.analyzer.model_id
-            item.sha256 = batch["sha256"][i]
+        prepared: list[Prepared] = []
+        for i in range(len(batch["path"])):  # the prepared rows, back from their columns
+            item = ItemResult(path=str(batch["path"][i]), model=self.analyzer.model_id,
+                              sha256=batch["sha256"][i])
             if batch["read_ms"][i] is not None:
                 item.timing["read_ms"] = float(batch["read_ms"][i])
-            if ok[i]:
-                item.width, item.height = int(batch["width"][i]), int(batch["height"][i])
-                item.device, item.precision = self.encoder.device, self.encoder.precision
-                item.timing["decode_ms"] = float(batch["decode_ms"][i])
-                item.timing["encode_ms"] = per_item
-            else:
+            if not batch["ok"][i]:
                 item.status = "error"
                 item.error = ErrorInfo(str(batch["error_code"][i]), str(batch["error_message"][i]))
-            item.timing["total_ms"] = sum(
-                item.timing.get(k, 0.0) for k in ("read_ms", "decode_ms", "encode_ms"))
-            items.append(item)
+                item.timing["total_ms"] = item.timing.get("read_ms", 0.0)
+                prepared.append(Prepared(item))
+                continue
+            item.width, item.height = int(batch["width"][i]), int(batch["height"][i])
+            feats = batch["features"][i]
+            item.features = None if feats is None else json.loads(feats)
+            item.timing["decode_ms"] = float(batch["decode_ms"][i])
+            prepared.append(Prepared(item, pixels=batch["pixels"][i]))
+        items = self.analyzer.analyze(prepared, heads=self.heads)  # encode once, heads
         return rows_to_table([it.to_dict() for it in items], self.columns)
 
 

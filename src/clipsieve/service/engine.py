@@ -1,36 +1,34 @@
-"""The service's view of the library: decode one upload, analyse one batch.
+"""The service's view of the library: prepare one upload, analyse one micro-batch.
 
-:meth:`Engine.decode` runs in the decode worker pool (never on the event loop): it decodes the
-upload exactly as ``clipsieve scan`` decodes a file (JPEG DCT scaling, EXIF orientation), and
-measures the pixel statistics with the original size and JPEG tables, then preprocesses.
-:meth:`Engine.run_batch` runs on the single model thread over images from many requests at once:
-one call of the analyzer's encoder, then the library's heads through
-:meth:`~clipsieve.pipeline.Analyzer.score`, once per group of requests that asked for the same
-heads. Heads come from :func:`clipsieve.build_heads`, built once per (policy, labels,
-templates) and kept.
+The service is a driver of the kernel's public two-phase batch step and holds no analysis
+code of its own:
 
-Why not :meth:`~clipsieve.pipeline.Analyzer.analyze` over the decoded images: it takes
-in-memory images, so it would see the DCT-reduced image as the original (wrong ``width``,
-``height`` and resolution score) without its JPEG tables, and would measure and preprocess on
-the model thread. The split here — decode, statistics and preprocessing in the pool; encoder
-and :meth:`score` on the model thread — is the same work as ``analyze``/``scan`` and gives the
-same result objects as the CLI.
+* :meth:`Engine.decode` runs in the decode worker pool (never on the event loop) and is
+  :meth:`Analyzer.prepare <clipsieve.pipeline.Analyzer.prepare>` on the upload's bytes: decoded
+  exactly as ``clipsieve scan`` decodes a file (JPEG DCT scaling, EXIF orientation, limits),
+  pixel statistics with the original size and JPEG tables, preprocessing.
+* :meth:`Engine.run_batch` runs on the single model thread over images from many requests at
+  once and is :meth:`Analyzer.analyze <clipsieve.pipeline.Analyzer.analyze>` over the prepared
+  images with ``head_sets``: one encoder call for the whole micro-batch, then each distinct set
+  of heads once over the requests that asked for it (requests are grouped by :class:`HeadKey`).
+
+Heads come from :func:`clipsieve.build_heads`, built once per (policy, labels, templates) and
+kept. So a result is the same object, field for field, as the CLI's JSONL line for that file.
 """
 
 from __future__ import annotations
 
-import hashlib
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from clipsieve.errors import ConfigError
+from clipsieve.errors import ConfigError, DecodeError
 from clipsieve.service.config import ServiceConfig
-from clipsieve.types import ItemResult, to_jsonable
+from clipsieve.types import ItemResult
+
+if TYPE_CHECKING:
+    from clipsieve.pipeline import Prepared
 
 __all__ = ["Engine", "HeadKey", "Work"]
 
@@ -57,12 +55,16 @@ class HeadKey:
 
 @dataclass
 class Work:
-    """One decoded image on its way to the model."""
+    """One prepared upload on its way to the model, with what its request asked for."""
 
-    item: ItemResult
-    pixels: np.ndarray
+    prepared: Prepared
     heads: HeadKey
     caption: str | None = None
+
+    @property
+    def item(self) -> ItemResult:
+        """The upload's result so far (size, hash, pixel statistics)."""
+        return self.prepared.item
 
 
 class Engine:
@@ -103,16 +105,6 @@ class Engine:
         self.default_policy = next(iter(self.policies))
         self._heads: OrderedDict[HeadKey, list[Any]] = OrderedDict()
         self._ready = threading.Event()
-        # the pixel statistics the analyzer measures (the quality inputs), from the same config
-        from clipsieve.media.stats import load_pixel_stats_config
-        from clipsieve.pipeline import ANALYSIS_MIN_SIDE
-
-        self._analysis_min_side = ANALYSIS_MIN_SIDE
-        self._stats = None
-        if self.analyzer.features_version is not None:
-            self._stats = load_pixel_stats_config()
-            if self._stats.version != self.analyzer.features_version:
-                raise ConfigError("pixel statistics configuration differs from the analyzer's")
 
     # -- state ------------------------------------------------------------------------------
     @property
@@ -179,61 +171,25 @@ class Engine:
     # -- work -------------------------------------------------------------------------------
     def decode(self, data: bytes, name: str, heads: HeadKey, caption: str | None = None,
                sha256: str | None = None) -> Work:
-        """Hash, decode, measure and preprocess one upload (in a decode worker thread).
+        """Prepare one upload (:meth:`Analyzer.prepare`; in a decode worker thread).
 
         Raises:
             DecodeError: the bytes cannot be decoded (``truncated``, ``too_large``…).
         """
-        from clipsieve.media.decode import decode_image
-
-        an = self.analyzer
-        t0 = time.perf_counter()
-        item = ItemResult(path=name, model=self.model_id)
-        item.sha256 = sha256 or hashlib.sha256(data).hexdigest()
-        prep = an.preprocess
-        min_side = prep.min_side if self._stats is None else max(prep.min_side,
-                                                                 self._analysis_min_side)
-        dec = decode_image(data, name, min_side=min_side, limits=an.limits,
-                           **getattr(an, "decode_options", {}))
-        item.width, item.height = dec.width, dec.height
-        if self._stats is not None:  # as the analyzer measures a decoded file
-            from clipsieve.media.stats import pixel_stats
-
-            item.features = to_jsonable(pixel_stats(
-                dec.image, config=self._stats, original_size=(dec.width, dec.height),
-                jpeg_quant=dec.jpeg_quant, grid_luma=dec.grid_luma))
-        pixels = prep(dec.image)
-        item.timing["decode_ms"] = (time.perf_counter() - t0) * 1000
-        return Work(item=item, pixels=pixels, heads=heads, caption=caption)
+        prepared = self.analyzer.prepare(data, id=name, sha256=sha256)
+        error = prepared.item.error
+        if error is not None:
+            raise DecodeError(error.code, error.message, name)
+        return Work(prepared=prepared, heads=heads, caption=caption)
 
     def run_batch(self, works: list[Work]) -> list[ItemResult]:
-        """Encode a batch in one model call, then run each request's heads (model thread)."""
-        an = self.analyzer
-        encoder = an.encoder
-        t0 = time.perf_counter()
-        embs = encoder.encode_pixels(np.stack([w.pixels for w in works]))
-        per_item = (time.perf_counter() - t0) * 1000 / len(works)
-        groups: dict[HeadKey, list[int]] = {}
-        for i, w in enumerate(works):
-            w.pixels = None  # type: ignore[assignment]
-            groups.setdefault(w.heads, []).append(i)
-        out: list[ItemResult | None] = [None] * len(works)
-        for key, rows in groups.items():
-            scored = an.score(
-                embs[rows], [works[i].item.features for i in rows], heads=self.heads_for(key),
-                ids=[works[i].item.path for i in rows],
-                captions=[works[i].caption for i in rows],
-            )
-            for i, got in zip(rows, scored, strict=True):
-                base = works[i].item
-                got.sha256, got.width, got.height = base.sha256, base.width, base.height
-                got.device, got.precision = encoder.device, encoder.precision
-                got.encoder = an.encoder_kind
-                got.timing = {"decode_ms": base.timing.get("decode_ms", 0.0),
-                              "encode_ms": per_item}
-                got.timing["total_ms"] = got.timing["decode_ms"] + per_item
-                out[i] = got
-        return [r for r in out if r is not None]
+        """One micro-batch (model thread): one encoder call, each request's heads
+        (:meth:`Analyzer.analyze` with one head set per image)."""
+        return self.analyzer.analyze(
+            [w.prepared for w in works],
+            head_sets=[self.heads_for(w.heads) for w in works],
+            captions=[w.caption for w in works],
+        )
 
     def heads_for(self, key: HeadKey) -> list[Any]:
         """The heads of ``key`` from :func:`clipsieve.build_heads`, built on first use (prompt
