@@ -9,15 +9,20 @@ upscaled to 6 MP) with a randomly initialised CLIP ViT-B/32, measured in one run
       and a bounded load generator with --clients concurrent clients, each sending one JPEG per
       request as the raw body to POST /v1/images, until N requests are answered.
 
-(a) and (b) alternate over --rounds rounds; the best and median rates are printed (this machine
-is shared; single runs vary). For (b) it prints p50 and p99 latency per request, and the mean
-batch size of the model calls (from the server's /metrics, over the timed requests only).
+(a) and (b) alternate over --rounds rounds; the best and median rates and each round's ratio
+are printed (this machine is shared; single runs vary). For (b) it prints p50 and p99 latency
+per request, the mean batch size of the model calls and how busy the model thread was (from the
+server's /metrics, over the timed requests only). `--noise N` runs N busy-looping processes
+beside both (a) and (b), as on a machine shared with other work; `--torch-threads`,
+`--workers`, `--max-wait-ms`, `--serve-arg` and `--serve-env NAME=VALUE` change the server
+only (e.g. `--serve-env OMP_WAIT_POLICY=ACTIVE` undoes serve's passive OpenMP waiting).
 
 Target: (b) >= 80% of (a) in images per second.
 
 Traffic goes only to 127.0.0.1; the generator sends exactly N requests per round and stops.
 
 Usage: .venv/bin/python benchmarks/service_load.py [--n 200] [--clients 16] [--rounds 2]
+           [--noise N] [--serve-env NAME=VALUE] [--torch-threads N] [--workers N]
 """
 
 from __future__ import annotations
@@ -50,9 +55,10 @@ def offline(analyzer: object, heads: list[object], paths: list[Path]) -> float:
 
 
 class Server:
-    def __init__(self, model: Path, store: Path, args: list[str]) -> None:
+    def __init__(self, model: Path, store: Path, args: list[str],
+                 env_extra: dict[str, str] | None = None) -> None:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-               "PYTHONUNBUFFERED": "1"}
+               "PYTHONUNBUFFERED": "1", **(env_extra or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "clipsieve", "serve", "--host", "127.0.0.1", "--port", "0",
              "--model", str(model), "--store", str(store), "--log-level", "warning", *args],
@@ -88,21 +94,27 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def batches(self) -> tuple[float, float]:
+    def batches(self) -> tuple[float, float, float]:
+        """(images, model calls, seconds in model calls) so far, from /metrics."""
         import httpx
 
         text = httpx.get(self.url + "/metrics", timeout=10).text
-        total = float(re.search(r"^clipsieve_batch_size_sum (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
-        count = float(re.search(r"^clipsieve_batch_size_count (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
-        return total, count
+
+        def metric(name: str) -> float:
+            return float(re.search(rf"^{name} (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
+
+        return (metric("clipsieve_batch_size_sum"), metric("clipsieve_batch_size_count"),
+                metric("clipsieve_batch_duration_seconds_sum"))
 
     def stop(self) -> int:
         self.proc.terminate()
         return self.proc.wait(60)
 
 
-def load(port: int, bodies: list[bytes], n: int, clients: int) -> tuple[float, list[float]]:
-    """Send n requests with `clients` concurrent clients; returns (images/s, latencies s).
+def load(port: int, bodies: list[bytes], n: int, clients: int
+         ) -> tuple[float, list[float], float]:
+    """Send n requests with `clients` concurrent clients; returns (images/s, latencies s,
+    wall seconds).
 
     The clients use the standard library's http.client with keep-alive: the generator shares
     the machine's cores with the server, so it should cost as little as possible.
@@ -146,7 +158,7 @@ def load(port: int, bodies: list[bytes], n: int, clients: int) -> tuple[float, l
     wall = time.perf_counter() - t0
     if errors:
         raise RuntimeError(f"{len(errors)} failed requests, e.g. {errors[0]}")
-    return n / wall, latencies
+    return n / wall, latencies, wall
 
 
 def pct(values: list[float], q: float) -> float:
@@ -161,7 +173,18 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--max-batch-size", type=int, default=32)
-    ap.add_argument("--max-wait-ms", type=float, default=10.0)
+    ap.add_argument("--max-wait-ms", type=float, default=None,
+                    help="passed to serve (default: serve's own default)")
+    ap.add_argument("--torch-threads", type=int, default=None,
+                    help="passed to serve (default: serve's own default)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="decode threads, passed to serve (default: serve's own default)")
+    ap.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
+                    help="one more argument for clipsieve serve (repeatable)")
+    ap.add_argument("--serve-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="an environment variable for the server process only (repeatable)")
+    ap.add_argument("--noise", type=int, default=0, metavar="N",
+                    help="run N busy-looping processes during every round (a shared machine)")
     args = ap.parse_args()
 
     from clipsieve import Analyzer
@@ -180,26 +203,46 @@ def main() -> None:
     heads: list[object] = [ModerationHead("default"), QualityHead()]
     offline(analyzer, heads, paths[:16])  # load and warm up
     with tempfile.TemporaryDirectory() as tmp:
-        server = Server(model, Path(tmp) / "store.sqlite", [
-            "--precision", args.precision, "--max-batch-size", str(args.max_batch_size),
-            "--max-wait-ms", str(args.max_wait_ms), "--queue-size", str(4 * args.clients)])
+        serve_args = ["--precision", args.precision, "--max-batch-size",
+                      str(args.max_batch_size), "--queue-size", str(4 * args.clients)]
+        for flag, value in (("--max-wait-ms", args.max_wait_ms),
+                            ("--torch-threads", args.torch_threads),
+                            ("--workers", args.workers)):
+            if value is not None:
+                serve_args += [flag, str(value)]
+        serve_args += args.serve_arg
+        print("clipsieve serve " + " ".join(serve_args), flush=True)
+        env_extra = dict(kv.split("=", 1) for kv in args.serve_env)
+        if env_extra:
+            print("server environment: " + " ".join(args.serve_env), flush=True)
+        server = Server(model, Path(tmp) / "store.sqlite", serve_args, env_extra)
+        noise = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                 for _ in range(args.noise)]
+        if noise:
+            print(f"{args.noise} busy-looping process(es) running beside both", flush=True)
         try:
             load(server.port, bodies, 2 * args.clients, args.clients)  # warm up
             off_rates: list[float] = []
             svc_rates: list[float] = []
             lats: list[float] = []
             batch_means: list[float] = []
+            busy: list[float] = []
             for r in range(args.rounds):
                 off_rates.append(offline(analyzer, heads, paths))
-                s0, c0 = server.batches()
-                rate, lat = load(server.port, bodies, args.n, args.clients)
-                s1, c1 = server.batches()
+                s0, c0, m0 = server.batches()
+                rate, lat, wall = load(server.port, bodies, args.n, args.clients)
+                s1, c1, m1 = server.batches()
                 svc_rates.append(rate)
                 lats += lat
                 batch_means.append((s1 - s0) / max(1.0, c1 - c0))
+                busy.append((m1 - m0) / wall)
                 print(f"round {r + 1}: offline {off_rates[-1]:.1f} img/s, service {rate:.1f} "
-                      f"img/s, mean batch {batch_means[-1]:.1f}", flush=True)
+                      f"img/s ({rate / off_rates[-1]:.0%}), mean batch {batch_means[-1]:.1f}, "
+                      f"model thread busy {busy[-1]:.0%}", flush=True)
         finally:
+            for p in noise:
+                p.kill()
+                p.wait()
             code = server.stop()
     best_off, best_svc = max(off_rates), max(svc_rates)
     print()
@@ -212,7 +255,12 @@ def main() -> None:
     print(f"\n(b)/(a) = {ratio:.0%} (target >= 80%: {'met' if ratio >= 0.8 else 'NOT met'})")
     print(f"latency per request: p50 {pct(lats, 50) * 1000:.0f} ms, p99 "
           f"{pct(lats, 99) * 1000:.0f} ms ({len(lats)} requests)")
-    print(f"mean batch size: {statistics.mean(batch_means):.1f} (max {args.max_batch_size})")
+    print(f"mean batch size: {statistics.mean(batch_means):.1f} (max {args.max_batch_size}); "
+          f"model thread busy {statistics.median(busy):.0%} of the time (median)")
+    ratios = [s / o for s, o in zip(svc_rates, off_rates)]
+    print(f"per-round (b)/(a): {', '.join(f'{x:.0%}' for x in ratios)} "
+          f"(median {statistics.median(ratios):.0%})")
+    print(f"load average after the run: {os.getloadavg()[0]:.1f}")
     print(f"server exit code after SIGTERM: {code}")
 
 

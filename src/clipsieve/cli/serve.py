@@ -61,6 +61,9 @@ def _size(ctx: click.Context, param: click.Parameter, value: Any) -> int | None:
               help="Requests admitted at once; more get 503 with Retry-After.")
 @click.option("--workers", type=click.IntRange(1, 256),
               help="Decode threads [default: number of cores, at least 2].")
+@click.option("--torch-threads", type=click.IntRange(1, 1024),
+              help="Intra-op threads of the torch encoder [default: torch's, one per core]. "
+                   "serve also sets OMP_WAIT_POLICY=PASSIVE unless it is set.")
 @click.option("--api-key-file", type=click.Path(dir_okay=False),
               help="File of API keys, one per line: /v1/* and /metrics then need one.")
 @click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
@@ -79,6 +82,7 @@ def serve(host: str, port: int, model: str, device: str, precision: str,
           policies: tuple[str, ...], thresholds: tuple[str, ...], store_path: str | None, max_batch_size: int,
           max_wait_ms: float, max_upload_size: int, max_images: int, max_pixels: int,
           request_timeout: float, queue_size: int, workers: int | None,
+          torch_threads: int | None,
           api_key_file: str | None, cors_origins: tuple[str, ...], fetch_allow: tuple[str, ...],
           max_video_size: int, video_timeout: float, log_level: str) -> None:
     """Serve moderation, quality and labels over HTTP (needs the `service` extra).
@@ -94,6 +98,9 @@ def serve(host: str, port: int, model: str, device: str, precision: str,
       clipsieve serve --port 8000 --policy default --policy my-policy.toml
       curl -F file=@photo.jpg http://127.0.0.1:8000/v1/images
     """
+    from clipsieve.service.config import passive_openmp
+
+    passive_openmp()  # before torch loads: idle model threads sleep, decode threads get cores
     try:
         import uvicorn
 
@@ -114,6 +121,7 @@ def serve(host: str, port: int, model: str, device: str, precision: str,
         max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
         max_upload_bytes=max_upload_size, max_images=max_images, max_pixels=max_pixels,
         request_timeout_s=request_timeout, queue_size=queue_size, workers=workers,
+        torch_threads=torch_threads,
         api_keys=load_api_keys(api_key_file) if api_key_file else (),
         cors_origins=cors_origins, fetch_allow=fetch_allow,
         max_video_bytes=max_video_size, video_timeout_s=video_timeout,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from clipsieve.errors import ConfigError
 
-__all__ = ["ServiceConfig", "load_api_keys", "parse_size"]
+__all__ = ["ServiceConfig", "load_api_keys", "parse_size", "passive_openmp"]
 
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3,
           "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
@@ -31,6 +31,32 @@ def parse_size(text: str | int) -> int:
     if value <= 0:
         raise ConfigError(f"size must be positive, got {text!r}")
     return value
+
+
+def passive_openmp() -> bool:
+    """Let torch's idle OpenMP threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``).
+
+    In the service the model thread's OpenMP team shares the cores with the decode pool and
+    the event loop (and, on a shared machine, with other processes). With OpenMP's default
+    active waiting, a team thread that finishes its share spins until the others do, and a
+    team thread descheduled by a decode thread holds up the whole model call: on a 2-core
+    EPYC with other work running, model calls became 2–3× slower and the service fell to
+    41–57% of offline ``scan`` (``benchmarks/service_load.py``). Passive waiting gives those
+    cores to the decode threads instead (the ONNX encoders already run without spinning).
+
+    OpenMP reads the variable once, when torch is first imported, so this must run before that;
+    a value already in the environment is kept.
+
+    Returns:
+        Whether the policy is now passive for this process (``False``: torch was imported
+        already, or the environment asks for another policy).
+    """
+    import sys
+
+    if "torch" in sys.modules:
+        return os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return os.environ["OMP_WAIT_POLICY"].upper() == "PASSIVE"
 
 
 def load_api_keys(path: str | os.PathLike[str]) -> tuple[str, ...]:
@@ -78,6 +104,8 @@ class ServiceConfig:
         request_timeout_s: time limit per request (504 beyond).
         queue_size: requests admitted at once; more get 503 with ``Retry-After``.
         workers: decode threads.
+        torch_threads: intra-op threads of the torch encoder (``torch.set_num_threads``, set
+            on the model thread); ``None``: torch's default (one per core).
         api_keys: accepted keys (empty: no key needed).
         cors_origins: origins allowed by CORS (empty: CORS off).
         fetch_allow: hosts that ``url`` may name (empty: URL fetching off); ``*.example.com``
@@ -100,6 +128,7 @@ class ServiceConfig:
     request_timeout_s: float = 30.0
     queue_size: int = 64
     workers: int | None = None
+    torch_threads: int | None = None
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     cors_origins: tuple[str, ...] = ()
     fetch_allow: tuple[str, ...] = ()
@@ -116,6 +145,7 @@ class ServiceConfig:
             ("request_timeout_s", self.request_timeout_s > 0),
             ("queue_size", self.queue_size >= 1),
             ("workers", self.workers is None or self.workers >= 1),
+            ("torch_threads", self.torch_threads is None or self.torch_threads >= 1),
             ("max_video_bytes", self.max_video_bytes >= 1),
             ("video_timeout_s", self.video_timeout_s > 0),
         ]

@@ -117,6 +117,11 @@ class Engine:
 
     def load(self) -> None:
         """Load the model and build the default heads (on the model thread)."""
+        threads = self.config.torch_threads
+        if threads is not None and self.analyzer.encoder_kind == "torch":
+            import torch
+
+            torch.set_num_threads(threads)  # the model thread's OpenMP team, before loading
         _ = self.analyzer.encoder  # loads the model (once, under the analyzer's lock)
         for name in self.policies:
             self.heads_for(HeadKey(policy=name, quality=True))
