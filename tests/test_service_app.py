@@ -669,3 +669,48 @@ async def test_threshold_overrides_apply_to_the_loaded_policies(tiny_clip: Path)
         assert pol["overrides"] == {"violence.block": 0.999, "violence.review": 0.998}
     with pytest.raises(PolicyError):  # validated like the policy file
         Engine(config(tiny_clip, thresholds=("violense.block=0.5",)))
+
+
+# -- threads (the throughput fix of issue #12) ----------------------------------------------------
+def _python(code: str, **env: str) -> str:
+    import os
+    import subprocess
+    import sys
+
+    environ = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**environ, **env}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()[-1]
+
+
+def test_serve_lets_idle_openmp_threads_sleep_unless_told_otherwise() -> None:
+    check = ("from clipsieve.service.config import passive_openmp; import os; "
+             "ok = passive_openmp(); import torch; print(f'{ok}:{os.environ[\"OMP_WAIT_POLICY\"]}')")
+    assert _python(check) == "True:PASSIVE"
+    assert _python(check, OMP_WAIT_POLICY="active") == "False:active"
+    late = ("import torch; from clipsieve.service.config import passive_openmp; "
+            "print(passive_openmp())")  # too late once torch (and OpenMP) are loaded
+    assert _python(late) == "False"
+
+
+def test_torch_threads_are_set_on_the_model_thread(tiny_clip: Path) -> None:
+    code = f"""
+from concurrent.futures import ThreadPoolExecutor
+from clipsieve.service.engine import Engine
+from clipsieve.service.config import ServiceConfig
+eng = Engine(ServiceConfig(model={str(tiny_clip)!r}, store=None, torch_threads=1,
+                           device="cpu", precision="float32"))
+def on_model_thread():
+    import torch
+    eng.load()
+    return torch.get_num_threads()
+with ThreadPoolExecutor(1) as model_thread:
+    print(model_thread.submit(on_model_thread).result())
+"""
+    assert _python(code) == "1"
+    from clipsieve.errors import ConfigError
+    from clipsieve.service.config import ServiceConfig
+
+    with pytest.raises(ConfigError, match="torch_threads"):
+        ServiceConfig(torch_threads=0)

@@ -3,8 +3,8 @@
 Build it with :func:`create_app` (``ServiceConfig`` in, ASGI app out). The model loads in the
 background when the app starts (``/readyz`` says when it is done); requests go through
 admission (a bounded number at once, 503 beyond), a streamed body read with its size limit
-(413), content sniffing (415), decoding in the worker pool, the micro-batcher and the library's
-heads, all under one time limit (504). Every error has the shape
+(413), content sniffing (415), ``Analyzer.prepare`` in the decode pool, the micro-batcher and
+``Analyzer.analyze`` on the model thread, all under one time limit (504). Every error has the shape
 ``{"error": {"code": ..., "message": ...}}``.
 """
 
