@@ -1,4 +1,5 @@
-"""search.py: exact search against brute force, the FAISS index, freshness, the CLI."""
+"""search.py: exact search against brute force, the FAISS indexes (pq, ivf), freshness, old
+index files, the CLI."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ from PIL import Image, ImageOps
 
 from clipsieve import Analyzer, Store
 from clipsieve.cli import main
+from clipsieve.errors import ConfigError
 from clipsieve.search import (
+    DEFAULT_RERANK,
     TopK,
     build_index,
     exact_search,
+    index_paths,
     index_status,
     load_index,
     search,
@@ -162,22 +166,113 @@ def test_search_does_no_image_model_work(scanned: tuple[Path, Path], tiny_clip: 
     an.close()
 
 
-def test_index_returns_each_stored_vector_as_its_own_top1(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["pq", "ivf"])
+def test_index_returns_each_stored_vector_as_its_own_top1(tmp_path: Path, kind: str) -> None:
     pytest.importorskip("faiss")
     rng = np.random.default_rng(3)
     store = Store(tmp_path / "s.sqlite")
     vecs = _unit(rng, 3000, 32)
     shas = _fill(store, vecs)
-    info = build_index(store, "m", "p")
-    assert info.count == 3000 and info.lists == 76
+    info = build_index(store, "m", "p", kind=kind)
+    assert info.count == 3000 and info.kind == kind
+    if kind == "pq":
+        assert info.params == {"subquantizers": 16, "bits": 4, "padded_dim": 32,
+                               "rerank": DEFAULT_RERANK}
+    else:
+        assert info.params == {"lists": 76, "probes": 8}
     vi = load_index(store, "m", "p")
-    assert vi is not None
-    got = vi.search(vecs, 1, probes=1)
-    assert [g[0][0] for g in got] == shas  # a stored vector finds itself, even at 1 probe
+    assert vi is not None and vi.info == info
+    # a stored vector finds itself, even from the fast scan's single best candidate (pq) or
+    # from one probed list (ivf), with its exact cosine
+    got = vi.search(vecs, 1, probes=1, rerank=1)
+    assert [g[0][0] for g in got] == shas
+    assert np.allclose([g[0][1] for g in got], 1.0, atol=1e-5)
     res = search(store, "m", "p", vecs[7], top=10)
     assert res.method == "index" and res.hits[0].sha256 == shas[7]
     exact = search(store, "m", "p", vecs[7], top=10, exact=True)
     assert exact.method == "exact" and exact.hits[0].sha256 == shas[7]
+
+
+@pytest.mark.parametrize("dim,n", [(33, 2000), (5, 300)])
+def test_pq_index_pads_a_dimension_its_subquantizers_do_not_divide(tmp_path: Path, dim: int,
+                                                                   n: int) -> None:
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(5)
+    store = Store(tmp_path / "s.sqlite")
+    vecs = _unit(rng, n, dim)
+    shas = _fill(store, vecs)
+    info = build_index(store, "m", "p")
+    assert info.params["padded_dim"] == dim + 1 and info.dim == dim
+    vi = load_index(store, "m", "p")
+    assert vi is not None
+    got = vi.search(vecs[:200], 3, rerank=16)  # 48 candidates: the fast scan still decides
+    assert [g[0][0] for g in got] == shas[:200]
+    for qi, hits in enumerate(got):  # scores are the exact cosines of the hits
+        want = vecs[[shas.index(s) for s, _ in hits]] @ vecs[qi]
+        assert np.allclose([v for _, v in hits], want, atol=1e-5)
+
+
+def test_pq_index_recall_on_random_vectors(tmp_path: Path) -> None:
+    """Structureless vectors, the case where inverted lists fail: recall@10 against exact."""
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(6)
+    store = Store(tmp_path / "s.sqlite")
+    vecs = _unit(rng, 20_000, 64)
+    shas = _fill(store, vecs)
+    build_index(store, "m", "p")
+    vi = load_index(store, "m", "p")
+    assert vi is not None
+    queries = _unit(rng, 100, 64)
+    got = vi.search(queries, 10)
+    truth = np.argsort(-(queries @ vecs.T), axis=1)[:, :10]
+    recall = np.mean([len({s for s, _ in g} & {shas[i] for i in t}) / 10
+                      for g, t in zip(got, truth)])
+    assert recall >= 0.9
+    for q, hits in zip(queries, got):
+        assert np.allclose([v for _, v in hits], vecs[[shas.index(s) for s, _ in hits]] @ q,
+                           atol=1e-5)
+        assert [v for _, v in hits] == sorted((v for _, v in hits), reverse=True)
+
+
+def test_small_store_pq_index_scores_every_row(tmp_path: Path) -> None:
+    """Fewer rows than the re-ranking depth (even fewer than 16, the codes' centroids): the
+    index trains, and every row is scored exactly."""
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(7)
+    for n in (1, 3, 40):
+        store = Store(tmp_path / f"s{n}.sqlite")
+        vecs = _unit(rng, n, 8)
+        shas = _fill(store, vecs)
+        build_index(store, "m", "p")
+        res = search(store, "m", "p", vecs[0], top=n)
+        assert res.method == "index"
+        want = _brute(vecs, shas, vecs[0], n)
+        assert [h.sha256 for h in res.hits] == [s for s, _ in want]
+        store.close()
+
+
+def test_index_search_with_where_and_exclude(tmp_path: Path) -> None:
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(8)
+    store = Store(tmp_path / "s.sqlite")
+    vecs = _unit(rng, 3000, 32)
+    shas = _fill(store, vecs)
+    store.put_results(({"path": f"/x/{i}.jpg", "status": "ok", "sha256": s, "model": "m",
+                        "labels": {"cat": 0.9 if i % 2 == 0 else 0.1, "rare": float(i < 3)}}
+                       for i, s in enumerate(shas)), model="m")
+    build_index(store, "m", "p")
+    res = search(store, "m", "p", vecs[4], top=10, where="labels.cat > 0.5",
+                 exclude=[shas[4]])
+    assert res.method == "index" and len(res.hits) == 10
+    assert all(shas.index(h.sha256) % 2 == 0 and h.sha256 != shas[4] for h in res.hits)
+    exact = search(store, "m", "p", vecs[4], top=10, where="labels.cat > 0.5",
+                   exclude=[shas[4]], exact=True)
+    assert len({h.sha256 for h in res.hits} & {h.sha256 for h in exact.hits}) >= 8
+    # a condition that few pass: the index is asked for more, then exact over those few
+    res = search(store, "m", "p", vecs[4], top=5, where="labels.rare > 0.5")
+    assert res.method == "exact"
+    assert [h.sha256 for h in res.hits] == [s for s, _ in _brute(vecs[:3], shas[:3],
+                                                                vecs[4], 3)]
 
 
 def test_index_is_used_only_while_fresh(tmp_path: Path) -> None:
@@ -199,6 +294,57 @@ def test_index_is_used_only_while_fresh(tmp_path: Path) -> None:
     build_index(store, "m", "p")
     res = search(store, "m", "p", new, top=1)
     assert res.method == "index" and res.hits[0].sha256 == sha
+
+
+def test_index_of_an_earlier_version_loads_and_an_unknown_one_is_reported(
+    tmp_path: Path,
+) -> None:
+    """Format 1 (clipsieve before index kinds: IVF, lists and probes at top level) still
+    loads; a sidecar of an unknown format or a damaged index file makes search exact, with a
+    note that says why."""
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(9)
+    store = Store(tmp_path / "s.sqlite")
+    vecs = _unit(rng, 500, 16)
+    shas = _fill(store, vecs)
+    info = build_index(store, "m", "p", kind="ivf")
+    f_index, _, f_json = index_paths(store.path, "m", "p")
+    old = {"model": "m", "prep": "p", "count": info.count, "newest": info.newest,
+           "dim": 16, "lists": info.lists, "probes": info.probes,
+           "ids_sha256": info.ids_sha256, "built_at": info.built_at,
+           "build_seconds": info.build_seconds, "faiss_version": info.faiss_version,
+           "format": 1}
+    f_json.write_text(json.dumps(old))
+    got, why = index_status(store, "m", "p")
+    assert why is None and got is not None and got.kind == "ivf" and got.format == 1
+    assert got.params == {"lists": info.lists, "probes": info.probes}
+    res = search(store, "m", "p", vecs[9], top=3)
+    assert res.method == "index" and res.hits[0].sha256 == shas[9]
+
+    f_json.write_text(json.dumps({**old, "format": 99}))
+    got, why = index_status(store, "m", "p")
+    assert got is None and why and "another version" in why and "index build" in why
+    res = search(store, "m", "p", vecs[9], top=3)
+    assert res.method == "exact" and res.note == why and res.hits[0].sha256 == shas[9]
+
+    build_index(store, "m", "p")
+    f_index.write_bytes(b"not a faiss index")
+    res = search(store, "m", "p", vecs[9], top=3)
+    assert res.method == "exact" and res.note and "cannot be read" in res.note
+
+
+def test_index_kind_follows_its_parameters(tmp_path: Path) -> None:
+    pytest.importorskip("faiss")
+    store = Store(tmp_path / "s.sqlite")
+    _fill(store, _unit(np.random.default_rng(10), 100, 8))
+    assert build_index(store, "m", "p", lists=4).kind == "ivf"  # the options of before
+    assert build_index(store, "m", "p", rerank=8).params["rerank"] == 8
+    with pytest.raises(ConfigError, match="lists and probes apply to an ivf index"):
+        build_index(store, "m", "p", kind="pq", probes=2)
+    with pytest.raises(ConfigError, match="rerank applies to a pq index"):
+        build_index(store, "m", "p", kind="ivf", rerank=2)
+    with pytest.raises(ConfigError, match="unknown index kind"):
+        build_index(store, "m", "p", kind="hnsw")
 
 
 def test_cli_search_similar_index_and_report(scanned: tuple[Path, Path], tiny_clip: Path,
@@ -229,8 +375,15 @@ def test_cli_search_similar_index_and_report(scanned: tuple[Path, Path], tiny_cl
     assert code == 0, err
     rows = [json.loads(x) for x in out.splitlines()]
     assert len(rows) == 1 and rows[0]["path"].endswith("chelsea.jpg")
+    code, _, err = run("index", "build", "--lists", "2", *common)  # the options of before
+    assert code == 0 and "indexed 16 embeddings" in err and "ivf: 2 inverted lists" in err
+    code, _, err = run("index", "build", "--kind", "pq", "--probes", "2", *common)
+    assert code == 2 and "--probes apply to an ivf index only (the --kind is pq)" in err
     code, _, err = run("index", "build", *common)
-    assert code == 0 and "indexed 16 embeddings" in err
+    assert code == 0 and "indexed 16 embeddings" in err and "pq: PQ fast scan" in err
+    code, out, _ = run("index", "status", *common)
+    status = json.loads(out)
+    assert status["fresh"] and status["kind"] == "pq" and status["params"]["rerank"] == 32
     report = tmp_path / "hits.html"
     code, out, err = run("similar", str(folder / "coffee.jpg"), "--top", "16", "--report",
                          str(report), "--include-self", *common)

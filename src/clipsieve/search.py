@@ -7,11 +7,16 @@ candidates are the store's embeddings of one (model, preprocessing version).
 * **Exact search** reads the embeddings block by block (:meth:`Store.iter_embeddings`) and
   keeps a running top-k per query from one ``block × queries`` matrix product per block, so
   memory is one block plus the top-k, whatever the store's size (as ``filter --dedupe``).
-* **Approximate search** uses a FAISS inverted-file index (``IndexIVFFlat``, inner product)
-  written beside the store by :func:`build_index` (``clipsieve index build``). The index
-  records which embeddings it covers (their count and newest ``created_at``, plus the hash of
-  every row); :func:`search` uses it only while the store still has exactly those embeddings
-  and falls back to exact search otherwise.
+* **Approximate search** uses a FAISS index written beside the store by :func:`build_index`
+  (``clipsieve index build``). The default kind, ``pq``, makes no assumption about the data: a
+  4-bit product-quantisation fast scan over every vector (``IndexPQFastScan``, one
+  sub-quantiser per two dimensions) picks ``rerank × top`` candidates, which are re-scored
+  against the full vectors (``IndexRefineFlat``), so scores are exact cosines. ``ivf``
+  (``IndexIVFFlat``, inverted lists) is the index of earlier versions: fast on clustered
+  embeddings, but on structureless ones its recall collapses. The index records which
+  embeddings it covers (their count and newest ``created_at``, plus the hash of every row);
+  :func:`search` uses it only while the store still has exactly those embeddings and falls
+  back to exact search otherwise.
 
 Hits are content hashes (identical files share one embedding) with their cosine similarity
 and the stored results (paths, moderation, quality…) of the files that have that content.
@@ -19,6 +24,7 @@ and the stored results (paths, moderation, quality…) of the files that have th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -37,7 +43,7 @@ from clipsieve.store import Store
 DEFAULT_BLOCK = 8192
 
 #: Version of the index files; an index of another version is treated as absent.
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
 
 
 @dataclass
@@ -210,6 +216,23 @@ def _exact_blocks(q: np.ndarray, blocks: Iterable[tuple[Sequence[str], np.ndarra
 
 # -- the index ------------------------------------------------------------------------------
 
+#: The kinds of index :func:`build_index` writes, the default first: ``pq`` (a 4-bit
+#: product-quantisation fast scan over every vector, its best candidates re-scored exactly) and
+#: ``ivf`` (inverted lists, the index of clipsieve before 0.x; kept for stores that use it).
+INDEX_KINDS = ("pq", "ivf")
+
+#: Re-ranking factor of a ``pq`` index: the fast scan keeps ``rerank × top`` candidates per
+#: query, and those are scored exactly. 32 reaches recall@10 0.98 at a million random
+#: 512-d vectors (see ``benchmarks/search_index.py`` and the README).
+DEFAULT_RERANK = 32
+
+#: Vectors a ``pq`` index is trained on (16 centroids per sub-quantiser need few).
+PQ_TRAIN_SAMPLE = 100_000
+
+#: Queries up to this many per call run on one FAISS thread (a single query is memory-bound,
+#: and a second thread on a busy machine mostly waits for a core).
+_ONE_THREAD_QUERIES = 16
+
 
 def _require_faiss() -> Any:
     try:
@@ -220,6 +243,21 @@ def _require_faiss() -> Any:
             "search without an index is exact and needs nothing more"
         ) from None
     return faiss
+
+
+@contextlib.contextmanager
+def _faiss_threads(n_queries: int) -> Iterator[None]:
+    """One OpenMP thread for a few queries (the setting is per calling thread)."""
+    faiss = _require_faiss()
+    if n_queries > _ONE_THREAD_QUERIES:
+        yield
+        return
+    old = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(old)
 
 
 def index_paths(store_path: str | os.PathLike[str], model: str, prep: str) -> tuple[Path, Path, Path]:
@@ -235,56 +273,167 @@ def index_paths(store_path: str | os.PathLike[str], model: str, prep: str) -> tu
             base.with_name(stem + ".json"))
 
 
+def default_subquantizers(dim: int) -> int:
+    """4-bit sub-quantisers of a ``pq`` index of ``dim`` dimensions: one per two dimensions
+    (256 at 512-d, 384 at 768-d, 512 at 1024-d); an odd dimension is padded with a zero.
+
+    At a million random 512-d vectors, 256 sub-quantisers reach recall@10 0.98 re-ranking
+    32 × top candidates, where 128 (four dimensions each) need 512 × top for 0.96 at a
+    similar query time (see ``benchmarks/search_index.py``).
+    """
+    return max(1, (int(dim) + 1) // 2)
+
+
 def default_lists(n: int) -> int:
-    """Inverted lists for ``n`` vectors: about 2√n (2000 at a million: 500 vectors a list),
-    at least 1 and at most n / 39 (FAISS wants 39 training points per list)."""
+    """Inverted lists of an ``ivf`` index of ``n`` vectors: about 2√n (2000 at a million: 500
+    vectors a list), at least 1 and at most n / 39 (FAISS wants 39 training points per list)."""
     return int(max(1, min(round(2 * np.sqrt(n)), n // 39 if n >= 39 else 1)))
 
 
 def default_probes(lists: int) -> int:
-    """Lists visited per query by default: max(8, lists / 128), 16 at a million vectors
-    (see ``benchmarks/search_index.py``)."""
+    """Lists an ``ivf`` index visits per query by default: max(8, lists / 128), 15 at a
+    million vectors."""
     return int(max(1, min(lists, max(8, lists // 128))))
 
 
 @dataclass
 class IndexInfo:
-    """The sidecar of an index: what it covers and how it was built."""
+    """The sidecar of an index: what it covers and how it was built.
+
+    Attributes:
+        model, prep: whose embeddings.
+        count, newest: how many it covers and the newest one's ``created_at`` (the store's
+            :meth:`~clipsieve.store.Store.embedding_fingerprint` when it was built).
+        dim: their dimension.
+        kind: one of :data:`INDEX_KINDS`.
+        params: the kind's parameters: ``subquantizers``, ``bits``, ``padded_dim`` and
+            ``rerank`` (``pq``); ``lists`` and ``probes`` (``ivf``).
+        ids_sha256: hash of the row ids file's content hashes, in row order.
+        format: :data:`INDEX_FORMAT` (1: written before index kinds existed; an ``ivf``).
+    """
 
     model: str
     prep: str
     count: int
     newest: float
     dim: int
-    lists: int
-    probes: int
+    kind: str
+    params: dict[str, int]
     ids_sha256: str
     built_at: float
     build_seconds: float
     faiss_version: str
     format: int = INDEX_FORMAT
 
+    @property
+    def lists(self) -> int | None:
+        return self.params.get("lists")
+
+    @property
+    def probes(self) -> int | None:
+        return self.params.get("probes")
+
+    @property
+    def rerank(self) -> int | None:
+        return self.params.get("rerank")
+
+    def describe(self) -> str:
+        """One line: the kind and its parameters."""
+        p = self.params
+        if self.kind == "pq":
+            return (f"PQ fast scan, {p['subquantizers']} x {p['bits']}-bit codes, the best "
+                    f"{p['rerank']} x top re-ranked exactly")
+        return f"{p['lists']} inverted lists, {p['probes']} probed per query"
+
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2)
 
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> IndexInfo:
+        """A sidecar's content, of this format or of format 1 (an ``ivf`` index, its lists and
+        probes as top-level fields).
+
+        Raises:
+            ValueError: another format, or fields missing.
+        """
+        raw = dict(raw)
+        fmt = raw.get("format")
+        if fmt == 1:
+            raw["kind"] = "ivf"
+            raw["params"] = {"lists": int(raw.pop("lists")), "probes": int(raw.pop("probes"))}
+        elif fmt != INDEX_FORMAT:
+            raise ValueError(f"index format {fmt!r}")
+        if raw.get("kind") not in INDEX_KINDS:
+            raise ValueError(f"index kind {raw.get('kind')!r}")
+        try:
+            return cls(**raw)
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
+
 
 class VectorIndex:
-    """A loaded FAISS index with the content hash of each row."""
+    """A loaded index with the content hash of each row.
+
+    Attributes:
+        index: the FAISS index (it owns the objects below it; keep it alive).
+        ids: (rows, 32) uint8, the sha256 of each row.
+        info: its sidecar.
+    """
 
     def __init__(self, index: Any, ids: np.ndarray, info: IndexInfo) -> None:
+        faiss = _require_faiss()
         self.index = index
         self.ids = ids
         self.info = info
+        self._flat: Any = None
+        if info.kind == "pq":
+            inner = index
+            if isinstance(index, faiss.IndexPreTransform):  # an odd dimension, padded
+                inner = faiss.downcast_index(index.index)
+            if not isinstance(inner, faiss.IndexRefineFlat):
+                raise ValueError(f"a pq index must be an IndexRefineFlat, not {type(inner)}")
+            self._flat = faiss.downcast_index(inner.refine_index)  # every vector, exact
+        elif not isinstance(index, faiss.IndexIVF):
+            raise ValueError(f"an ivf index must be an IndexIVF, not {type(index)}")
 
     def search(
-        self, queries: np.ndarray, top: int, *, probes: int | None = None
+        self, queries: np.ndarray, top: int, *, probes: int | None = None,
+        rerank: int | None = None,
     ) -> list[list[tuple[str, float]]]:
+        """The ``top`` nearest rows per query, ``(sha256, score)`` best first.
+
+        Args:
+            queries: (Q, dim) unit-length queries.
+            top: hits per query.
+            probes: (``ivf``) lists visited, instead of the index's own.
+            rerank: (``pq``) re-ranking factor, instead of the index's own: the fast scan
+                keeps ``rerank × top`` candidates, scored exactly. When that covers every
+                row, every row is scored exactly (a small store).
+        """
+        faiss = _require_faiss()
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        self.index.nprobe = int(probes or self.info.probes)
         k = int(min(top, self.info.count))
         if k <= 0:
             return [[] for _ in range(q.shape[0])]
-        scores, rows = self.index.search(q, k)
+        with _faiss_threads(q.shape[0]):
+            if self.info.kind == "ivf":
+                params = faiss.SearchParametersIVF()
+                params.nprobe = int(probes or self.info.probes or 1)
+                scores, rows = self.index.search(q, k, params=params)
+            else:
+                factor = max(1, int(rerank or self.info.rerank or DEFAULT_RERANK))
+                if k * factor >= self.info.count:
+                    pad = self._flat.d - q.shape[1]
+                    qp = np.ascontiguousarray(np.pad(q, ((0, 0), (0, pad)))) if pad else q
+                    scores, rows = self._flat.search(qp, k)
+                else:
+                    inner = faiss.IndexRefineSearchParameters()
+                    inner.k_factor = float(factor)
+                    params = inner
+                    if isinstance(self.index, faiss.IndexPreTransform):
+                        params = faiss.SearchParametersPreTransform()
+                        params.index_params = inner  # ``inner`` stays referenced above
+                    scores, rows = self.index.search(q, k, params=params)
         out = []
         for srow, rrow in zip(scores, rows):
             out.append([(self.ids[r].tobytes().hex(), float(s))
@@ -304,11 +453,67 @@ def train_ivf(train: np.ndarray, lists: int, *, seed: int = 0) -> Any:
     return index
 
 
+def train_pq(train: np.ndarray, subquantizers: int | None = None, *, seed: int = 0) -> Any:
+    """An empty ``pq`` index for rows like ``train`` (unit length), its product quantiser
+    trained by k-means on them.
+
+    A FAISS ``IndexRefineFlat`` (inner product) over an ``IndexPQFastScan`` of
+    ``subquantizers`` 4-bit codes (default :func:`default_subquantizers`): a query scans
+    every code with SIMD lookup tables, and the best ``rerank × top`` are re-scored against
+    the full vectors, which the index also holds, so scores are exact inner products. A
+    dimension that ``subquantizers`` does not divide is padded with zeros (a
+    ``RemapDimensionsTransform`` in front, which leaves inner products unchanged). With fewer
+    than 16 training rows (16 centroids per sub-quantiser) the rows are repeated.
+    """
+    faiss = _require_faiss()
+    dim = int(train.shape[1])
+    m = int(subquantizers or default_subquantizers(dim))
+    if not 1 <= m <= dim:
+        raise ConfigError(f"{{subquantizers}} must be between 1 and the dimension ({dim})",
+                          params={"subquantizers": "subquantizers"})
+    padded = -(-dim // m) * m
+    refine = faiss.index_factory(padded, f"PQ{m}x4fs,RFlat", faiss.METRIC_INNER_PRODUCT)
+    base = faiss.downcast_index(refine.base_index)  # ``refine`` owns it and stays referenced
+    base.pq.cp.seed = seed
+    base.pq.cp.min_points_per_centroid = 1  # no FAISS warning for a small store
+    index = refine
+    if padded != dim:
+        index = faiss.IndexPreTransform(faiss.RemapDimensionsTransform(dim, padded, False),
+                                        refine)
+    x = np.ascontiguousarray(train, dtype=np.float32)
+    if x.shape[0] < 16:
+        x = np.ascontiguousarray(np.resize(x, (16, dim)))
+    index.train(x)
+    return index
+
+
+def _index_kind(kind: str | None, *, lists: int | None, probes: int | None,
+                rerank: int | None, subquantizers: int | None) -> str:
+    """The kind to build: ``kind``, or ``ivf`` when only its parameters are given (the
+    options of the versions before index kinds), else ``pq``."""
+    if kind is None:
+        kind = "ivf" if (lists or probes) else "pq"
+    if kind not in INDEX_KINDS:
+        raise ConfigError(f"unknown index kind {kind!r} for {{kind}}; choose one of: "
+                          + ", ".join(INDEX_KINDS), params={"kind": "kind"})
+    if kind == "pq" and (lists or probes):
+        raise ConfigError("{lists} and {probes} apply to an ivf index only (the {kind} is pq)",
+                          params=("lists", "probes", "kind"))
+    if kind == "ivf" and (rerank or subquantizers):
+        name = "rerank" if rerank else "subquantizers"
+        raise ConfigError(f"{{{name}}} applies to a pq index only (the {{kind}} is ivf)",
+                          params=(name, "kind"))
+    return kind
+
+
 def build_index(
     store: Store,
     model: str,
     prep: str,
     *,
+    kind: str | None = None,
+    rerank: int | None = None,
+    subquantizers: int | None = None,
     lists: int | None = None,
     probes: int | None = None,
     sample: int | None = None,
@@ -318,22 +523,29 @@ def build_index(
 ) -> IndexInfo:
     """Build the approximate index of one (model, preprocessing)'s embeddings beside the store.
 
-    Trains the inverted lists (k-means) on a random sample of at most ``max(64 × lists,
-    50 000)`` embeddings, then adds every embedding block by block. The files are written
-    under temporary names and renamed into place, the sidecar last.
+    Trains the index on a uniform random sample of the embeddings, then adds every embedding
+    block by block. The files are written under temporary names and renamed into place, the
+    sidecar last.
 
     Args:
         store: a file-backed store.
         model, prep: which embeddings.
-        lists: inverted lists (default :func:`default_lists`).
-        probes: lists visited per query by default (default :func:`default_probes`).
-        sample: training sample size.
+        kind: ``"pq"`` or ``"ivf"`` (:data:`INDEX_KINDS`); default ``"ivf"`` when ``lists``
+            or ``probes`` is given, else ``"pq"``.
+        rerank: (pq) re-ranking factor by default (default :data:`DEFAULT_RERANK`).
+        subquantizers: (pq) 4-bit sub-quantisers (default :func:`default_subquantizers`).
+        lists: (ivf) inverted lists (default :func:`default_lists`).
+        probes: (ivf) lists visited per query by default (default :func:`default_probes`).
+        sample: training sample size (default :data:`PQ_TRAIN_SAMPLE` for pq,
+            ``max(64 × lists, 50 000)`` for ivf).
         on_progress: ``on_progress(added, total)`` after each block.
 
     Raises:
         StoreError: no embeddings of that model, or an in-memory store.
-        ConfigError: FAISS is not installed.
+        ConfigError: FAISS is not installed, or parameters of the other kind.
     """
+    kind = _index_kind(kind, lists=lists, probes=probes, rerank=rerank,
+                       subquantizers=subquantizers)
     faiss = _require_faiss()
     if store.path == ":memory:":
         raise StoreError("an index needs a store file (not :memory:)")
@@ -341,10 +553,12 @@ def build_index(
     count, newest = store.embedding_fingerprint(model, prep)
     if count == 0:
         raise StoreError(f"no stored embeddings of {model} (preprocessing {prep}) to index")
-    nlist = int(lists or default_lists(count))
-    nlist = max(1, min(nlist, count))
-    nprobe = int(probes or default_probes(nlist))
-    n_train = int(sample or max(64 * nlist, 50_000))
+    params: dict[str, int] = {}
+    if kind == "ivf":
+        nlist = max(1, min(int(lists or default_lists(count)), count))
+        n_train = int(sample or max(64 * nlist, 50_000))
+    else:
+        n_train = int(sample or PQ_TRAIN_SAMPLE)
     rng = np.random.default_rng(seed)
     # pass 1: a uniform random sample for training, and the dimension
     p = min(1.0, n_train / count)
@@ -355,11 +569,18 @@ def build_index(
         parts.append(mat if p >= 1.0 else mat[rng.random(mat.shape[0]) < p])
     train = np.ascontiguousarray(np.concatenate(parts))
     del parts
-    if train.shape[0] < nlist:
-        nlist = max(1, train.shape[0])
-    index = train_ivf(train, nlist, seed=seed)
+    if kind == "ivf":
+        if train.shape[0] < nlist:
+            nlist = max(1, train.shape[0])
+        index = train_ivf(train, nlist, seed=seed)
+        params = {"lists": nlist, "probes": min(int(probes or default_probes(nlist)), nlist)}
+    else:
+        m = int(subquantizers or default_subquantizers(dim))
+        index = train_pq(train, m, seed=seed)
+        params = {"subquantizers": m, "bits": 4, "padded_dim": -(-dim // m) * m,
+                  "rerank": int(rerank or DEFAULT_RERANK)}
     del train
-    # pass 2: every embedding, in sha256 order (row i = ids[i])
+    # pass 2: every embedding, in table order (row i = ids[i])
     ids = np.empty((count, 32), dtype=np.uint8)
     digest = hashlib.sha256()
     added = 0
@@ -377,8 +598,8 @@ def build_index(
     if added != count or store.embedding_fingerprint(model, prep) != (count, newest):
         raise StoreError("embeddings changed while the index was built; build again")
     info = IndexInfo(
-        model=model, prep=prep, count=count, newest=newest, dim=dim, lists=nlist,
-        probes=min(nprobe, nlist), ids_sha256=digest.hexdigest(), built_at=time.time(),
+        model=model, prep=prep, count=count, newest=newest, dim=dim, kind=kind, params=params,
+        ids_sha256=digest.hexdigest(), built_at=time.time(),
         build_seconds=round(time.perf_counter() - t0, 3), faiss_version=faiss.__version__,
     )
     f_index, f_ids, f_json = index_paths(store.path, model, prep)
@@ -400,26 +621,40 @@ def build_index(
     return info
 
 
-def read_index_info(store_path: str | os.PathLike[str], model: str, prep: str) -> IndexInfo | None:
-    """The sidecar of the index of (model, prep), or ``None`` if there is none (or it is of
-    another format)."""
+def _read_info(store_path: str | os.PathLike[str], model: str,
+               prep: str) -> tuple[IndexInfo | None, str | None]:
+    """(the sidecar, why an existing sidecar cannot be used)."""
     _, _, f_json = index_paths(store_path, model, prep)
     try:
-        raw = json.loads(f_json.read_text(encoding="utf-8"))
-        if raw.get("format") != INDEX_FORMAT:
-            return None
-        return IndexInfo(**raw)
-    except (OSError, ValueError, TypeError):
-        return None
+        text = f_json.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"the index sidecar {f_json} cannot be read ({exc.strerror})"
+    try:
+        raw = json.loads(text)
+        if not isinstance(raw, dict):
+            raise ValueError("not an object")
+        return IndexInfo.from_dict(raw), None
+    except ValueError as exc:
+        return None, (f"the index {f_json.name} was written by another version of clipsieve "
+                      f"or is damaged ({exc}); run `clipsieve index build`")
+
+
+def read_index_info(store_path: str | os.PathLike[str], model: str, prep: str) -> IndexInfo | None:
+    """The sidecar of the index of (model, prep), or ``None`` if there is none (or it is of
+    another format, or unreadable: :func:`index_status` says why)."""
+    return _read_info(store_path, model, prep)[0]
 
 
 def index_status(store: Store, model: str, prep: str) -> tuple[IndexInfo | None, str | None]:
-    """(the index's sidecar, why it cannot be used) — the reason is ``None`` when it is fresh."""
+    """(the index's sidecar, why it cannot be used) — the reason is ``None`` when it is fresh
+    or when there is no index at all (no sidecar)."""
     if store.path == ":memory:":
         return None, None
-    info = read_index_info(store.path, model, prep)
+    info, why = _read_info(store.path, model, prep)
     if info is None:
-        return None, None
+        return None, why
     count, newest = store.embedding_fingerprint(model, prep)
     if (count, newest) != (info.count, info.newest):
         return info, (f"the index covers {info.count} embeddings and the store now has "
@@ -437,11 +672,11 @@ def load_index(store: Store, model: str, prep: str) -> VectorIndex | None:
     try:
         index = faiss.read_index(str(f_index))
         ids = np.load(f_ids, allow_pickle=False)
+        if ids.shape != (info.count, 32) or index.ntotal != info.count or index.d != info.dim:
+            return None
+        return VectorIndex(index, ids, info)
     except (OSError, RuntimeError, ValueError):
         return None
-    if ids.shape != (info.count, 32) or index.ntotal != info.count:
-        return None
-    return VectorIndex(index, ids, info)
 
 
 # -- the search ------------------------------------------------------------------------------
@@ -532,6 +767,7 @@ def search(
     exclude: Iterable[str] = (),
     exact: bool = False,
     probes: int | None = None,
+    rerank: int | None = None,
     block: int = DEFAULT_BLOCK,
 ) -> SearchResult:
     """Search the stored embeddings of (model, prep) for the ``top`` nearest to ``query``.
@@ -546,7 +782,9 @@ def search(
             a stored result for which it is true are candidates.
         exclude: content hashes never returned (``similar`` leaves out its own image).
         exact: never use the index.
-        probes: inverted lists visited per query (index only).
+        probes: inverted lists visited per query (an ``ivf`` index only).
+        rerank: re-ranking factor (a ``pq`` index only): ``rerank × top`` candidates of the
+            fast scan are scored exactly.
         block: rows per block of the exact search.
     """
     if top < 1:
@@ -577,12 +815,15 @@ def search(
         info, why = index_status(store, model, prep)
         note = why
         vi = load_index(store, model, prep) if info is not None and why is None else None
+        if info is not None and why is None and vi is None:
+            note = ("the index files beside the store cannot be read or do not match their "
+                    "sidecar; run `clipsieve index build`")
         if vi is not None:
             if q.shape[1] != vi.info.dim:
                 raise StoreError(f"query has {q.shape[1]} dimensions, the index {vi.info.dim}")
             want = top + len(excluded)
             while True:
-                found = vi.search(q, want, probes=probes)[0]
+                found = vi.search(q, want, probes=probes, rerank=rerank)[0]
                 kept = [(s, v) for s, v in found if ok(s)]
                 if len(kept) >= top or want >= count:
                     pairs, method = kept[:top], "index"
@@ -613,7 +854,10 @@ def iter_hit_rows(result: SearchResult) -> Iterator[dict[str, Any]]:
 
 __all__ = [
     "DEFAULT_BLOCK",
+    "DEFAULT_RERANK",
     "Hit",
+    "INDEX_FORMAT",
+    "INDEX_KINDS",
     "IndexInfo",
     "SearchResult",
     "TopK",
@@ -621,6 +865,7 @@ __all__ = [
     "build_index",
     "default_lists",
     "default_probes",
+    "default_subquantizers",
     "exact_search",
     "index_paths",
     "index_status",
@@ -632,6 +877,7 @@ __all__ = [
     "search_with",
     "stored_prep",
     "train_ivf",
+    "train_pq",
 ]
 
 

@@ -173,7 +173,11 @@ def similar(image: str, top: int, min_score: float | None, where: tuple[str, ...
 
 @click.group()
 def index() -> None:
-    """The approximate search index beside the store (FAISS inverted lists).
+    """The approximate search index beside the store (FAISS).
+
+    The default kind, pq, is a 4-bit product-quantisation fast scan over every embedding
+    whose best candidates are re-scored exactly; ivf (inverted lists) is the index of
+    earlier versions.
 
     \b
     Example:
@@ -185,12 +189,19 @@ def index() -> None:
 @index.command("build")
 @_model_option
 @store_option()
-@click.option("--lists", type=click.IntRange(1), help="Inverted lists [default: about 2√N].")
+@click.option("--kind", type=click.Choice(["pq", "ivf"]),
+              help="pq: a PQ fast scan with exact re-ranking, for any data; ivf: inverted "
+                   "lists, for clustered data [default: pq, or ivf with --lists/--probes].")
+@click.option("--rerank", type=click.IntRange(1),
+              help="(pq) Candidates scored exactly per hit wanted: --top 10 scores 10 × this "
+                   "[default: 32].")
+@click.option("--lists", type=click.IntRange(1),
+              help="(ivf) Inverted lists [default: about 2√N].")
 @click.option("--probes", type=click.IntRange(1),
-              help="Lists visited per query [default: max(8, lists/128)].")
+              help="(ivf) Lists visited per query [default: max(8, lists/128)].")
 @click.option("--quiet", "-q", is_flag=True, help="No summary line.")
-def index_build(model: str, store_path: str | None, lists: int | None, probes: int | None,
-                quiet: bool) -> None:
+def index_build(model: str, store_path: str | None, kind: str | None, rerank: int | None,
+                lists: int | None, probes: int | None, quiet: bool) -> None:
     """Build (or rebuild) the search index of one model's stored embeddings.
 
     Written beside the store (STORE.index-<tag>.faiss, .ids.npy, .json). Search uses it
@@ -200,6 +211,8 @@ def index_build(model: str, store_path: str | None, lists: int | None, probes: i
     \b
     Example:
       clipsieve index build --store project.sqlite
+      clipsieve index build --rerank 64        # higher recall, a little slower
+      clipsieve index build --kind ivf --lists 2000 --probes 16
     """
     from clipsieve.backends.clip import resolve_model_id
     from clipsieve.search import build_index, index_paths, stored_prep
@@ -208,14 +221,14 @@ def index_build(model: str, store_path: str | None, lists: int | None, probes: i
     try:
         model_id = resolve_model_id(model)
         prep = stored_prep(store, model_id)
-        info = build_index(store, model_id, prep, lists=lists, probes=probes)
+        info = build_index(store, model_id, prep, kind=kind, rerank=rerank, lists=lists,
+                           probes=probes)
         where = index_paths(store.path, model_id, prep)[0]
     finally:
         store.close()
     if not quiet:
-        click.echo(f"indexed {info.count} embeddings ({info.dim}-d, {info.lists} lists, "
-                   f"{info.probes} probed per query) in {info.build_seconds:.1f}s: {where}",
-                   err=True)
+        click.echo(f"indexed {info.count} embeddings ({info.dim}-d, {info.kind}: "
+                   f"{info.describe()}) in {info.build_seconds:.1f}s: {where}", err=True)
 
 
 @index.command("status")
@@ -235,7 +248,9 @@ def index_status_cmd(model: str, store_path: str | None) -> None:
         info, why = index_status(store, model_id, prep)
         count, _ = store.embedding_fingerprint(model_id, prep)
         out = {"model": model_id, "prep": prep, "embeddings": count,
-               "index": str(index_paths(store.path, model_id, prep)[0]) if info else None,
+               "index": (str(index_paths(store.path, model_id, prep)[0])
+                         if info or why else None),
+               "kind": info.kind if info else None, "params": info.params if info else None,
                "indexed": info.count if info else 0,
                "fresh": bool(info) and why is None, "note": why}
     finally:
