@@ -670,7 +670,10 @@ def load_index(store: Store, model: str, prep: str) -> VectorIndex | None:
     faiss = _require_faiss()
     f_index, f_ids, _ = index_paths(store.path, model, prep)
     try:
-        index = faiss.read_index(str(f_index))
+        # the full vectors of a pq index (and of the lists' quantizer) are memory-mapped, not
+        # read: loading takes milliseconds whatever the size, and a query reads only its
+        # candidates' rows (the file is replaced, never rewritten, by a new build)
+        index = faiss.read_index(str(f_index), getattr(faiss, "IO_FLAG_MMAP_IFC", 0))
         ids = np.load(f_ids, allow_pickle=False)
         if ids.shape != (info.count, 32) or index.ntotal != info.count or index.d != info.dim:
             return None
