@@ -160,11 +160,11 @@ def main() -> None:
     for i in range(0, a.n, 65_536):
         index.add(x[i : i + 65_536])
     t_build = time.perf_counter() - t0
+    n_sample = len(sample)
     del sample
     rss1, peak1 = rss_mb()
-    print(f"build ({what}): trained on {min(a.n, PQ_TRAIN_SAMPLE if a.kind == 'pq' else a.n)} "
-          f"in {t_train:.1f}s, total {t_build:.1f}s; RSS +{rss1 - rss0:.0f} MiB over the "
-          f"data (peak {peak1:.0f} MiB)")
+    print(f"build ({what}): trained on {n_sample} in {t_train:.1f}s, total {t_build:.1f}s; "
+          f"RSS +{rss1 - rss0:.0f} MiB over the data (peak {peak1:.0f} MiB)")
     info = IndexInfo(model="bench", prep="bench", count=a.n, newest=0.0, dim=a.dim,
                      kind=a.kind, params=params, ids_sha256="", built_at=time.time(),
                      build_seconds=t_build, faiss_version=faiss.__version__)
