@@ -14,7 +14,7 @@ from PIL import Image, ImageOps
 
 from clipsieve import Analyzer, Store
 from clipsieve.cli import main
-from clipsieve.errors import ConfigError
+from clipsieve.errors import ConfigError, StoreError
 from clipsieve.search import (
     DEFAULT_RERANK,
     TopK,
@@ -33,10 +33,12 @@ def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def _fill(store: Store, vecs: np.ndarray, model: str = "m", prep: str = "p") -> list[str]:
+def _fill(store: Store, vecs: np.ndarray, model: str = "m", prep: str = "p",
+          encoder: str = "torch") -> list[str]:
     shas = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(len(vecs))]
     store.put_items(({"path": f"/x/{i}.jpg", "sha256": s, "embedding": v}
-                     for i, (s, v) in enumerate(zip(shas, vecs))), model=model, prep=prep)
+                     for i, (s, v) in enumerate(zip(shas, vecs))), model=model, prep=prep,
+                    encoder=encoder)
     store.put_results(({"path": f"/x/{i}.jpg", "status": "ok", "sha256": s, "model": model}
                        for i, s in enumerate(shas)), model=model)
     return shas
@@ -401,3 +403,62 @@ def test_cli_search_similar_index_and_report(scanned: tuple[Path, Path], tiny_cl
     code, out, err = run("similar", f"{tmp_path / 's.tar'}#k/rocket.jpg", "--top", "1",
                          "--include-self", "--format", "jsonl", *common)
     assert code == 0 and json.loads(out)["path"] == str(folder / "rocket.jpg")
+
+
+def test_search_and_index_per_encoder(tmp_path: Path) -> None:
+    """onnx / onnx-int8 scans store their own embeddings: searched, indexed and kept fresh
+    apart from the torch ones."""
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(11)
+    store = Store(tmp_path / "s.sqlite")
+    torch_vecs, int8_vecs = _unit(rng, 300, 16), _unit(rng, 300, 16)
+    shas = _fill(store, torch_vecs)
+    assert _fill(store, int8_vecs, encoder="onnx-int8") == shas
+    q = _unit(rng, 1, 16)[0]
+    for enc, vecs in (("torch", torch_vecs), ("onnx-int8", int8_vecs)):
+        res = search(store, "m", "p", q, top=5, encoder=enc)
+        assert res.method == "exact" and res.encoder == enc
+        assert [h.sha256 for h in res.hits] == [s for s, _ in _brute(vecs, shas, q, 5)]
+    build_index(store, "m", "p", encoder="onnx-int8")
+    assert index_paths(store.path, "m", "p", "onnx-int8") != index_paths(store.path, "m", "p")
+    assert index_status(store, "m", "p") == (None, None)  # torch: no index
+    res = search(store, "m", "p", int8_vecs[3], top=1, encoder="onnx-int8")
+    assert res.method == "index" and res.hits[0].sha256 == shas[3]
+    assert search(store, "m", "p", q, top=1).method == "exact"
+    # new torch embeddings leave the onnx-int8 index fresh
+    store.put_items([{"path": "/x/new.jpg", "sha256": hashlib.sha256(b"n").hexdigest(),
+                      "embedding": q}], model="m", prep="p")
+    info, why = index_status(store, "m", "p", encoder="onnx-int8")
+    assert info is not None and info.encoder == "onnx-int8" and why is None
+    with pytest.raises(StoreError, match="from the onnx encoder .*onnx-int8.*pass the encoder argument"):
+        stored_prep(store, "m", encoder="onnx")
+
+
+def test_cli_searches_the_embeddings_of_an_encoder(tiny_clip: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("faiss")
+    model = str(tiny_clip.resolve())
+    store_path = tmp_path / "s.sqlite"
+    store = Store(store_path)
+    vecs = _unit(np.random.default_rng(12), 40, 16)
+    shas = _fill(store, vecs, model=model, encoder="onnx-int8")
+    store.close()
+    common = ["--model", str(tiny_clip), "--store", str(store_path)]
+
+    def run(*args: str) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as exc:
+            main(list(args))
+        out = capsys.readouterr()
+        return int(exc.value.code or 0), out.out, out.err
+
+    code, _, err = run("similar", shas[0], *common)
+    assert code == 3 and "from the torch encoder" in err and "pass --encoder" in err
+    code, _, err = run("index", "build", "--encoder", "onnx-int8", *common)
+    assert code == 0 and "indexed 40 embeddings" in err
+    code, out, _ = run("index", "status", "--encoder", "onnx-int8", *common)
+    assert json.loads(out)["fresh"] and json.loads(out)["encoder"] == "onnx-int8"
+    code, out, err = run("similar", shas[0], "--encoder", "onnx-int8", "--top", "3",
+                         "--format", "jsonl", *common)
+    assert code == 0 and "(index search, onnx-int8 embeddings)" in err
+    want = [s for s, _ in _brute(vecs, shas, vecs[0], 4)][1:]
+    assert [json.loads(x)["sha256"] for x in out.splitlines()] == want

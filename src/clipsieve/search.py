@@ -2,7 +2,9 @@
 
 Search never decodes an image and never runs the image encoder: the query is a text
 embedding (the text encoder only), or the stored embedding of a file or content hash. The
-candidates are the store's embeddings of one (model, preprocessing version).
+candidates are the store's embeddings of one (model, preprocessing version, encoder): those
+of the torch encoder by default, or of ``onnx`` / ``onnx-int8`` scans, whose text queries that
+encoder embeds too.
 
 * **Exact search** reads the embeddings block by block (:meth:`Store.iter_embeddings`) and
   keeps a running top-k per query from one ``block × queries`` matrix product per block, so
@@ -37,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from clipsieve.errors import ConfigError, StoreError
-from clipsieve.store import Store
+from clipsieve.store import DEFAULT_ENCODER, Store
 
 #: Rows per block of the exact search (8192 × 512 float32 = 16 MB).
 DEFAULT_BLOCK = 8192
@@ -100,6 +102,7 @@ class SearchResult:
         prep: their preprocessing version.
         candidates: how many stored embeddings were searched.
         note: why the index was not used, when one exists but is stale.
+        encoder: the encoder whose embeddings were searched.
     """
 
     hits: list[Hit]
@@ -108,6 +111,7 @@ class SearchResult:
     prep: str
     candidates: int
     note: str | None = None
+    encoder: str = DEFAULT_ENCODER
 
 
 # -- exact search ---------------------------------------------------------------------------
@@ -260,13 +264,17 @@ def _faiss_threads(n_queries: int) -> Iterator[None]:
         faiss.omp_set_num_threads(old)
 
 
-def index_paths(store_path: str | os.PathLike[str], model: str, prep: str) -> tuple[Path, Path, Path]:
-    """Where the index of one (model, preprocessing) lives: beside the store file.
+def index_paths(store_path: str | os.PathLike[str], model: str, prep: str,
+                encoder: str = DEFAULT_ENCODER) -> tuple[Path, Path, Path]:
+    """Where the index of one (model, preprocessing, encoder) lives: beside the store file.
 
     ``STORE.index-<12 hex>.faiss`` (the FAISS index), ``.ids.npy`` (the sha256 of each row,
-    as 32 raw bytes) and ``.json`` (what it covers and how it was built).
+    as 32 raw bytes) and ``.json`` (what it covers and how it was built). The tag hashes the
+    model and preprocessing version, and the encoder unless it is torch (so the index files
+    of earlier versions, all torch, keep their names).
     """
-    tag = hashlib.sha256(f"{model}\0{prep}".encode()).hexdigest()[:12]
+    key = f"{model}\0{prep}" + (f"\0{encoder}" if encoder != DEFAULT_ENCODER else "")
+    tag = hashlib.sha256(key.encode()).hexdigest()[:12]
     base = Path(os.fspath(store_path))
     stem = f"{base.name}.index-{tag}"
     return (base.with_name(stem + ".faiss"), base.with_name(stem + ".ids.npy"),
@@ -309,6 +317,7 @@ class IndexInfo:
         params: the kind's parameters: ``subquantizers``, ``bits``, ``padded_dim`` and
             ``rerank`` (``pq``); ``lists`` and ``probes`` (``ivf``).
         ids_sha256: hash of the row ids file's content hashes, in row order.
+        encoder: the encoder whose embeddings it covers (format 1: torch, the only one).
         format: :data:`INDEX_FORMAT` (1: written before index kinds existed; an ``ivf``).
     """
 
@@ -323,6 +332,7 @@ class IndexInfo:
     built_at: float
     build_seconds: float
     faiss_version: str
+    encoder: str = DEFAULT_ENCODER
     format: int = INDEX_FORMAT
 
     @property
@@ -520,8 +530,10 @@ def build_index(
     block: int = DEFAULT_BLOCK,
     seed: int = 0,
     on_progress: Callable[[int, int], None] | None = None,
+    encoder: str = DEFAULT_ENCODER,
 ) -> IndexInfo:
-    """Build the approximate index of one (model, preprocessing)'s embeddings beside the store.
+    """Build the approximate index of one (model, preprocessing, encoder)'s embeddings beside
+    the store.
 
     Trains the index on a uniform random sample of the embeddings, then adds every embedding
     block by block. The files are written under temporary names and renamed into place, the
@@ -539,6 +551,7 @@ def build_index(
         sample: training sample size (default :data:`PQ_TRAIN_SAMPLE` for pq,
             ``max(64 × lists, 50 000)`` for ivf).
         on_progress: ``on_progress(added, total)`` after each block.
+        encoder: whose embeddings (``"torch"``, ``"onnx"``, ``"onnx-int8"``).
 
     Raises:
         StoreError: no embeddings of that model, or an in-memory store.
@@ -550,9 +563,10 @@ def build_index(
     if store.path == ":memory:":
         raise StoreError("an index needs a store file (not :memory:)")
     t0 = time.perf_counter()
-    count, newest = store.embedding_fingerprint(model, prep)
+    count, newest = store.embedding_fingerprint(model, prep, encoder=encoder)
     if count == 0:
-        raise StoreError(f"no stored embeddings of {model} (preprocessing {prep}) to index")
+        raise StoreError(f"no stored embeddings of {model} (preprocessing {prep}, encoder "
+                         f"{encoder}) to index")
     params: dict[str, int] = {}
     if kind == "ivf":
         nlist = max(1, min(int(lists or default_lists(count)), count))
@@ -564,7 +578,7 @@ def build_index(
     p = min(1.0, n_train / count)
     parts: list[np.ndarray] = []
     dim = 0
-    for _, mat in store.iter_embeddings(model, prep, block=block):
+    for _, mat in store.iter_embeddings(model, prep, block=block, encoder=encoder):
         dim = mat.shape[1]
         parts.append(mat if p >= 1.0 else mat[rng.random(mat.shape[0]) < p])
     train = np.ascontiguousarray(np.concatenate(parts))
@@ -584,7 +598,7 @@ def build_index(
     ids = np.empty((count, 32), dtype=np.uint8)
     digest = hashlib.sha256()
     added = 0
-    for shas, mat in store.iter_embeddings(model, prep, block=block):
+    for shas, mat in store.iter_embeddings(model, prep, block=block, encoder=encoder):
         n = len(shas)
         if added + n > count:
             raise StoreError("embeddings were added while the index was built; build again")
@@ -595,14 +609,16 @@ def build_index(
         added += n
         if on_progress is not None:
             on_progress(added, count)
-    if added != count or store.embedding_fingerprint(model, prep) != (count, newest):
+    if added != count or \
+            store.embedding_fingerprint(model, prep, encoder=encoder) != (count, newest):
         raise StoreError("embeddings changed while the index was built; build again")
     info = IndexInfo(
         model=model, prep=prep, count=count, newest=newest, dim=dim, kind=kind, params=params,
         ids_sha256=digest.hexdigest(), built_at=time.time(),
         build_seconds=round(time.perf_counter() - t0, 3), faiss_version=faiss.__version__,
+        encoder=encoder,
     )
-    f_index, f_ids, f_json = index_paths(store.path, model, prep)
+    f_index, f_ids, f_json = index_paths(store.path, model, prep, encoder)
     tmp = f".tmp-{os.getpid()}"
     try:
         if f_json.exists():  # a reader must never pair the new index with the old sidecar
@@ -621,10 +637,10 @@ def build_index(
     return info
 
 
-def _read_info(store_path: str | os.PathLike[str], model: str,
-               prep: str) -> tuple[IndexInfo | None, str | None]:
+def _read_info(store_path: str | os.PathLike[str], model: str, prep: str,
+               encoder: str) -> tuple[IndexInfo | None, str | None]:
     """(the sidecar, why an existing sidecar cannot be used)."""
-    _, _, f_json = index_paths(store_path, model, prep)
+    _, _, f_json = index_paths(store_path, model, prep, encoder)
     try:
         text = f_json.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -635,40 +651,46 @@ def _read_info(store_path: str | os.PathLike[str], model: str,
         raw = json.loads(text)
         if not isinstance(raw, dict):
             raise ValueError("not an object")
-        return IndexInfo.from_dict(raw), None
+        info = IndexInfo.from_dict(raw)
+        if (info.model, info.prep, info.encoder) != (model, prep, encoder):
+            raise ValueError(f"it is the index of {info.model}, {info.prep}, {info.encoder}")
+        return info, None
     except ValueError as exc:
         return None, (f"the index {f_json.name} was written by another version of clipsieve "
                       f"or is damaged ({exc}); run `clipsieve index build`")
 
 
-def read_index_info(store_path: str | os.PathLike[str], model: str, prep: str) -> IndexInfo | None:
-    """The sidecar of the index of (model, prep), or ``None`` if there is none (or it is of
-    another format, or unreadable: :func:`index_status` says why)."""
-    return _read_info(store_path, model, prep)[0]
+def read_index_info(store_path: str | os.PathLike[str], model: str, prep: str,
+                    encoder: str = DEFAULT_ENCODER) -> IndexInfo | None:
+    """The sidecar of the index of (model, prep, encoder), or ``None`` if there is none (or
+    it is of another format, or unreadable: :func:`index_status` says why)."""
+    return _read_info(store_path, model, prep, encoder)[0]
 
 
-def index_status(store: Store, model: str, prep: str) -> tuple[IndexInfo | None, str | None]:
+def index_status(store: Store, model: str, prep: str, *,
+                 encoder: str = DEFAULT_ENCODER) -> tuple[IndexInfo | None, str | None]:
     """(the index's sidecar, why it cannot be used) — the reason is ``None`` when it is fresh
     or when there is no index at all (no sidecar)."""
     if store.path == ":memory:":
         return None, None
-    info, why = _read_info(store.path, model, prep)
+    info, why = _read_info(store.path, model, prep, encoder)
     if info is None:
         return None, why
-    count, newest = store.embedding_fingerprint(model, prep)
+    count, newest = store.embedding_fingerprint(model, prep, encoder=encoder)
     if (count, newest) != (info.count, info.newest):
         return info, (f"the index covers {info.count} embeddings and the store now has "
                       f"{count} (or some changed); run `clipsieve index build`")
     return info, None
 
 
-def load_index(store: Store, model: str, prep: str) -> VectorIndex | None:
-    """The fresh index of (model, prep), or ``None`` (absent, stale or unreadable)."""
-    info, why = index_status(store, model, prep)
+def load_index(store: Store, model: str, prep: str, *,
+               encoder: str = DEFAULT_ENCODER) -> VectorIndex | None:
+    """The fresh index of (model, prep, encoder), or ``None`` (absent, stale or unreadable)."""
+    info, why = index_status(store, model, prep, encoder=encoder)
     if info is None or why is not None:
         return None
     faiss = _require_faiss()
-    f_index, f_ids, _ = index_paths(store.path, model, prep)
+    f_index, f_ids, _ = index_paths(store.path, model, prep, encoder)
     try:
         # the full vectors of a pq index (and of the lists' quantizer) are memory-mapped, not
         # read: loading takes milliseconds whatever the size, and a query reads only its
@@ -685,19 +707,29 @@ def load_index(store: Store, model: str, prep: str) -> VectorIndex | None:
 # -- the search ------------------------------------------------------------------------------
 
 
-def stored_prep(store: Store, model: str, prep: str | None = None) -> str:
-    """The preprocessing version whose embeddings to search.
+def stored_prep(store: Store, model: str, prep: str | None = None, *,
+                encoder: str = DEFAULT_ENCODER) -> str:
+    """The preprocessing version whose embeddings (of ``encoder``) to search.
 
     ``prep`` when given; else the model's own (from its checkpoint config) when the store has
     embeddings of it; else the only one the store has for the model.
     """
-    kinds = [(p, n) for m, p, n in store.embedding_kinds() if m == model]
+    kinds = [(p, n) for m, p, n in store.embedding_kinds(encoder) if m == model]
     if prep is not None:
         return prep
     if not kinds:
-        have = sorted({m for m, _, _ in store.embedding_kinds()})
+        others = [e for e in ("torch", "onnx", "onnx-int8") if e != encoder
+                  and any(m == model for m, _, _ in store.embedding_kinds(e))]
+        if others:
+            raise StoreError(
+                f"the store has no embeddings of {model} from the {encoder} encoder (it has "
+                f"some from: {', '.join(others)}); pass {{encoder}}",
+                params={"encoder": "the encoder argument"},
+            )
+        have = sorted({m for m, _, _ in store.embedding_kinds(encoder)})
         raise StoreError(
             f"the store has no embeddings of {model}"
+            + (f" from the {encoder} encoder" if encoder != DEFAULT_ENCODER else "")
             + (f" (it has: {', '.join(have)}); pass {{model}}" if have else "; scan images first"),
             params={"model": "the model argument"},
         )
@@ -714,7 +746,8 @@ def stored_prep(store: Store, model: str, prep: str | None = None) -> str:
     return max(kinds, key=lambda kv: kv[1])[0]
 
 
-def query_for_image(store: Store, model: str, prep: str, image: str | os.PathLike[str]) -> tuple[str, np.ndarray]:
+def query_for_image(store: Store, model: str, prep: str, image: str | os.PathLike[str], *,
+                    encoder: str = DEFAULT_ENCODER) -> tuple[str, np.ndarray]:
     """(sha256, stored embedding) of a content hash or an image file, without decoding.
 
     A 64-hex-digit string is a content hash; anything else is a file (or a tar member
@@ -749,10 +782,12 @@ def query_for_image(store: Store, model: str, prep: str, image: str | os.PathLik
                 for chunk in iter(lambda: fh.read(1 << 20), b""):
                     h.update(chunk)
             sha = h.hexdigest()
-    vec = store.get_embedding(sha, model, prep)
+    vec = store.get_embedding(sha, model, prep, encoder=encoder)
     if vec is None:
         raise StoreError(
-            f"{text}: no stored embedding of this content for {model}; scan it first "
+            f"{text}: no stored embedding of this content for {model}"
+            + (f" from the {encoder} encoder" if encoder != DEFAULT_ENCODER else "")
+            + "; scan it first "
             "(similar searches stored embeddings only)"
         )
     return sha, vec
@@ -772,6 +807,7 @@ def search(
     probes: int | None = None,
     rerank: int | None = None,
     block: int = DEFAULT_BLOCK,
+    encoder: str = DEFAULT_ENCODER,
 ) -> SearchResult:
     """Search the stored embeddings of (model, prep) for the ``top`` nearest to ``query``.
 
@@ -789,6 +825,7 @@ def search(
         rerank: re-ranking factor (a ``pq`` index only): ``rerank × top`` candidates of the
             fast scan are scored exactly.
         block: rows per block of the exact search.
+        encoder: whose embeddings (``"torch"``, ``"onnx"``, ``"onnx-int8"``).
     """
     if top < 1:
         raise ConfigError("{top} must be at least 1", params={"top": "top"})
@@ -811,13 +848,14 @@ def search(
     def ok(sha: str) -> bool:
         return sha not in excluded and (allowed is None or sha in allowed)
 
-    count, _ = store.embedding_fingerprint(model, prep)
+    count, _ = store.embedding_fingerprint(model, prep, encoder=encoder)
     method, note = "exact", None
     pairs: list[tuple[str, float]] | None = None
     if not exact:
-        info, why = index_status(store, model, prep)
+        info, why = index_status(store, model, prep, encoder=encoder)
         note = why
-        vi = load_index(store, model, prep) if info is not None and why is None else None
+        vi = (load_index(store, model, prep, encoder=encoder)
+              if info is not None and why is None else None)
         if info is not None and why is None and vi is None:
             note = ("the index files beside the store cannot be read or do not match their "
                     "sidecar; run `clipsieve index build`")
@@ -835,7 +873,8 @@ def search(
                     break  # a selective --where: exact over the allowed ones instead
                 want = min(count, want * 4)
     if pairs is None:
-        pairs = exact_search(q, store.iter_embeddings(model, prep, block=block), top,
+        pairs = exact_search(q, store.iter_embeddings(model, prep, block=block, encoder=encoder),
+                             top,
                              keep=ok if (allowed is not None or excluded) else None)[0]
     if min_score is not None:
         pairs = [(s, v) for s, v in pairs if v >= min_score]
@@ -846,7 +885,7 @@ def search(
         if where is not None:
             rs = [r for r in rs if expr.evaluate(r).value is True]
         hits.append(Hit(sha, score, rs))
-    return SearchResult(hits, method, model, prep, count, note)
+    return SearchResult(hits, method, model, prep, count, note, encoder)
 
 
 def iter_hit_rows(result: SearchResult) -> Iterator[dict[str, Any]]:
@@ -900,7 +939,10 @@ def search_with(
 
     ``image`` is a content hash or an image file whose embedding is stored (no decoding, no
     model work; the image itself is left out of the hits unless ``include_self``), or a PIL
-    image / array, which is embedded now (the only case that runs the image encoder).
+    image / array, which is embedded now (the only case that runs the image encoder). The
+    candidates are the stored embeddings of the analyzer's model and encoder
+    (``Analyzer(encoder="onnx-int8")`` searches what ``onnx-int8`` scans stored), and text and
+    PIL queries are embedded by that encoder too.
     """
     if (text is None) == (image is None):
         raise ConfigError("give exactly one of text= or image=")
@@ -908,14 +950,15 @@ def search_with(
     if store is None:
         raise StoreError("search needs a store (the analyzer was built with store=False)")
     model = analyzer.model_id
-    prep = stored_prep(store, model, prep)
+    encoder = str(getattr(analyzer, "encoder_kind", DEFAULT_ENCODER))
+    prep = stored_prep(store, model, prep, encoder=encoder)
     exclude: list[str] = []
     if text is not None:
         if not str(text).strip():
             raise ConfigError("the search text is empty")
         q = analyzer.embed_texts([str(text)])[0]
     elif isinstance(image, (str, os.PathLike)):
-        sha, q = query_for_image(store, model, prep, image)
+        sha, q = query_for_image(store, model, prep, image, encoder=encoder)
         if not include_self:
             exclude.append(sha)
     else:
@@ -925,4 +968,4 @@ def search_with(
             image = Image.fromarray(image)
         q = analyzer.embed_images([image])[0]
     return search(store, model, prep, q, top=top, min_score=min_score, where=where,
-                  exclude=exclude, exact=exact)
+                  exclude=exclude, exact=exact, encoder=encoder)

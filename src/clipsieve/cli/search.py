@@ -10,6 +10,7 @@ import click
 
 from clipsieve import settings
 from clipsieve.cli.common import (
+    ENCODERS,
     check_outputs,
     make_console,
     open_existing_store,
@@ -21,6 +22,10 @@ from clipsieve.cli.common import (
 
 
 def _model_option(f: Any) -> Any:
+    f = click.option("--encoder", envvar="CLIPSIEVE_ENCODER", default="torch",
+                     show_default=True, show_envvar=True, type=click.Choice(list(ENCODERS)),
+                     help="Whose stored embeddings: those the scans with this encoder "
+                          "computed (a text query is encoded by it too).")(f)
     return click.option("--model", "-m", envvar="CLIPSIEVE_MODEL", default=settings.DEFAULT_MODEL,
                         show_default=True, show_envvar=True,
                         help="Whose stored embeddings to search (id or local folder).")(f)
@@ -81,8 +86,9 @@ def _emit(result: Any, query: str, fmt: str, out: str | None, report_path: str |
         with writing(report_path):
             write_search_report(result, report_path, query=query)
     if not quiet:
+        whose = f", {result.encoder} embeddings" if result.encoder != "torch" else ""
         click.echo(f"{len(result.hits)} hits from {result.candidates} stored embeddings "
-                   f"({result.method} search)", err=True)
+                   f"({result.method} search{whose})", err=True)
         if result.note:
             click.echo(f"note: {result.note}", err=True)
         if report_path:
@@ -117,7 +123,7 @@ def _print_table(fh: IO[str], result: Any) -> None:
               help="Precision of the text encoder.")
 def search(text: str, top: int, min_score: float | None, where: tuple[str, ...], fmt: str,
            out: str | None, report_path: str | None, exact: bool, quiet: bool, model: str,
-           store_path: str | None, device: str, precision: str) -> None:
+           encoder: str, store_path: str | None, device: str, precision: str) -> None:
     """Find stored images by text: the nearest embeddings to the text's embedding.
 
     Only the text is encoded (kept in the store for the next time); images are neither
@@ -131,7 +137,7 @@ def search(text: str, top: int, min_score: float | None, where: tuple[str, ...],
       clipsieve search "a red car" --where 'moderation.decision == "allow"' --report cars.html
     """
     check_outputs({"--out": out, "--report": report_path}, lambda: _stored(store_path))
-    analyzer = _analyzer(model, store_path, device=device, precision=precision)
+    analyzer = _analyzer(model, store_path, encoder=encoder, device=device, precision=precision)
     try:
         result = analyzer.search(text=text, top=top, min_score=min_score,
                                  where=list(where) or None, exact=exact)
@@ -147,7 +153,7 @@ def search(text: str, top: int, min_score: float | None, where: tuple[str, ...],
 @click.option("--include-self", is_flag=True, help="Keep the query image itself among the hits.")
 def similar(image: str, top: int, min_score: float | None, where: tuple[str, ...], fmt: str,
             out: str | None, report_path: str | None, exact: bool, quiet: bool, model: str,
-            store_path: str | None, include_self: bool) -> None:
+            encoder: str, store_path: str | None, include_self: bool) -> None:
     """Find stored images like one image: a file already scanned, or a content sha256.
 
     The query is the image's stored embedding (no decoding, no model work); the image
@@ -160,7 +166,7 @@ def similar(image: str, top: int, min_score: float | None, where: tuple[str, ...
     """
     check_outputs({"--out": out, "--report": report_path},
                   lambda: [image, *_stored(store_path)])
-    analyzer = _analyzer(model, store_path)
+    analyzer = _analyzer(model, store_path, encoder=encoder)
     try:
         result = analyzer.search(image=image, top=top, min_score=min_score,
                                  where=list(where) or None, exact=exact,
@@ -200,8 +206,8 @@ def index() -> None:
 @click.option("--probes", type=click.IntRange(1),
               help="(ivf) Lists visited per query [default: max(8, lists/128)].")
 @click.option("--quiet", "-q", is_flag=True, help="No summary line.")
-def index_build(model: str, store_path: str | None, kind: str | None, rerank: int | None,
-                lists: int | None, probes: int | None, quiet: bool) -> None:
+def index_build(model: str, encoder: str, store_path: str | None, kind: str | None,
+                rerank: int | None, lists: int | None, probes: int | None, quiet: bool) -> None:
     """Build (or rebuild) the search index of one model's stored embeddings.
 
     Written beside the store (STORE.index-<tag>.faiss, .ids.npy, .json). Search uses it
@@ -220,10 +226,10 @@ def index_build(model: str, store_path: str | None, kind: str | None, rerank: in
     store = open_existing_store(store_path)
     try:
         model_id = resolve_model_id(model)
-        prep = stored_prep(store, model_id)
+        prep = stored_prep(store, model_id, encoder=encoder)
         info = build_index(store, model_id, prep, kind=kind, rerank=rerank, lists=lists,
-                           probes=probes)
-        where = index_paths(store.path, model_id, prep)[0]
+                           probes=probes, encoder=encoder)
+        where = index_paths(store.path, model_id, prep, encoder)[0]
     finally:
         store.close()
     if not quiet:
@@ -234,7 +240,7 @@ def index_build(model: str, store_path: str | None, kind: str | None, rerank: in
 @index.command("status")
 @_model_option
 @store_option()
-def index_status_cmd(model: str, store_path: str | None) -> None:
+def index_status_cmd(model: str, encoder: str, store_path: str | None) -> None:
     """Say whether the index of a model exists and is fresh (one JSON object)."""
     import json
 
@@ -244,11 +250,11 @@ def index_status_cmd(model: str, store_path: str | None) -> None:
     store = open_existing_store(store_path)
     try:
         model_id = resolve_model_id(model)
-        prep = stored_prep(store, model_id)
-        info, why = index_status(store, model_id, prep)
-        count, _ = store.embedding_fingerprint(model_id, prep)
-        out = {"model": model_id, "prep": prep, "embeddings": count,
-               "index": (str(index_paths(store.path, model_id, prep)[0])
+        prep = stored_prep(store, model_id, encoder=encoder)
+        info, why = index_status(store, model_id, prep, encoder=encoder)
+        count, _ = store.embedding_fingerprint(model_id, prep, encoder=encoder)
+        out = {"model": model_id, "prep": prep, "encoder": encoder, "embeddings": count,
+               "index": (str(index_paths(store.path, model_id, prep, encoder)[0])
                          if info or why else None),
                "kind": info.kind if info else None, "params": info.params if info else None,
                "indexed": info.count if info else 0,
