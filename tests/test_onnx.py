@@ -328,3 +328,28 @@ def test_int8_settings_follow_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
         assert mod.default_quant().per_channel is want
     assert mod.NO_VNNI_QUANT.key() != mod.VNNI_QUANT.key()  # separate cached graphs
     assert mod.DEFAULT_QUANT in (mod.VNNI_QUANT, mod.NO_VNNI_QUANT)
+
+
+@pytest.mark.parametrize("cls", [OnnxEncoder, OnnxInt8Encoder])
+def test_split_batches_give_the_rows_of_one_call(
+    clip224: Path, photo_set: list[Image.Image], onnx_cache: Path, cls: type
+) -> None:
+    """A batch split over concurrent single-threaded calls (threads=3: uneven slices) gives
+    each image the embedding one call over the whole batch gives, in order; one image and an
+    empty batch too."""
+    split = cls(str(clip224), cache_dir=onnx_cache, threads=3)
+    whole = cls(str(clip224), cache_dir=onnx_cache, threads=1)
+    assert split._split_runs and not whole._split_runs
+    px = _pixels(whole, photo_set[:7])
+    a, b = split.encode_pixels(px), whole.encode_pixels(px)
+    assert a.shape == b.shape == (7, whole.dim)
+    cos = (a * b).sum(axis=1)
+    # dynamic int8 quantises activations with one scale per call (over the call's rows), so
+    # int8 rows move with the batch's composition by about the int8 error itself
+    floor = 0.9995 if cls is OnnxInt8Encoder else 0.99999
+    assert cos.min() >= floor, cos  # same rows, same order (not a permutation)
+    others = a @ b.T - np.diag(np.diag(a @ b.T))
+    assert (cos[:, None] > others).all()
+    one = split.encode_pixels(px[3:4])
+    assert float((one[0] * b[3]).sum()) >= floor
+    assert split.encode_pixels(px[:0]).shape == (0, whole.dim)
