@@ -121,3 +121,77 @@ def test_model_errors_name_the_argument_and_the_cli_names_its_flag() -> None:
         create_encoder("torch", "./no/such/checkpoint", device="cpu")
     assert "--model" not in str(info.value) and "pass the model argument" in str(info.value)
     assert "Fix: pass --model with an existing" in info.value.render(option_flag)
+
+
+# -- batches split over single-threaded slices (backends/_split.py) ---------------------------
+def test_batch_splitter_keeps_row_order_with_uneven_slices() -> None:
+    from clipsieve.backends._split import BatchSplitter
+
+    sp = BatchSplitter(3, "t")
+    assert sp.bounds(7) == [(0, 2), (2, 4), (4, 7)]
+    assert sp.bounds(2) == [(0, 1), (1, 2)] and sp.bounds(1) == [(0, 1)]
+    seen: list[str] = []
+
+    def rows(x: np.ndarray) -> np.ndarray:
+        seen.append(threading.current_thread().name)
+        time.sleep(0.01 * (3 - len(x)))  # the shorter slices finish last
+        return x * 2
+
+    x = np.arange(7 * 2).reshape(7, 2)
+    assert (sp.run(rows, x) == x * 2).all()
+    assert len(seen) == 3 and all(n.startswith("t") for n in seen)
+    assert (sp.run(rows, x[:1]) == x[:1] * 2).all()  # one row: no thread at all
+    sp.close()
+
+
+@pytest.fixture()
+def torch_threads() -> object:
+    """Put torch's thread count and the splitting state back after a test."""
+    import torch
+
+    from clipsieve.backends import clip
+
+    before, remembered = torch.get_num_threads(), clip._TORCH_THREADS
+    yield torch
+    clip._TORCH_THREADS = remembered
+    torch.set_num_threads(before)
+
+
+def test_torch_split_batches_give_the_rows_of_one_call(
+    tiny_clip: Path, torch_threads: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the CPU the torch encoder runs a batch as `threads` single-threaded slices at once
+    (torch.set_num_threads(1) for the process): each image and text gets the embedding one
+    call over the whole batch gives, in order; CLIPSIEVE_SPLIT_BATCHES=0 turns it off."""
+    from PIL import Image
+
+    from conftest import photo_array
+
+    from clipsieve.backends.clip import ClipBackend
+
+    torch = torch_threads
+    split = ClipBackend(str(tiny_clip), device="cpu", precision="float32", threads=3)
+    assert split._splitter is not None and split.threads == 3
+    assert torch.get_num_threads() == 1  # type: ignore[attr-defined]
+    monkeypatch.setenv("CLIPSIEVE_SPLIT_BATCHES", "0")
+    whole = ClipBackend(str(tiny_clip), device="cpu", precision="float32", threads=2)
+    assert whole._splitter is None and torch.get_num_threads() == 2  # type: ignore[attr-defined]
+    names = ("astronaut", "coffee", "chelsea", "rocket")
+    px = np.stack([whole.preprocess(Image.fromarray(photo_array(n)).rotate(r))
+                   for n in names for r in (0, 90)])[:7]
+    a, b = split.encode_pixels(px), whole.encode_pixels(px)
+    assert a.shape == b.shape == (7, whole.dim)
+    cos = (a * b).sum(axis=1)
+    assert cos.min() >= 0.99999, cos
+    others = a @ b.T - np.diag(np.diag(a @ b.T))
+    assert (cos[:, None] > others).all()  # same order, not a permutation
+    texts = [f"a photo of {w}" for w in ("a cat", "a dog", "a rocket", "coffee", "a person")]
+    ta, tb = split.encode_texts(texts, batch_size=4), whole.encode_texts(texts, batch_size=4)
+    assert (ta * tb).sum(axis=1).min() >= 0.99999
+    assert split.encode_pixels(px[:1]).shape == (1, whole.dim)
+    # a later encoder in the same process splits over the count torch had first
+    monkeypatch.delenv("CLIPSIEVE_SPLIT_BATCHES")
+    again = ClipBackend(str(tiny_clip), device="cpu", precision="float32")
+    from clipsieve.backends import clip
+
+    assert again.threads == clip._TORCH_THREADS and again._splitter is not None

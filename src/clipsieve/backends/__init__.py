@@ -30,8 +30,9 @@ from clipsieve.backends.clip import (
 )
 
 
-def _torch_encoder(model: str, *, device: str = "auto", precision: str = "auto") -> Encoder:
-    return ClipBackend(model, device=device, precision=precision)
+def _torch_encoder(model: str, *, device: str = "auto", precision: str = "auto",
+                   threads: int | None = None) -> Encoder:
+    return ClipBackend(model, device=device, precision=precision, threads=threads)
 
 
 register_encoder(

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from clipsieve.backends._split import BatchSplitter, split_enabled
 from clipsieve.errors import ConfigError, ModelError
 from clipsieve.media.preprocess import Preprocess
 
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 _CONFIG_FILES = ("preprocessor_config.json", "processor_config.json")
+#: torch's intra-op thread count before the first splitting encoder set it to 1
+_TORCH_THREADS: int | None = None
 
 
 def resolve_model_id(model: str) -> str:
@@ -297,6 +300,11 @@ class ClipBackend:
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         precision: ``auto``, ``float32``, ``bfloat16`` or ``float16``. ``auto`` picks float16
             on CUDA, bfloat16 autocast on CPUs with native bf16, else float32.
+        threads: CPU threads of the model (default: torch's own count, ``torch.get_num_threads()``
+            when the first encoder loads). On the CPU a batch is split into that many row
+            slices that run at once, each on one intra-op thread; this sets
+            ``torch.set_num_threads(1)`` for the process (:mod:`clipsieve.backends._split`;
+            ``CLIPSIEVE_SPLIT_BATCHES=0`` runs one call on ``threads`` threads instead).
 
     Raises:
         ModelError: the checkpoint cannot be found, is not CLIP-like, or lacks weights.
@@ -304,7 +312,8 @@ class ClipBackend:
 
     kind = "torch"
 
-    def __init__(self, model: str, *, device: str = "auto", precision: str = "auto") -> None:
+    def __init__(self, model: str, *, device: str = "auto", precision: str = "auto",
+                 threads: int | None = None) -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
@@ -346,6 +355,8 @@ class ClipBackend:
         )
         self._lock = threading.Lock()
         self._torch = torch
+        self.threads, split = _cpu_threads(torch, self.device, threads)
+        self._splitter = BatchSplitter(self.threads, "torch") if split else None
 
     @property
     def input_dtype(self) -> Any:
@@ -372,12 +383,22 @@ class ClipBackend:
         feats = feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         return feats.cpu().numpy().astype(np.float32, copy=False)
 
-    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """Preprocessed pixels (N, 3, H, W) → L2-normalised embeddings (N, D) float32."""
+    def _image_rows(self, pixels: np.ndarray) -> np.ndarray:
         torch = self._torch
-        with self._lock, torch.inference_mode(), self._context():
+        with torch.inference_mode(), self._context():  # both are per thread
             x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device, self.input_dtype)
             return self._normalise(self._features(self.net.get_image_features(pixel_values=x)))
+
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Preprocessed pixels (N, 3, H, W) → L2-normalised embeddings (N, D) float32.
+
+        On the CPU the batch runs as up to ``threads`` single-threaded slices at once (see
+        :mod:`clipsieve.backends._split`); a single image then runs on one core.
+        """
+        with self._lock:
+            if self._splitter is None:
+                return self._image_rows(pixels)
+            return self._splitter.run(self._image_rows, pixels)
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """Texts → L2-normalised embeddings (N, D) float32."""
@@ -387,8 +408,10 @@ class ClipBackend:
         padding: Any = "max_length" if self.model_type.startswith("siglip") else True
         max_len = getattr(self.net.config.text_config, "max_position_embeddings", 77)
         outs = []
-        with self._lock, torch.inference_mode(), self._context():
+        with self._lock:
             for i in range(0, len(texts), batch_size):
+                # tokenized here, in one thread (a fast tokenizer is not safe to share), then
+                # its rows are split like an image batch
                 tok = self.tokenizer(
                     list(texts[i : i + batch_size]),
                     padding=padding,
@@ -397,5 +420,35 @@ class ClipBackend:
                     return_tensors="pt",
                 )
                 tok = {k: v.to(self.device) for k, v in tok.items()}
-                outs.append(self._normalise(self._features(self.net.get_text_features(**tok))))
+
+                def rows(a: int, b: int, tok: dict[str, Any] = tok) -> np.ndarray:
+                    with torch.inference_mode(), self._context():
+                        part = {k: v[a:b] for k, v in tok.items()}
+                        return self._normalise(self._features(
+                            self.net.get_text_features(**part)))
+
+                n = int(next(iter(tok.values())).shape[0])
+                outs.append(rows(0, n) if self._splitter is None
+                            else self._splitter.map_rows(rows, n))
         return np.concatenate(outs)
+
+
+def _cpu_threads(torch: Any, device: str, threads: int | None) -> tuple[int, bool]:
+    """(threads, split) of a torch encoder on ``device``; sets torch's intra-op threads.
+
+    Splitting (CPU, more than one thread, ``CLIPSIEVE_SPLIT_BATCHES`` not off) sets
+    ``torch.set_num_threads(1)`` for the process; the count it had first is remembered, so a
+    second encoder in the same process splits over as many threads as the first.
+    """
+    global _TORCH_THREADS
+    if not device.startswith("cpu"):
+        return int(threads or torch.get_num_threads()), False
+    n = int(threads or _TORCH_THREADS or torch.get_num_threads())
+    if n > 1 and split_enabled():
+        if _TORCH_THREADS is None:
+            _TORCH_THREADS = int(torch.get_num_threads())
+        torch.set_num_threads(1)
+        return n, True
+    if threads or _TORCH_THREADS is not None:  # asked for, or put back after a splitter
+        torch.set_num_threads(n)
+    return n, False

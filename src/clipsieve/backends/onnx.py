@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from clipsieve.backends._split import BatchSplitter, default_threads, split_enabled
 from clipsieve.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
@@ -545,14 +546,6 @@ def _float_nodes(model: Any) -> list[str]:
 
 
 # -- inference ---------------------------------------------------------------------------------
-def default_threads() -> int:
-    """Cores this process may run on (affinity-aware)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - macOS, Windows
-        return max(1, os.cpu_count() or 1)
-
-
 def session_options(threads: int | None = None) -> Any:
     """onnxruntime session options for a shared CPU.
 
@@ -655,7 +648,8 @@ class OnnxEncoder:
         self.folder = export_model(self.model_id, settings=export, cache_dir=cache_dir)
         self.preprocess = load_preprocess(self.model_id)
         self._lock = threading.Lock()
-        self._pool: Any = None  # threads of the split image batches (encode_pixels)
+        # the image tower's batches run as one single-threaded call per core (encode_pixels)
+        self._splitter = (BatchSplitter(self.threads, "onnx") if self._split_runs else None)
         for attempt in (0, 1):
             try:
                 self._open()
@@ -722,7 +716,7 @@ class OnnxEncoder:
 
     @property
     def _split_runs(self) -> bool:
-        return self.threads > 1 and self.device == "cpu"
+        return self.threads > 1 and self.device == "cpu" and split_enabled()
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Preprocessed pixels (N, 3, H, W) → L2-normalised embeddings (N, D) float32.
@@ -738,20 +732,12 @@ class OnnxEncoder:
         n = x.shape[0]
         if n == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
+        run = self._vision.run
         with self._lock:
-            parts = min(self.threads, n) if self._split_runs else 1
-            if parts == 1:
-                out = self._vision.run(None, {"pixel_values": x})[0]
+            if self._splitter is None:
+                out = run(None, {"pixel_values": x})[0]
             else:
-                bounds = np.linspace(0, n, parts + 1).astype(int)
-                slices = [x[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-                if self._pool is None:
-                    from concurrent.futures import ThreadPoolExecutor
-
-                    self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="onnx")
-                run = self._vision.run
-                out = np.concatenate(list(self._pool.map(
-                    lambda sl: run(None, {"pixel_values": sl})[0], slices)))
+                out = self._splitter.run(lambda sl: run(None, {"pixel_values": sl})[0], x)
         return _renormalise(out)
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:

@@ -62,7 +62,8 @@ def _size(ctx: click.Context, param: click.Parameter, value: Any) -> int | None:
 @click.option("--workers", type=click.IntRange(1, 256),
               help="Decode threads [default: number of cores, at least 2].")
 @click.option("--torch-threads", type=click.IntRange(1, 1024),
-              help="Intra-op threads of the torch encoder [default: torch's, one per core]. "
+              help="CPU threads of the torch encoder: each batch runs as this many "
+                   "single-threaded slices at once [default: torch's, one per core]. "
                    "serve also sets OMP_WAIT_POLICY=PASSIVE unless it is set.")
 @click.option("--api-key-file", type=click.Path(dir_okay=False),
               help="File of API keys, one per line: /v1/* and /metrics then need one.")

@@ -104,8 +104,10 @@ class ServiceConfig:
         request_timeout_s: time limit per request (504 beyond).
         queue_size: requests admitted at once; more get 503 with ``Retry-After``.
         workers: decode threads.
-        torch_threads: intra-op threads of the torch encoder (``torch.set_num_threads``, set
-            on the model thread); ``None``: torch's default (one per core).
+        torch_threads: CPU threads of the torch encoder (``torch.set_num_threads``, set on
+            the model thread before it loads; the encoder then runs each batch as that many
+            single-threaded slices, :mod:`clipsieve.backends._split`); ``None``: torch's
+            default (one per core).
         api_keys: accepted keys (empty: no key needed).
         cors_origins: origins allowed by CORS (empty: CORS off).
         fetch_allow: hosts that ``url`` may name (empty: URL fetching off); ``*.example.com``
