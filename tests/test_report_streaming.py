@@ -186,3 +186,43 @@ def test_export_embeddings_parquet_and_npy(scanned: tuple[Path, Path, list[dict]
     info = json.loads((npy / "embeddings.json").read_text())
     assert info["model"] == model and info["preprocess_version"] == prep and info["count"] == 4
     assert pq.read_schema(npy / "ids.parquet").metadata[b"clipsieve.model"] == model.encode()
+
+
+def test_export_embeddings_of_another_encoder(scanned: tuple[Path, Path, list[dict]],
+                                              tiny_clip: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Each encoder keeps its own embeddings: --encoder picks whose are exported (default:
+    the one the results record), and a store holding only another encoder's says so."""
+    _, store_path, jsonl = scanned
+    model = str(tiny_clip.resolve())
+    st = Store(store_path)
+    (prep,) = {p for m, p, _ in st.embedding_kinds() if m == model}
+    ok = [r for r in jsonl if r["status"] == "ok"]
+    other = {r["sha256"]: -np.array(r["embedding"], dtype=np.float32) for r in ok}
+    st.put_items(({"path": r["path"], "sha256": r["sha256"], "embedding": other[r["sha256"]]}
+                  for r in ok), model=model, prep=prep, encoder="onnx-int8")
+    st.close()
+    for enc, sign in ((None, 1.0), ("onnx-int8", -1.0), ("torch", 1.0)):
+        npy = tmp_path / f"vec-{enc}"
+        extra = ["--encoder", enc] if enc else []
+        with pytest.raises(SystemExit) as exc:
+            main(["export", "--embeddings-npy", str(npy), "--store", str(store_path), *extra])
+        assert exc.value.code == 0
+        mat = np.load(npy / "embeddings.npy")
+        ids = pq.read_table(npy / "ids.parquet").to_pylist()
+        assert len(ids) == len(ok)
+        for i, row in enumerate(ids):
+            assert np.allclose(mat[i], -sign * other[row["sha256"]], atol=1e-6)
+        info = json.loads((npy / "embeddings.json").read_text())
+        assert info["encoder"] == (enc or "torch")
+    out = tmp_path / "e.parquet"
+    with pytest.raises(SystemExit) as exc:
+        main(["export", "--embeddings", "--encoder", "onnx-int8", "--out", str(out),
+              "--store", str(store_path)])
+    assert exc.value.code == 0
+    assert pq.ParquetFile(out).schema_arrow.metadata[b"clipsieve.encoder"] == b"onnx-int8"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["export", "--embeddings", "--encoder", "onnx", "--out", str(out),
+              "--store", str(store_path)])
+    assert exc.value.code == 3 and "from the onnx encoder" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from clipsieve.cli.common import (
+    ENCODERS,
     check_outputs,
     open_existing_store,
     plural,
@@ -221,13 +222,16 @@ def report(
 @click.option("--embeddings-npy", "npy_dir", type=click.Path(file_okay=False),
               help="Write DIR/embeddings.npy + DIR/ids.parquet (+ embeddings.json) as "
                    "clip-retrieval does, instead of --out.")
+@click.option("--encoder", type=click.Choice(list(ENCODERS)),
+              help="With --embeddings/--embeddings-npy: the embeddings this encoder computed "
+                   "[default: the one the results record].")
 @click.option("--frames", is_flag=True,
               help="Also one row per sampled frame of each video (kind \"frame\").")
 @_store_options
 def export(
     paths: tuple[str, ...], fmt: str | None, out: str, embeddings: bool, npy_dir: str | None,
-    frames: bool, store_path: str | None, model: str | None, run_id: str | None,
-    policy_name: str | None,
+    encoder: str | None, frames: bool, store_path: str | None, model: str | None,
+    run_id: str | None, policy_name: str | None,
 ) -> None:
     """Export the stored results as JSONL, CSV or Parquet, with the same fields.
 
@@ -252,7 +256,7 @@ def export(
     check_outputs({"--out": None if npy_dir else out}, lambda: _inputs(store_path, results))
     if embeddings or npy_dir:
         with writing(npy_dir or out):
-            _export_embeddings(paths, fmt, out, npy_dir, store_path, model)
+            _export_embeddings(paths, fmt, out, npy_dir, store_path, model, encoder)
         return
     with writing(out):
         n = export_results(results, out, fmt, frames=frames)
@@ -263,7 +267,7 @@ def export(
 
 
 def _export_embeddings(paths: tuple[str, ...], fmt: str | None, out: str, npy_dir: str | None,
-                       store_path: str | None, model: str | None) -> None:
+                       store_path: str | None, model: str | None, encoder: str | None) -> None:
     from clipsieve.errors import ConfigError
     from clipsieve.report.embeddings import export_embeddings_npy, export_with_embeddings
     from clipsieve.search import stored_prep
@@ -273,19 +277,28 @@ def _export_embeddings(paths: tuple[str, ...], fmt: str | None, out: str, npy_di
     if len(models) > 1:
         raise ConfigError(f"the results are of {len(models)} models ({', '.join(models)}); "
                           "embeddings are exported for one: pass --model")
+    if encoder is None:
+        kinds = sorted({str(r.get("encoder") or "torch") for r in results
+                        if r.get("status", "ok") == "ok"})
+        if len(kinds) > 1:
+            raise ConfigError(f"the results were encoded by {len(kinds)} encoders "
+                              f"({', '.join(kinds)}); embeddings are exported for one: "
+                              "pass --encoder")
+        encoder = kinds[0] if kinds else "torch"
     store = open_existing_store(store_path, write=False)
     try:
         if not models:
             from clipsieve.errors import StoreError
 
             raise StoreError(_no_results_message(store_path, model, paths))
-        prep = stored_prep(store, models[0])
+        prep = stored_prep(store, models[0], encoder=encoder)
         if npy_dir:
-            n = export_embeddings_npy(store, models[0], prep, results, npy_dir)
+            n = export_embeddings_npy(store, models[0], prep, results, npy_dir, encoder=encoder)
             click.echo(f"{plural(n, 'embedding')} written to {os.path.join(npy_dir, 'embeddings.npy')} "
                        f"(ids.parquet, embeddings.json beside it)", err=True)
         else:
-            n = export_with_embeddings(store, models[0], prep, results, out, fmt)
+            n = export_with_embeddings(store, models[0], prep, results, out, fmt,
+                                       encoder=encoder)
             if out != "-":
                 click.echo(f"{plural(n, 'result')} with embeddings written to {out}", err=True)
     finally:

@@ -3,16 +3,18 @@
 * :func:`export_with_embeddings` writes the results (JSONL, CSV or Parquet, as
   :func:`clipsieve.report.export_results`) with an ``embedding`` column: a Parquet
   fixed-size list of float32, a JSON list in JSONL and CSV. Parquet's key-value metadata
-  records ``clipsieve.model``, ``clipsieve.preprocess_version`` and ``clipsieve.dim``.
+  records ``clipsieve.model``, ``clipsieve.preprocess_version``, ``clipsieve.dim`` and
+  ``clipsieve.encoder``.
 * :func:`export_embeddings_npy` writes a folder as clip-retrieval does: ``embeddings.npy``
   (N × D float32, row i the embedding of ``ids.parquet`` row i), ``ids.parquet`` (``i``,
   ``path``, ``sha256`` and the other result fields, with the same metadata) and
-  ``embeddings.json`` (model, preprocessing version, dimension, count).
+  ``embeddings.json`` (model, preprocessing version, encoder, dimension, count).
 
 Both stream: results are handled in chunks (embeddings fetched per chunk), so memory holds
-one chunk of vectors whatever the store's size. Only results of one model are exported; a
-result without a stored embedding of that model (a failed file) has a null ``embedding`` and
-is left out of the ``.npy`` folder.
+one chunk of vectors whatever the store's size. Only results of one model and the embeddings
+of one encoder (``torch``, ``onnx``, ``onnx-int8``: each keeps its own) are exported; a result
+without a stored embedding of that model and encoder (a failed file, or one scanned with
+another encoder only) has a null ``embedding`` and is left out of the ``.npy`` folder.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from clipsieve.errors import ConfigError
+from clipsieve.store import DEFAULT_ENCODER
 from clipsieve.report.exports import as_dict, columns_of, flatten, infer_format
 from clipsieve.report.streaming import ResultWriter, column_kind
 
@@ -45,19 +48,19 @@ def _chunks(results: Iterable[Any], n: int) -> Iterator[list[dict[str, Any]]]:
         yield buf
 
 
-def _with_vectors(store: Any, model: str, prep: str, results: Iterable[Any]
+def _with_vectors(store: Any, model: str, prep: str, results: Iterable[Any], encoder: str
                   ) -> Iterator[tuple[dict[str, Any], np.ndarray | None]]:
     for chunk in _chunks(results, CHUNK):
         shas = [r.get("sha256") for r in chunk if r.get("status", "ok") == "ok" and r.get("sha256")]
-        vecs = store.get_embeddings(shas, model, prep)
+        vecs = store.get_embeddings(shas, model, prep, encoder=encoder)
         for r in chunk:
             sha = r.get("sha256")
             yield r, (vecs.get(sha) if sha and r.get("status", "ok") == "ok" else None)
 
 
-def _metadata(model: str, prep: str, dim: int | None) -> dict[str, str]:
+def _metadata(model: str, prep: str, dim: int | None, encoder: str) -> dict[str, str]:
     return {"clipsieve.model": model, "clipsieve.preprocess_version": prep,
-            "clipsieve.dim": str(dim or "")}
+            "clipsieve.dim": str(dim or ""), "clipsieve.encoder": encoder}
 
 
 def _kinds(rows: list[dict[str, Any]], leading: dict[str, str]) -> dict[str, str]:
@@ -72,34 +75,36 @@ def _kinds(rows: list[dict[str, Any]], leading: dict[str, str]) -> dict[str, str
 
 def export_with_embeddings(
     store: Any, model: str, prep: str, results: Iterable[Any],
-    path: str | os.PathLike[str], fmt: str | None = None,
+    path: str | os.PathLike[str], fmt: str | None = None, *, encoder: str = DEFAULT_ENCODER,
 ) -> int:
-    """Write ``results`` (of ``model``) with their stored embeddings; returns the rows.
+    """Write ``results`` (of ``model``) with their stored embeddings (those ``encoder``
+    computed); returns the rows.
 
     Raises:
         ConfigError: unknown format, Parquet to stdout, or pyarrow missing.
     """
     fmt = infer_format(path, fmt)
     rows = [as_dict(r) for r in results]  # the result dicts (small); vectors come per chunk
-    dim = _dim(store, model, prep)
+    dim = _dim(store, model, prep, encoder)
     kinds = _kinds(rows, {}) if fmt != "jsonl" else None
     if kinds is not None:
         kinds["embedding"] = "vector"
-    with ResultWriter(path, fmt, kinds=kinds, metadata=_metadata(model, prep, dim),
+    with ResultWriter(path, fmt, kinds=kinds, metadata=_metadata(model, prep, dim, encoder),
                       dim=dim) as w:
-        for r, vec in _with_vectors(store, model, prep, rows):
+        for r, vec in _with_vectors(store, model, prep, rows, encoder):
             w.write({**r, "embedding": None if vec is None else vec.tolist()})
         return w.count
 
 
-def _dim(store: Any, model: str, prep: str) -> int | None:
-    for _, mat in store.iter_embeddings(model, prep, block=1):
+def _dim(store: Any, model: str, prep: str, encoder: str) -> int | None:
+    for _, mat in store.iter_embeddings(model, prep, block=1, encoder=encoder):
         return int(mat.shape[1])
     return None
 
 
 def export_embeddings_npy(
-    store: Any, model: str, prep: str, results: Iterable[Any], folder: str | os.PathLike[str]
+    store: Any, model: str, prep: str, results: Iterable[Any], folder: str | os.PathLike[str],
+    *, encoder: str = DEFAULT_ENCODER,
 ) -> int:
     """Write ``embeddings.npy`` + ``ids.parquet`` + ``embeddings.json`` into ``folder``
     (created if missing); returns the number of embeddings written.
@@ -119,9 +124,9 @@ def export_embeddings_npy(
     try:
         with open(raw_path, "wb") as raw, ResultWriter(
             out / "ids.parquet", "parquet", kinds=kinds,
-            metadata=_metadata(model, prep, _dim(store, model, prep)),
+            metadata=_metadata(model, prep, _dim(store, model, prep, encoder), encoder),
         ) as ids:
-            for r, vec in _with_vectors(store, model, prep, rows):
+            for r, vec in _with_vectors(store, model, prep, rows, encoder):
                 if vec is None:
                     continue
                 v = np.ascontiguousarray(vec, dtype="<f4")
@@ -136,7 +141,8 @@ def export_embeddings_npy(
     finally:
         if raw_path.exists():
             raw_path.unlink()
-    info = {"model": model, "preprocess_version": prep, "dim": dim, "count": n,
+    info = {"model": model, "preprocess_version": prep, "encoder": encoder, "dim": dim,
+            "count": n,
             "dtype": "float32", "normalized": True, "created": time.time(),
             "files": ["embeddings.npy", "ids.parquet"]}
     (out / "embeddings.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
