@@ -105,24 +105,57 @@ def select(
     result: Mapping[str, Any], *, run: str | None = None, policy: str | None = None
 ) -> dict[str, Any]:
     """``result`` with only the head fields of one run (``run``) and/or moderation made under
-    one policy (``policy``); fields without recorded provenance are dropped by ``run``."""
+    one policy (``policy``); fields without recorded provenance are dropped by ``run``.
+
+    A video (``kind: "video"``) is analysed as one unit: its frames, segments, verdict and
+    quality come from one run and are kept or dropped together, while what describes the
+    file itself (duration, codec, frame rate, sampling, thumbnail…) is always kept, like an
+    image's envelope; under ``policy`` its verdict and segments, and each frame's moderation,
+    are kept only when the verdict was made under that policy.
+    """
     out = dict(result)
     prov = out.get("provenance") if isinstance(out.get("provenance"), Mapping) else {}
     assert isinstance(prov, Mapping)
-    if run is not None:
-        for field in list(out):
-            if field in _BASE or field in ("provenance", "human", "filter"):
-                continue
-            p = prov.get(field)
-            if not isinstance(p, Mapping) or p.get("run") != run:
-                out.pop(field)
-    if policy is not None and isinstance(out.get("moderation"), Mapping):
-        pol = out["moderation"].get("policy")
-        if not isinstance(pol, Mapping) or pol.get("name") != policy:
-            out.pop("moderation")
-    if isinstance(prov, Mapping) and prov:
-        out["provenance"] = {k: v for k, v in prov.items() if k in out}
+    if out.get("kind") == "video":
+        _select_video(out, prov, run, policy)
+    else:
+        if run is not None:
+            for field in list(out):
+                if field in _BASE or field in ("provenance", "human", "filter"):
+                    continue
+                p = prov.get(field)
+                if not isinstance(p, Mapping) or p.get("run") != run:
+                    out.pop(field)
+        if policy is not None and isinstance(out.get("moderation"), Mapping):
+            pol = out["moderation"].get("policy")
+            if not isinstance(pol, Mapping) or pol.get("name") != policy:
+                out.pop("moderation")
+        if isinstance(prov, Mapping) and prov:
+            out["provenance"] = {k: v for k, v in prov.items() if k in out}
     return out
+
+
+#: A video's fields that the heads made (from its frames); the others describe the file.
+_VIDEO_HEAD_FIELDS = ("frames", "segments", "verdict", "quality")
+
+
+def _select_video(out: dict[str, Any], prov: Mapping[str, Any], run: str | None,
+                  policy: str | None) -> None:
+    if run is not None:
+        runs = {p.get("run") for p in prov.values() if isinstance(p, Mapping)}
+        if run not in runs:
+            for field in _VIDEO_HEAD_FIELDS:
+                out.pop(field, None)
+            out.pop("provenance", None)
+    if policy is not None and any(f in out for f in ("verdict", "segments", "frames")):
+        verdict = out.get("verdict")
+        pol = verdict.get("policy") if isinstance(verdict, Mapping) else None
+        if not isinstance(pol, Mapping) or pol.get("name") != policy:
+            out.pop("verdict", None)
+            out.pop("segments", None)
+            if isinstance(out.get("frames"), list):
+                out["frames"] = [{k: v for k, v in f.items() if k != "moderation"}
+                                 if isinstance(f, Mapping) else f for f in out["frames"]]
 
 
 def summary(results: list[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
