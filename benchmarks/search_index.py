@@ -218,8 +218,8 @@ def main() -> None:
         old = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(th)
         try:
-            found, lat = timed_queries(lambda qq: index.search(qq, 10, params=sp)[1][0].tolist(),
-                                       q)
+            found, lat = timed_queries(
+                lambda qq, sp=sp: index.search(qq, 10, params=sp)[1][0].tolist(), q)  # noqa: F821
         finally:
             faiss.omp_set_num_threads(old)
         print(f"| {th} | {recall(found):.4f} | {np.quantile(lat, 0.5) * 1000:.2f} | "

@@ -163,9 +163,8 @@ def test_torch_split_batches_give_the_rows_of_one_call(
     """On the CPU the torch encoder runs a batch as `threads` single-threaded slices at once
     (torch.set_num_threads(1) for the process): each image and text gets the embedding one
     call over the whole batch gives, in order; CLIPSIEVE_SPLIT_BATCHES=0 turns it off."""
-    from PIL import Image
-
     from conftest import photo_array
+    from PIL import Image
 
     from clipsieve.backends.clip import ClipBackend
 

@@ -25,9 +25,9 @@ from clipsieve.backends.onnx import (
     OnnxEncoder,
     OnnxInt8Encoder,
     QuantSettings,
+    export_fingerprint,
     export_folder,
     export_model,
-    export_fingerprint,
     remove_exports,
 )
 from clipsieve.errors import ConfigError

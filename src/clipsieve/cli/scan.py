@@ -211,8 +211,8 @@ def _scan_on_ray(analyzer: Any, heads: list[Any], source: str, out: str, *, quie
     finally:
         analyzer.close()
     if not quiet:
-        for path, code in s.errors:
-            click.echo(f"  failed: {path}: {code}", err=True)
+        for path, reason in s.errors:
+            click.echo(f"  failed: {path}: {reason}", err=True)
         click.echo(
             f"{plural(s.total, 'file')}: {s.written} written, {s.skipped} already done; "
             f"{s.ok} ok, {s.failed} failed, {s.blocked} blocked in {s.seconds:.1f}s "

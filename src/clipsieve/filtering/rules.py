@@ -402,9 +402,9 @@ class WhereExpr:
             elif isinstance(n, Issue):
                 out.setdefault(_ISSUES_FIELD, Field(_ISSUES_FIELD))
             elif isinstance(n, In):
-                for side in (n.left, n.right):
-                    if isinstance(side, Field):
-                        out.setdefault(side.parts, side)
+                for operand in (n.left, n.right):
+                    if isinstance(operand, Field):
+                        out.setdefault(operand.parts, operand)
             elif isinstance(n, Not):
                 walk(n.inner)
             else:

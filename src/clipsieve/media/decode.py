@@ -18,6 +18,7 @@ import os
 import stat
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -325,7 +326,7 @@ def _native_grid(
         return None
 
 
-def _load_rows(im: Image.Image, rows: int) -> None:
+def _load_rows(im: ImageFile.ImageFile, rows: int) -> None:
     """Decode only the first ``rows`` scanlines of a JPEG (the rest stays blank).
 
     libjpeg decodes top to bottom; with the tile cut short it stops reading the entropy-coded
@@ -338,9 +339,10 @@ def _load_rows(im: Image.Image, rows: int) -> None:
     if rows >= im.height or len(im.tile) != 1:
         im.load()
         return
-    tile = im.tile[0]
-    im.tile = [tile._replace(extents=(0, 0, im.width, rows)) if hasattr(tile, "_replace")
-               else (tile[0], (0, 0, im.width, rows), *tile[2:])]
+    tile: Any = im.tile[0]  # a named tuple since Pillow 11, a plain tuple before
+    cut: Any = (tile._replace(extents=(0, 0, im.width, rows)) if hasattr(tile, "_replace")
+                else (tile[0], (0, 0, im.width, rows), *tile[2:]))
+    im.tile = [cut]
     try:
         im.load()
     except OSError:

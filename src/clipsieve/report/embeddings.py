@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 
 from clipsieve.errors import ConfigError
-from clipsieve.store import DEFAULT_ENCODER
 from clipsieve.report.exports import as_dict, columns_of, flatten, infer_format
 from clipsieve.report.streaming import ResultWriter, column_kind
+from clipsieve.store import DEFAULT_ENCODER
 
 #: Results per chunk (embeddings fetched together).
 CHUNK = 1024
