@@ -141,7 +141,6 @@ def test_batch_splitter_keeps_row_order_with_uneven_slices() -> None:
     assert (sp.run(rows, x) == x * 2).all()
     assert len(seen) == 3 and all(n.startswith("t") for n in seen)
     assert (sp.run(rows, x[:1]) == x[:1] * 2).all()  # one row: no thread at all
-    sp.close()
 
 
 @pytest.fixture()

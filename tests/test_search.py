@@ -3,6 +3,7 @@ index files, the CLI."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -42,6 +43,14 @@ def _fill(store: Store, vecs: np.ndarray, model: str = "m", prep: str = "p",
     store.put_results(({"path": f"/x/{i}.jpg", "status": "ok", "sha256": s, "model": model}
                        for i, s in enumerate(shas)), model=model)
     return shas
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run the command line; (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    out = capsys.readouterr()
+    return int(exc.value.code or 0), out.out, out.err
 
 
 def _brute(mat: np.ndarray, keys: list[str], q: np.ndarray, k: int) -> list[tuple[str, float]]:
@@ -360,11 +369,7 @@ def test_cli_search_similar_index_and_report(scanned: tuple[Path, Path], tiny_cl
     st.close()
     common = ["--model", str(tiny_clip), "--store", str(store_path)]
 
-    def run(*args: str) -> tuple[int, str, str]:
-        with pytest.raises(SystemExit) as exc:
-            main(list(args))
-        out = capsys.readouterr()
-        return int(exc.value.code or 0), out.out, out.err
+    run = functools.partial(_cli, capsys)
 
     code, out, err = run("search", "a cat", "--top", "4", "--format", "jsonl", *common)
     assert code == 0, err
@@ -445,11 +450,7 @@ def test_cli_searches_the_embeddings_of_an_encoder(tiny_clip: Path, tmp_path: Pa
     store.close()
     common = ["--model", str(tiny_clip), "--store", str(store_path)]
 
-    def run(*args: str) -> tuple[int, str, str]:
-        with pytest.raises(SystemExit) as exc:
-            main(list(args))
-        out = capsys.readouterr()
-        return int(exc.value.code or 0), out.out, out.err
+    run = functools.partial(_cli, capsys)
 
     code, _, err = run("similar", shas[0], *common)
     assert code == 3 and "from the torch encoder" in err and "pass --encoder" in err

@@ -47,11 +47,9 @@ class BatchSplitter:
     row. Rows come back in input order. The worker threads are started on first use.
     """
 
-    def __init__(self, threads: int, name: str, initializer: Callable[[], Any] | None = None
-                 ) -> None:
+    def __init__(self, threads: int, name: str) -> None:
         self.threads = max(1, int(threads))
         self._name = name
-        self._initializer = initializer
         self._pool: Any = None
         self._lock = threading.Lock()
 
@@ -74,14 +72,6 @@ class BatchSplitter:
             if self._pool is None:
                 from concurrent.futures import ThreadPoolExecutor
 
-                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix=self._name,
-                                                initializer=self._initializer)
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix=self._name)
             pool = self._pool
         return np.concatenate(list(pool.map(lambda ab: fn(*ab), parts)))
-
-    def close(self) -> None:
-        """Stop the worker threads (a later :meth:`run` starts new ones)."""
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)

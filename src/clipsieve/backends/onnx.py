@@ -649,7 +649,8 @@ class OnnxEncoder:
         self.preprocess = load_preprocess(self.model_id)
         self._lock = threading.Lock()
         # the image tower's batches run as one single-threaded call per core (encode_pixels)
-        self._splitter = (BatchSplitter(self.threads, "onnx") if self._split_runs else None)
+        split = self.threads > 1 and self.device == "cpu" and split_enabled()
+        self._splitter = BatchSplitter(self.threads, "onnx") if split else None
         for attempt in (0, 1):
             try:
                 self._open()
@@ -716,7 +717,7 @@ class OnnxEncoder:
 
     @property
     def _split_runs(self) -> bool:
-        return self.threads > 1 and self.device == "cpu" and split_enabled()
+        return self._splitter is not None
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Preprocessed pixels (N, 3, H, W) → L2-normalised embeddings (N, D) float32.
