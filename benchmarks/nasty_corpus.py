@@ -5,7 +5,7 @@ bombs, a 1,000-frame GIF and a 500-page TIFF, odd modes (16-bit, 32-bit, float w
 inf, CMYK, LAB, 1-bit, palette with alpha), bogus EXIF and ICC, crafted headers and unsupported
 variants (the equivalents of Pillow's odd test images), text and HTML named as images, FIFOs,
 device links, a socket, symbolic link loops, dangling links, unreadable files and folders (the
-scan runs as `nobody` when started as root), names with newlines, quotes, tabs, 250
+scan runs without root's file-permission override when started as root), names with newlines, quotes, tabs, 250
 characters and bytes that are not UTF-8, and hidden files (documented skips).
 
 Prints the counts per outcome and every broken rule: one line per entry (hidden ones skipped),
@@ -36,7 +36,7 @@ def main() -> int:
         run = run_nasty_scan(model, timeout=args.timeout)
     counts = run.counts()
     print(f"one `clipsieve scan` process over {counts['entries']} entries "
-          f"({'as nobody' if run.unprivileged else 'as this user'}): "
+          f"({'without root powers' if run.unprivileged else 'as this user'}): "
           f"{run.seconds:.1f} s, exit code {run.returncode}")
     print(f"{'outcome':<20} {'entries':>7}")
     for key, n in counts.items():

@@ -2,8 +2,9 @@
 internal error, and no input is ever overwritten. Each test reproduces a numbered case of the
 issue as written, through the real entry point (a subprocess).
 
-Cases about permissions run the command as the user ``nobody`` (``setpriv``) when the tests run
-as root, since root reads and writes files whatever their mode.
+Cases about permissions run the command without root's powers over files (``setpriv``:
+``clipsieve.testing.unprivileged_prefix``) when the tests run as root, since root reads and
+writes files whatever their mode.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def nobody() -> list[str]:
 
 @pytest.fixture()
 def public(tiny_clip: Path) -> Iterator[Path]:
-    """A folder every user may write, holding a copy of the tiny model (for runs as nobody)."""
+    """A folder every user may write, holding a copy of the tiny model (for runs without
+    root's powers, which may mean as nobody)."""
     top = public_temp_dir()
     shutil.copytree(tiny_clip, top / "model")
     for p in (top / "model").rglob("*"):

@@ -54,8 +54,8 @@ def test_symlink_loop_with_an_image_name_is_yielded_not_dropped(tmp_path: Path) 
 
 def test_unreadable_sub_folder_is_yielded_itself(tmp_path: Path) -> None:
     """Issue #8 case 4: a sub-folder that cannot be listed is yielded (it then fails with
-    io_error "cannot read folder"), never skipped in silence. Run as nobody: root reads
-    any folder."""
+    io_error "cannot read folder"), never skipped in silence. Run without root's powers over files: root
+    reads any folder."""
     import subprocess
     import sys
 

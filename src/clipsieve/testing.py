@@ -9,6 +9,7 @@ for real predictions.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -164,28 +165,67 @@ def build_random_siglip(folder: str | Path, seed: int = 0) -> Path:
     return folder
 
 
+#: Capabilities that let root ignore file permissions (dropped by :func:`unprivileged_prefix`).
+_DAC_CAPS = "-dac_override,-dac_read_search"
+
+
 def unprivileged_prefix() -> list[str] | None:
-    """A command prefix that runs a process without root's powers, for permission tests.
+    """A command prefix that runs a process without root's powers over files, for permission
+    tests.
 
     As root, file permissions do not apply (root reads a ``chmod 000`` file), so tests of
-    "permission denied" run the command as the user ``nobody`` (uid and gid 65534) through
-    util-linux ``setpriv``. Returns ``[]`` when this process is not root (permissions
-    already apply), or ``None`` when it is root and ``setpriv`` is missing (skip the test).
+    "permission denied" run the command through util-linux ``setpriv`` with the two
+    capabilities that override them (``CAP_DAC_OVERRIDE``, ``CAP_DAC_READ_SEARCH``) dropped
+    from its bounding set: still uid 0, so it can read the checkout and its ``.venv`` even
+    where they sit in a private folder, but a ``chmod 000`` file or folder, or a read-only
+    file, is refused as for any other owner. Where the capabilities cannot be dropped (no
+    ``CAP_SETPCAP``), it runs as the user ``nobody`` (uid and gid 65534) instead. Returns
+    ``[]`` when this process is not root (permissions already apply), or ``None`` when it is
+    root and ``setpriv`` is missing or unusable (skip the test).
     """
     import os
-    import shutil
 
     if os.geteuid() != 0:
         return []
+    found = _working_setpriv_prefix()
+    return None if found is None else list(found)
+
+
+@functools.lru_cache(maxsize=1)
+def _working_setpriv_prefix() -> tuple[str, ...] | None:
+    """The first setpriv prefix under which a ``chmod 000`` file really is unreadable (probed
+    once per process: without ``CAP_SETPCAP`` setpriv leaves the bounding set as it is and
+    still exits 0, so only the effect tells)."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         return None
-    return [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+    fd, probe = tempfile.mkstemp(prefix="clipsieve-perm-")
+    os.close(fd)
+    os.chmod(probe, 0)
+    try:
+        for prefix in ((setpriv, f"--bounding-set={_DAC_CAPS}", "--"),
+                       (setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--")):
+            try:
+                runs = subprocess.run([*prefix, "true"], capture_output=True, timeout=30)
+                reads = subprocess.run([*prefix, "cat", probe], capture_output=True, timeout=30)
+            except (OSError, subprocess.SubprocessError):
+                continue
+            if runs.returncode == 0 and reads.returncode != 0:
+                return prefix
+        return None
+    finally:
+        os.unlink(probe)
 
 
 def public_temp_dir(prefix: str = "clipsieve-test-") -> Path:
     """A new folder under the system temp dir that every user may enter and write (mode 1777),
-    for files that a test reads or writes as ``nobody``. The caller removes it."""
+    for files that a test reads or writes without root's powers (:func:`unprivileged_prefix`,
+    which may run as ``nobody``). The caller removes it."""
     import os
     import tempfile
 

@@ -420,8 +420,9 @@ def run_nasty_scan(model: str | Path, *, timeout: float = 600, workers: int | No
                    ) -> CorpusRun:
     """Build the nasty corpus and scan it in one ``clipsieve scan`` process.
 
-    As root, the scan runs as ``nobody`` (``setpriv``) so that permissions apply; the corpus
-    and a copy of the model then live in a folder every user can read.
+    As root, the scan runs without root's powers over files (``setpriv``, see
+    :func:`clipsieve.testing.unprivileged_prefix`) so that permissions apply; the corpus and a
+    copy of the model live in a folder every user can read (in case that means ``nobody``).
 
     Args:
         model: a checkpoint folder (a tiny random CLIP is enough).
